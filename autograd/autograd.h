@@ -1,0 +1,193 @@
+/*
+ * autograd — the eager tape, bg_backward, the ops, gradcheck.
+ *
+ * Every op computes its result at once (in the ctx's arena) and, when grad
+ * is enabled and an input requires grad, records a node on the ctx's tape.
+ * bg_backward walks the tape in reverse and ACCUMULATES into each leaf's
+ * grad, so micro-batches accumulate until the caller zeroes the grads.
+ *
+ *     // f(x) = mean((relu(x W^T + b) - t)^2)
+ *     bg_tensor *h = bg_linear(ctx, x, W, b);      // x [N,K], W [M,K], b [M]
+ *     bg_tensor *loss = bg_mse(ctx, bg_relu(ctx, h), t);
+ *     if (bg_backward(ctx, loss) != BG_OK)          // W->grad, b->grad += ...
+ *         fprintf(stderr, "%s\n", bg_ctx_error(ctx)); // first failure of the step
+ *     bg_ctx_reset(ctx);
+ *
+ * Contract of every builder: returns an arena tensor, or NULL when the ctx
+ * has already failed or the inputs are bad (then the ctx's sticky error and
+ * bg_last_error hold "<op>: <what>: <values>"). Inputs may be NULL only after
+ * an earlier failure; NULL otherwise is itself an error. Inputs may have any
+ * strides unless said otherwise; results are contiguous.
+ */
+#ifndef BG_AUTOGRAD_H
+#define BG_AUTOGRAD_H
+
+#include "tensor/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One entry per differentiable op; the op table (autograd/ops_table.c) maps
+ * each to its name, arity and backward. Every value has a gradcheck case in
+ * tests/test_gradcheck.c, and a test fails when one is missing. */
+typedef enum bg_op {
+    BG_OP_NONE = 0,
+    // element-wise (ops_eltwise.c)
+    BG_OP_ADD, BG_OP_SUB, BG_OP_MUL, BG_OP_DIV, BG_OP_SCALE, BG_OP_NEG,
+    BG_OP_EXP, BG_OP_LOG, BG_OP_SQRT, BG_OP_ABS, BG_OP_CLAMP,
+    BG_OP_RELU, BG_OP_LEAKY_RELU, BG_OP_GELU, BG_OP_SILU, BG_OP_SIGMOID, BG_OP_TANH,
+    BG_OP_DROPOUT,
+    // reductions and losses (ops_reduce.c)
+    BG_OP_SUM, BG_OP_MEAN, BG_OP_MAX, BG_OP_SOFTMAX, BG_OP_LOG_SOFTMAX,
+    BG_OP_CROSS_ENTROPY, BG_OP_MSE,
+    // shapes (ops_shape.c)
+    BG_OP_RESHAPE, BG_OP_PERMUTE, BG_OP_CONCAT, BG_OP_SLICE, BG_OP_EMBEDDING,
+    // products (ops_matmul.c)
+    BG_OP_MATMUL, BG_OP_LINEAR,
+    // norms (ops_norm.c)
+    BG_OP_LAYERNORM, BG_OP_RMSNORM,
+    // convolution and pooling (ops_conv.c)
+    BG_OP_CONV2D, BG_OP_MAX_POOL2D, BG_OP_AVG_POOL2D,
+    BG_OP_COUNT
+} bg_op;
+
+/* The op's name, as used in error messages and gradcheck reports. */
+const char *bg_op_name(bg_op op);
+
+// ---------------------------------------------------------------------------
+// backward
+
+/* loss must be a single element that requires grad. Seeds dloss = 1 and
+ * accumulates into every leaf's grad. */
+bg_status bg_backward(bg_ctx *ctx, bg_tensor *loss);
+/* Same with an explicit upstream gradient dout (same shape as out). */
+bg_status bg_backward_with_grad(bg_ctx *ctx, bg_tensor *out, const bg_tensor *dout);
+
+// ---------------------------------------------------------------------------
+// element-wise (ops_eltwise.c). Binary ops broadcast as in NumPy/PyTorch.
+
+bg_tensor *bg_add(bg_ctx *ctx, bg_tensor *a, bg_tensor *b);
+bg_tensor *bg_sub(bg_ctx *ctx, bg_tensor *a, bg_tensor *b);
+bg_tensor *bg_mul(bg_ctx *ctx, bg_tensor *a, bg_tensor *b);
+bg_tensor *bg_div(bg_ctx *ctx, bg_tensor *a, bg_tensor *b);
+bg_tensor *bg_scale(bg_ctx *ctx, bg_tensor *x, float s);          /* s * x */
+bg_tensor *bg_neg(bg_ctx *ctx, bg_tensor *x);
+bg_tensor *bg_exp(bg_ctx *ctx, bg_tensor *x);
+bg_tensor *bg_log(bg_ctx *ctx, bg_tensor *x);
+bg_tensor *bg_sqrt(bg_ctx *ctx, bg_tensor *x);
+bg_tensor *bg_abs(bg_ctx *ctx, bg_tensor *x);
+bg_tensor *bg_clamp(bg_ctx *ctx, bg_tensor *x, float lo, float hi); /* grad 1 inside [lo,hi] */
+bg_tensor *bg_relu(bg_ctx *ctx, bg_tensor *x);
+bg_tensor *bg_leaky_relu(bg_ctx *ctx, bg_tensor *x, float slope);
+/* tanh_approx false: x*Phi(x) (erf); true: PyTorch's approximate='tanh'. */
+bg_tensor *bg_gelu(bg_ctx *ctx, bg_tensor *x, bool tanh_approx);
+bg_tensor *bg_silu(bg_ctx *ctx, bg_tensor *x);
+bg_tensor *bg_sigmoid(bg_ctx *ctx, bg_tensor *x);
+bg_tensor *bg_tanh(bg_ctx *ctx, bg_tensor *x);
+/* Inverted dropout: zeroes with probability p, scales the rest by 1/(1-p).
+ * Identity when p == 0. rng supplies the mask (seeded: reproducible). */
+bg_tensor *bg_dropout(bg_ctx *ctx, bg_tensor *x, float p, bg_rng *rng);
+
+// ---------------------------------------------------------------------------
+// reductions and losses (ops_reduce.c). axis may be negative (-1 = last).
+
+bg_tensor *bg_sum(bg_ctx *ctx, bg_tensor *x, int axis, bool keepdim);
+bg_tensor *bg_mean(bg_ctx *ctx, bg_tensor *x, int axis, bool keepdim);
+bg_tensor *bg_max(bg_ctx *ctx, bg_tensor *x, int axis, bool keepdim); /* grad to the first max */
+bg_tensor *bg_sum_all(bg_ctx *ctx, bg_tensor *x);   /* shape [] (one element) */
+bg_tensor *bg_mean_all(bg_ctx *ctx, bg_tensor *x);
+bg_tensor *bg_max_all(bg_ctx *ctx, bg_tensor *x);
+bg_tensor *bg_softmax(bg_ctx *ctx, bg_tensor *x, int axis);
+bg_tensor *bg_log_softmax(bg_ctx *ctx, bg_tensor *x, int axis);
+
+typedef struct bg_cross_entropy_opts {
+    float label_smoothing;   /* 0 = none (PyTorch's definition) */
+    int32_t ignore_index;    /* labels equal to it add nothing; default -100 */
+} bg_cross_entropy_opts;
+#define BG_CROSS_ENTROPY_DEFAULTS ((bg_cross_entropy_opts){.label_smoothing = 0.0f, .ignore_index = -100})
+
+/* Mean cross-entropy of logits [N,C] against i32 labels [N] in [0,C).
+ * opts may be NULL (defaults). Returns shape []. */
+bg_tensor *bg_cross_entropy(bg_ctx *ctx, bg_tensor *logits, bg_tensor *labels,
+                            const bg_cross_entropy_opts *opts);
+/* mean((a - b)^2), shape []; both inputs receive gradients. */
+bg_tensor *bg_mse(bg_ctx *ctx, bg_tensor *a, bg_tensor *b);
+
+// ---------------------------------------------------------------------------
+// shapes (ops_shape.c)
+
+bg_tensor *bg_reshape(bg_ctx *ctx, bg_tensor *x, int ndim, const int64_t *shape);
+bg_tensor *bg_transpose(bg_ctx *ctx, bg_tensor *x, int d0, int d1);
+bg_tensor *bg_permute(bg_ctx *ctx, bg_tensor *x, const int *perm);
+/* Concatenates n tensors of equal shape but along axis. */
+bg_tensor *bg_concat(bg_ctx *ctx, bg_tensor *const *xs, int n, int axis);
+/* x[..., start:end, ...] along axis (end exclusive). */
+bg_tensor *bg_slice(bg_ctx *ctx, bg_tensor *x, int axis, int64_t start, int64_t end);
+/* weight [V,D], ids i32 of any shape with values in [0,V) -> [ids..., D]. */
+bg_tensor *bg_embedding(bg_ctx *ctx, bg_tensor *weight, bg_tensor *ids);
+
+// ---------------------------------------------------------------------------
+// products (ops_matmul.c)
+
+/* op(a) @ op(b), op = transpose of the last two dims when the flag is set.
+ * a is [M,K] or [B...,M,K]; b is [K,N] (shared across the batch) or
+ * [B...,K,N] with the same batch dims. */
+bg_tensor *bg_matmul(bg_ctx *ctx, bg_tensor *a, bg_tensor *b, bool trans_a, bool trans_b);
+/* x W^T + b: x [..., K], W [M,K], b [M] or NULL -> [..., M]. */
+bg_tensor *bg_linear(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, bg_tensor *b);
+/* Scaled dot-product attention softmax(q k^T / sqrt(D) + mask) v, built from
+ * the ops above. q [..., Tq, D], k and v [..., Tk, D]; causal masks j > i. */
+bg_tensor *bg_attention(bg_ctx *ctx, bg_tensor *q, bg_tensor *k, bg_tensor *v, bool causal);
+
+// ---------------------------------------------------------------------------
+// norms (ops_norm.c), over the last dim
+
+bg_tensor *bg_layernorm(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, bg_tensor *b, float eps);
+bg_tensor *bg_rmsnorm(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, float eps);
+
+// ---------------------------------------------------------------------------
+// convolution and pooling (ops_conv.c), NCHW
+
+typedef struct bg_conv2d_opts {
+    int64_t stride[2], padding[2], dilation[2], groups;
+} bg_conv2d_opts;
+#define BG_CONV2D_DEFAULTS \
+    ((bg_conv2d_opts){.stride = {1, 1}, .padding = {0, 0}, .dilation = {1, 1}, .groups = 1})
+
+/* x [N,C,H,W], w [OC,C/groups,KH,KW], b [OC] or NULL; opts NULL = defaults. */
+bg_tensor *bg_conv2d(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, bg_tensor *b,
+                     const bg_conv2d_opts *opts);
+/* PyTorch semantics; avg counts padding (count_include_pad=True). */
+bg_tensor *bg_max_pool2d(bg_ctx *ctx, bg_tensor *x, int64_t kernel, int64_t stride, int64_t padding);
+bg_tensor *bg_avg_pool2d(bg_ctx *ctx, bg_tensor *x, int64_t kernel, int64_t stride, int64_t padding);
+
+// ---------------------------------------------------------------------------
+// gradient check
+
+typedef struct bg_gradcheck_report {
+    int input;            /* index of the worst input */
+    int64_t index;        /* flat index of the worst element */
+    double analytic, numeric;
+    double max_abs_err, max_rel_err;
+    int64_t checked;      /* elements compared */
+    int64_t failed;       /* elements outside atol + rtol*|numeric| */
+} bg_gradcheck_report;
+
+/* f builds an output from inputs on ctx (it may use user). */
+typedef bg_tensor *(*bg_gradcheck_fn)(bg_ctx *ctx, bg_tensor *const *inputs, void *user);
+
+/* Compares the tape's gradient of loss = sum(f(inputs) * R), R fixed random
+ * (seeded), with central differences (step eps, accumulated in double) for
+ * every element of every input that requires grad. Inputs must be persistent
+ * f32 tensors; their grads are zeroed and overwritten. Returns BG_OK when
+ * every element satisfies |analytic - numeric| <= atol + rtol*|numeric|,
+ * BG_ERR_STATE otherwise (report holds the worst element), or the error f
+ * raised. */
+bg_status bg_gradcheck(bg_gradcheck_fn f, bg_tensor *const *inputs, int n_inputs, void *user,
+                       double eps, double atol, double rtol, bg_gradcheck_report *report);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BG_AUTOGRAD_H */

@@ -1,0 +1,94 @@
+/* autograd_internal.h — the tape node, the op table and the helpers every op
+ * file uses. Not installed. */
+#ifndef BG_AUTOGRAD_INTERNAL_H
+#define BG_AUTOGRAD_INTERNAL_H
+
+#include "autograd/autograd.h"
+#include "tensor/tensor_internal.h"
+
+#define BG_NODE_MAX_SAVED 4
+
+typedef struct bg_node {
+    bg_op op;
+    bg_tensor *out;
+    int n_in;
+    bg_tensor **in;                       /* n_in inputs (arena array) */
+    bg_tensor *saved[BG_NODE_MAX_SAVED];  /* arena tensors the backward needs */
+    float f[8];                           /* op parameters (eps, slope, ...) */
+    int64_t i[8];
+    void *extra;                          /* op-specific arena data */
+    struct bg_node *prev;
+} bg_node;
+
+typedef void (*bg_backward_fn)(bg_ctx *ctx, bg_node *n);
+
+typedef struct bg_op_def {
+    const char *name;
+    int n_inputs;          /* -1: variable (concat) */
+    bg_backward_fn backward;
+} bg_op_def;
+
+extern const bg_op_def bg_op_table[BG_OP_COUNT];
+
+/* Records a node for op when grad is enabled and any input requires grad;
+ * marks out as requiring grad. Returns the node (to fill saved/f/i) or NULL
+ * when nothing is recorded (or the arena is exhausted: the ctx error is set). */
+bg_node *bg_record(bg_ctx *ctx, bg_op op, bg_tensor *out, int n_in, bg_tensor *const *in);
+
+/* The gradient buffer of t, created zeroed in the arena on first use. NULL
+ * when t does not require grad (or on out of memory). */
+float *bg_grad_of(bg_ctx *ctx, bg_tensor *t);
+
+/* Common input checks: returns false (and sets the ctx error) when the ctx
+ * has failed, x is NULL, or x is not f32. */
+bool bg_check_f32(bg_ctx *ctx, const char *op, const bg_tensor *x, const char *what);
+
+/* Normalises a possibly negative axis; false (+ ctx error) when out of range. */
+bool bg_check_axis(bg_ctx *ctx, const char *op, const bg_tensor *x, int *axis);
+
+/* A contiguous f32 output shaped like the given shape. */
+static inline bg_tensor *bg_out(bg_ctx *ctx, int ndim, const int64_t *shape) {
+    return bg_empty(ctx, BG_DTYPE_F32, ndim, shape);
+}
+
+// Backward functions, one per op, defined next to their forward.
+#define BG_DECLARE_BACKWARD(name) void bg_op_##name##_backward(bg_ctx *ctx, bg_node *n)
+BG_DECLARE_BACKWARD(add);
+BG_DECLARE_BACKWARD(sub);
+BG_DECLARE_BACKWARD(mul);
+BG_DECLARE_BACKWARD(div);
+BG_DECLARE_BACKWARD(scale);
+BG_DECLARE_BACKWARD(neg);
+BG_DECLARE_BACKWARD(exp);
+BG_DECLARE_BACKWARD(log);
+BG_DECLARE_BACKWARD(sqrt);
+BG_DECLARE_BACKWARD(abs);
+BG_DECLARE_BACKWARD(clamp);
+BG_DECLARE_BACKWARD(relu);
+BG_DECLARE_BACKWARD(leaky_relu);
+BG_DECLARE_BACKWARD(gelu);
+BG_DECLARE_BACKWARD(silu);
+BG_DECLARE_BACKWARD(sigmoid);
+BG_DECLARE_BACKWARD(tanh);
+BG_DECLARE_BACKWARD(dropout);
+BG_DECLARE_BACKWARD(sum);
+BG_DECLARE_BACKWARD(mean);
+BG_DECLARE_BACKWARD(max);
+BG_DECLARE_BACKWARD(softmax);
+BG_DECLARE_BACKWARD(log_softmax);
+BG_DECLARE_BACKWARD(cross_entropy);
+BG_DECLARE_BACKWARD(mse);
+BG_DECLARE_BACKWARD(reshape);
+BG_DECLARE_BACKWARD(permute);
+BG_DECLARE_BACKWARD(concat);
+BG_DECLARE_BACKWARD(slice);
+BG_DECLARE_BACKWARD(embedding);
+BG_DECLARE_BACKWARD(matmul);
+BG_DECLARE_BACKWARD(linear);
+BG_DECLARE_BACKWARD(layernorm);
+BG_DECLARE_BACKWARD(rmsnorm);
+BG_DECLARE_BACKWARD(conv2d);
+BG_DECLARE_BACKWARD(max_pool2d);
+BG_DECLARE_BACKWARD(avg_pool2d);
+
+#endif

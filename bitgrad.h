@@ -1,0 +1,9 @@
+/* bitgrad.h — the umbrella header: every module's public header. */
+#ifndef BITGRAD_H
+#define BITGRAD_H
+
+#include "tensor/tensor.h"
+#include "kernels/kernels.h"
+#include "autograd/autograd.h"
+
+#endif

@@ -1,0 +1,33 @@
+/* tensor_internal.h — the ctx's layout, shared with autograd/ (which owns the
+ * tape fields). Not installed; users see bg_ctx as opaque. */
+#ifndef BG_TENSOR_INTERNAL_H
+#define BG_TENSOR_INTERNAL_H
+
+#include <assert.h>
+
+#include "tensor/tensor.h"
+
+/* Internal invariants only: nothing a user passes may reach one. */
+#define BG_ASSERT(cond) assert(cond)
+
+typedef struct bg_arena_block {
+    struct bg_arena_block *next;
+    size_t size;   /* usable bytes after the header */
+    size_t used;
+    unsigned char *mem;
+} bg_arena_block;
+
+struct bg_ctx {
+    bg_arena_block *head;      /* block being filled (newest) */
+    bg_arena_block *blocks;    /* all blocks, oldest first */
+    size_t used;               /* bytes handed out since reset */
+    size_t peak;
+    size_t first_block;
+    bg_status status;
+    char error[BG_ERROR_MAX];
+    bool grad_enabled;
+    struct bg_node *tape_tail; /* last recorded node; nodes link backwards */
+    int64_t n_nodes;
+};
+
+#endif

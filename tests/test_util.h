@@ -1,0 +1,40 @@
+/* test_util.h — the one comparator and the pass/fail counters every test
+ * executable shares. Each test ends with `return bg_test_finish();`, which
+ * prints "N passed, N failed" and returns non-zero when anything failed. */
+#ifndef BG_TEST_UTIL_H
+#define BG_TEST_UTIL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "bitgrad.h"
+
+/* |got - want| <= atol + rtol*|want|; NaN never passes. */
+bool bg_test_close(double got, double want, double atol, double rtol);
+
+/* Records one check; prints file:line and the message when it fails. */
+bool bg_test_check(bool ok, const char *file, int line, const char *fmt, ...) BG_PRINTF(4, 5);
+
+/* Compares n floats; prints the first few mismatches (index, got, want) and
+ * the max abs/rel error; counts as one check. */
+bool bg_test_arrays(const char *what, const float *got, const float *want, int64_t n, double atol,
+                    double rtol, const char *file, int line);
+
+int bg_test_finish(void);
+
+/* The source tree (for tests/reference files): $BG_SOURCE_DIR or ".". */
+const char *bg_test_source_dir(void);
+
+#define CHECK(cond) bg_test_check((cond), __FILE__, __LINE__, "%s", #cond)
+#define CHECK_MSG(cond, ...) bg_test_check((cond), __FILE__, __LINE__, __VA_ARGS__)
+#define CHECK_CLOSE(got, want, atol, rtol)                                                  \
+    bg_test_check(bg_test_close((got), (want), (atol), (rtol)), __FILE__, __LINE__,         \
+                  "%s = %.9g, want %s = %.9g", #got, (double)(got), #want, (double)(want))
+#define CHECK_STR(got, want)                                                                \
+    bg_test_check((got) && strcmp((got), (want)) == 0, __FILE__, __LINE__,                  \
+                  "%s = \"%s\", want \"%s\"", #got, (got) ? (got) : "(null)", (want))
+#define CHECK_ARRAYS(what, got, want, n, atol, rtol) \
+    bg_test_arrays((what), (got), (want), (n), (atol), (rtol), __FILE__, __LINE__)
+
+#endif
