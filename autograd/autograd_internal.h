@@ -51,6 +51,22 @@ static inline bg_tensor *bg_out(bg_ctx *ctx, int ndim, const int64_t *shape) {
     return bg_empty(ctx, BG_DTYPE_F32, ndim, shape);
 }
 
+// Broadcasting helpers (broadcast.c), NumPy rules, up to 4 dims.
+/* The broadcast shape of (na, sa) and (nb, sb) into (*nout, out); false when
+ * they cannot broadcast. */
+bool bg_broadcast_shapes(int na, const int64_t *sa, int nb, const int64_t *sb, int *nout,
+                         int64_t *out);
+/* t's element strides as seen from the broadcast shape (nout, out), padded on
+ * the left to 4 dims; 0 along broadcast and padded dims. */
+void bg_broadcast_strides(const bg_tensor *t, int nout, const int64_t *out, int64_t stride[4]);
+/* True when (nb, sb) without its leading ones equals the trailing dims of
+ * (ny, sy), e.g. [M] or [1,M] against [N,M]. */
+bool bg_is_row_broadcast(int nb, const int64_t *sb, int ny, const int64_t *sy);
+/* dst (contiguous, shape dshape) += alpha * src (contiguous, shape sshape)
+ * summed over the dims dshape broadcasts along. */
+void bg_sum_to_shape(float *dst, int nd, const int64_t *dshape, const float *src, int ns,
+                     const int64_t *sshape, float alpha);
+
 // Backward functions, one per op, defined next to their forward.
 #define BG_DECLARE_BACKWARD(name) void bg_op_##name##_backward(bg_ctx *ctx, bg_node *n)
 BG_DECLARE_BACKWARD(add);
