@@ -1,0 +1,274 @@
+/*
+ * layers — bg_module (a small module interface) and the layers built on it:
+ * Linear, Conv2d, Embedding, LayerNorm, RMSNorm, Dropout, activations,
+ * Flatten, MaxPool2d/AvgPool2d, Sequential.
+ *
+ *     bg_rng rng; bg_rng_seed(&rng, 0);
+ *     bg_module *mlp = bg_sequential_new(3, (bg_module *[]){   // owns the children
+ *         bg_linear_new(784, 512, true, &rng), bg_relu_new(),
+ *         bg_linear_new(512, 10, true, &rng)});
+ *     if (!mlp) fprintf(stderr, "%s\n", bg_last_error());    // any child failing fails it
+ *     bg_tensor *logits = bg_module_forward(ctx, mlp, x);     // x [N,784] -> [N,10]
+ *     bg_backward(ctx, bg_cross_entropy(ctx, logits, y, NULL));
+ *     // ... optimizer step (optim/optim.h) ...
+ *     bg_module_zero_grad(mlp); bg_ctx_reset(ctx);            // one memset
+ *     bg_module_free(mlp);
+ *
+ * Parameters. Parameter names follow PyTorch's named_parameters(): a module's
+ * own parameters in the order it registered them ("weight", "bias"), then each
+ * child's under "<child>." ("0.weight", "0.bias", "2.weight", ...), so a
+ * PyTorch state_dict maps 1:1 onto bg_module_find_param / set_param.
+ *
+ * Memory (DESIGN.md "Memory model"). After bg_module_finalize() — which every
+ * built-in constructor, bg_sequential_new included, calls for you — all the
+ * parameters of a module tree live in ONE 64-byte aligned f32 buffer, and
+ * their gradients in one more, both owned by the root (the module that was
+ * finalized last). Each parameter is a persistent bg_tensor (bg_tensor_wrap)
+ * viewing into the params buffer, with ->grad viewing into the grads buffer
+ * and requires_grad = true. Each parameter starts on a 64-byte boundary: the
+ * few floats of padding between parameters are zero and stay zero under every
+ * optimizer, so the flat buffers can be processed as one array. The tensor
+ * pointers never change once created (finalize re-points their data), so a
+ * bg_tensor * taken from a module stays valid until the module is freed.
+ * Any module's subtree is a contiguous range of the root's buffers, so flat
+ * access works for sub-modules too (e.g. an optimizer over the head only).
+ *
+ * Ownership: constructors return a module owned by the caller, freed with
+ * bg_module_free (NULL is a no-op). A container takes ownership of its
+ * children; free only the root. Modules are not thread-safe.
+ *
+ * Errors: constructors return NULL and set bg_last_error(); forward returns
+ * NULL and sets the ctx's sticky error ("<layer>: <what>: <values>"); other
+ * calls return bg_status and set bg_last_error().
+ */
+#ifndef BG_LAYERS_H
+#define BG_LAYERS_H
+
+#include <stdio.h>
+
+#include "autograd/autograd.h"
+#include "tensor/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---------------------------------------------------------------------------
+// constants
+
+/* Longest parameter name, including the terminating NUL ("3.1.weight"). */
+#define BG_PARAM_NAME_MAX 128
+
+// ---------------------------------------------------------------------------
+// types
+
+typedef struct bg_module bg_module;   /* opaque */
+
+/* The behaviour of one kind of module (a "class"). Built-in layers have their
+ * own; a user defines one to write a custom module (see "defining a module"
+ * below). The struct must outlive every module of its kind (make it static). */
+typedef struct bg_module_type {
+    /* The kind, e.g. "Linear"; used in error messages and bg_module_describe. */
+    const char *kind;
+    /* y = f(x). Must follow the builder contract of autograd.h: return an arena
+     * tensor, or NULL with the ctx's sticky error set. Called only with a ctx
+     * that has not failed and a non-NULL x. */
+    bg_tensor *(*forward)(bg_ctx *ctx, bg_module *m, bg_tensor *x);
+    /* Optional: writes a one-line description such as
+     * "Linear(in_features=784, out_features=512, bias=true)" (snprintf rules). */
+    int (*describe)(const bg_module *m, char *buf, size_t len);
+    /* Optional: frees the state passed to bg_module_new. */
+    void (*free_state)(void *state);
+} bg_module_type;
+
+// ---------------------------------------------------------------------------
+// using a module
+
+/* Runs the module. x may have any strides. Returns an arena tensor, or NULL
+ * when the ctx has already failed, m or x is NULL, or the layer rejects x
+ * (ctx error, e.g. "Linear: input features differ: x is [128,780], in_features
+ * is 784"). Records on the tape like any op. */
+bg_tensor *bg_module_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x);
+
+/* Frees m, its children, its parameters and (if m owns them) the flat
+ * buffers. Only call it on a root: a child belongs to its container. */
+void bg_module_free(bg_module *m);
+
+/* The kind ("Linear", "Sequential", ...); "" for NULL. */
+const char *bg_module_kind(const bg_module *m);
+/* One-line description of m (not of its children), e.g.
+ * "Conv2d(1, 32, kernel_size=(3, 3), stride=(1, 1))". Returns what snprintf
+ * would (the length it needed). */
+int bg_module_describe(const bg_module *m, char *buf, size_t len);
+/* Prints the tree, one line per module, indented, with parameter counts
+ * (like PyTorch's repr). */
+void bg_module_print(const bg_module *m, FILE *f);
+
+/* Train (default) or eval mode, for m and its whole subtree (Dropout is the
+ * identity in eval mode). */
+void bg_module_train(bg_module *m, bool training);
+bool bg_module_is_training(const bg_module *m);
+
+/* Children, in order; NULL when i is out of range. */
+int bg_module_num_children(const bg_module *m);
+bg_module *bg_module_child(const bg_module *m, int i);
+/* The child's name within m ("0", "1", ... for Sequential). */
+const char *bg_module_child_name(const bg_module *m, int i);
+
+// ---------------------------------------------------------------------------
+// parameters (of m's whole subtree, in named_parameters() order)
+
+/* Number of parameter tensors. */
+int bg_module_param_count(const bg_module *m);
+/* The i-th parameter (0 <= i < count), or NULL. Persistent f32, contiguous,
+ * owned by the module: do not free it. */
+bg_tensor *bg_module_param(const bg_module *m, int i);
+/* Its name relative to m ("0.weight"); NULL when i is out of range. */
+const char *bg_module_param_name(const bg_module *m, int i);
+/* The parameter called name, or NULL (no error is set). */
+bg_tensor *bg_module_find_param(const bg_module *m, const char *name);
+/* Total number of parameter elements (without the alignment padding). */
+int64_t bg_module_numel(const bg_module *m);
+
+/* The flat buffers of m's subtree: the first element and the length in
+ * floats, padding included (*n is >= bg_module_numel). NULL and *n = 0 when m
+ * has no parameters or has not been finalized. Valid until the tree is
+ * finalized again or freed. */
+float *bg_module_flat_params(const bg_module *m, int64_t *n);
+float *bg_module_flat_grads(const bg_module *m, int64_t *n);
+/* Byte offset of parameter i's first element from bg_module_flat_params(m)
+ * (a multiple of 64), or -1 when i is out of range. Grads use the same
+ * offsets. */
+int64_t bg_module_param_offset(const bg_module *m, int i);
+
+/* Zeroes every gradient of m's subtree: one memset over the flat grads. */
+void bg_module_zero_grad(bg_module *m);
+
+/* Copies src (any strides, same shape, f32) into the parameter called name,
+ * e.g. from a PyTorch reference file or a checkpoint. BG_ERR_ARG when there is
+ * no such parameter ("module_set_param: no parameter named 0.wieght"),
+ * BG_ERR_SHAPE when the shapes differ ("module_set_param: 0.weight is
+ * [512,784], source is [784,512]"), BG_ERR_DTYPE for a non-f32 source. */
+bg_status bg_module_set_param(bg_module *m, const char *name, const bg_tensor *src);
+/* Copies the parameter called name into dst (any strides, same shape, f32).
+ * Errors as for set_param. */
+bg_status bg_module_get_param(const bg_module *m, const char *name, bg_tensor *dst);
+
+/* Freezes (trainable = false) or unfreezes every parameter of m's subtree:
+ * sets requires_grad, so the ops stop accumulating into their grads and the
+ * optimizers skip them (no update, no weight decay, as PyTorch does for
+ * parameters whose grad is None). Freezing a parameter directly
+ * (t->requires_grad = false) has the same effect. */
+void bg_module_freeze(bg_module *m, bool frozen);
+/* One parameter by name; BG_ERR_ARG when there is none. */
+bg_status bg_module_set_trainable(bg_module *m, const char *name, bool trainable);
+/* Number of trainable elements (padding excluded). */
+int64_t bg_module_trainable_numel(const bg_module *m);
+
+// ---------------------------------------------------------------------------
+// layers. Every constructor returns a finalized module, or NULL with
+// bg_last_error() set (e.g. "Linear: in_features must be positive: 0").
+// rng: a seeded generator owned by the caller; constructors draw from it in
+// PyTorch's order (weight, then bias) and advance it. Weights are
+// initialised with PyTorch's defaults; load PyTorch's exact values with
+// bg_module_set_param when bit-for-bit parity is needed.
+
+/* y = x W^T + b. x [..., in] -> [..., out]. Parameters: weight [out,in]
+ * ~ bg_init_torch_default (U(+-1/sqrt(in))), bias [out] ~ U(+-1/sqrt(in)). */
+bg_module *bg_linear_new(int64_t in_features, int64_t out_features, bool bias, bg_rng *rng);
+
+/* NCHW convolution. x [N,in,H,W] -> [N,out,OH,OW]. opts: stride, padding,
+ * dilation, groups (NULL = BG_CONV2D_DEFAULTS). Parameters: weight
+ * [out, in/groups, kh, kw] ~ bg_init_torch_default, bias [out] ~
+ * U(+-1/sqrt(fan_in)), fan_in = in/groups*kh*kw. in and out must be
+ * divisible by groups. */
+bg_module *bg_conv2d_new(int64_t in_channels, int64_t out_channels, int64_t kernel_h,
+                         int64_t kernel_w, const bg_conv2d_opts *opts, bool bias, bg_rng *rng);
+
+/* Lookup table. x: i32 ids of any shape, values in [0,num) -> [ids..., dim].
+ * Parameter: weight [num,dim] ~ N(0,1) (PyTorch's default). */
+bg_module *bg_embedding_new(int64_t num_embeddings, int64_t dim, bg_rng *rng);
+
+/* LayerNorm over the last dim (size dim). affine: parameters weight [dim] = 1
+ * and bias [dim] = 0; without them, none. PyTorch's eps is 1e-5. */
+bg_module *bg_layernorm_new(int64_t dim, float eps, bool affine);
+
+/* RMSNorm over the last dim: x / sqrt(mean(x^2) + eps) * weight, weight [dim]
+ * = 1. */
+bg_module *bg_rmsnorm_new(int64_t dim, float eps);
+
+/* Inverted dropout with probability p in [0,1): the module owns a bg_rng
+ * seeded with seed, so runs are reproducible. The identity in eval mode. */
+bg_module *bg_dropout_new(float p, uint64_t seed);
+
+/* Activations (no parameters), element-wise on any shape. */
+bg_module *bg_relu_new(void);
+bg_module *bg_leaky_relu_new(float negative_slope);   /* PyTorch default 0.01 */
+bg_module *bg_gelu_new(bool tanh_approx);             /* false: erf form (default) */
+bg_module *bg_silu_new(void);
+bg_module *bg_tanh_new(void);
+bg_module *bg_sigmoid_new(void);
+
+/* [N, d1, d2, ...] -> [N, d1*d2*...] (PyTorch's Flatten(start_dim=1)). */
+bg_module *bg_flatten_new(void);
+
+/* Pooling over NCHW (PyTorch semantics, square windows). stride 0 means
+ * stride = kernel (PyTorch's default). AvgPool counts padding. */
+bg_module *bg_max_pool2d_new(int64_t kernel, int64_t stride, int64_t padding);
+bg_module *bg_avg_pool2d_new(int64_t kernel, int64_t stride, int64_t padding);
+
+/* Runs children in order, naming them "0", "1", .... Takes ownership of the
+ * n children whether it succeeds or not, and fails (freeing them all) when any
+ * is NULL — so constructors can be nested without checks, and the error of
+ * the first failing constructor is kept in bg_last_error(). Collates every
+ * parameter of the tree into its own flat buffers (bg_module_finalize). A
+ * child may not already belong to another container. */
+bg_module *bg_sequential_new(int n, bg_module *const *children);
+
+// ---------------------------------------------------------------------------
+// defining a module
+//
+//     typedef struct { bg_tensor *w; } scale_state;     // y = x * w
+//     static bg_tensor *scale_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+//         scale_state *s = bg_module_state(m);
+//         return bg_mul(ctx, x, s->w);
+//     }
+//     static const bg_module_type scale_type = {.kind = "Scale", .forward = scale_forward,
+//                                               .free_state = free};
+//     scale_state *s = calloc(1, sizeof *s);
+//     bg_module *m = bg_module_new(&scale_type, s);
+//     s->w = bg_module_add_param(m, "weight", BG_SHAPE(16));   // zero-filled
+//     bg_init_constant(s->w, 1.0f);
+//     bg_module_finalize(m);             // collate into the flat buffers
+
+/* A module with no parameters or children yet. state (may be NULL) belongs to
+ * the module from now on, even on failure: it is released by
+ * type->free_state. NULL when type or type->forward is NULL, or out of
+ * memory. */
+bg_module *bg_module_new(const bg_module_type *type, void *state);
+/* The state passed to bg_module_new. */
+void *bg_module_state(const bg_module *m);
+
+/* Registers a zero-filled f32 parameter of m (with a zeroed grad and
+ * requires_grad = true) and returns it; it may be initialised at once. Names
+ * are unique within m, non-empty, without '.'. NULL + bg_last_error on a
+ * duplicate or bad name, a bad shape, or when m already belongs to a
+ * container. The tensor stays valid (same pointer) until m's root is freed. */
+bg_tensor *bg_module_add_param(bg_module *m, const char *name, int ndim, const int64_t *shape);
+/* Appends child under name (unique within m, non-empty, without '.'). m takes
+ * ownership of child on success AND on failure. BG_ERR_STATE when child
+ * already has a parent. */
+bg_status bg_module_add_child(bg_module *m, const char *name, bg_module *child);
+
+/* Collates every parameter of m's subtree into one params buffer and one
+ * grads buffer owned by m (copying current values and grads), re-points the
+ * parameter tensors into them and frees the previous storage. Call it once
+ * the tree is complete and before creating an optimizer (which keeps
+ * pointers into the buffers). Idempotent. BG_ERR_NOMEM on failure (the tree
+ * is left unchanged). BG_ERR_STATE when m is not a root. */
+bg_status bg_module_finalize(bg_module *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BG_LAYERS_H */
