@@ -5,5 +5,7 @@
 #include "tensor/tensor.h"
 #include "kernels/kernels.h"
 #include "autograd/autograd.h"
+#include "layers/layers.h"
+#include "optim/optim.h"
 
 #endif
