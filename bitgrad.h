@@ -7,5 +7,6 @@
 #include "autograd/autograd.h"
 #include "layers/layers.h"
 #include "optim/optim.h"
+#include "io/io.h"
 
 #endif
