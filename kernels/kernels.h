@@ -90,6 +90,12 @@ typedef struct bg_kernels {
      * (PyTorch's order); coupled (Adam): g += wd*p first. */
     void (*adam_update)(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
                         float b2, float eps, float wd, bool decoupled, float bc1, float bc2);
+    /* SGD as torch.optim.SGD: g' = g + wd*p; with momentum != 0:
+     * buf = g' on the first step, else buf = momentum*buf + (1-dampening)*g';
+     * g' = nesterov ? g' + momentum*buf : buf; then p -= lr*g'.
+     * buf may be NULL when momentum == 0. */
+    void (*sgd_update)(float *p, const float *g, float *buf, int64_t n, float lr, float momentum,
+                       float dampening, float wd, bool nesterov, bool first_step);
 } bg_kernels;
 
 /* The table for the best ISA this CPU supports (capped by BG_ISA). Thread-safe,
@@ -155,6 +161,34 @@ void bg_conv2d_backward_data_ref(const bg_conv2d_shape *s, float *dx, const floa
                                  const float *w);
 void bg_conv2d_backward_weights_ref(const bg_conv2d_shape *s, float *dw, float *db,
                                     const float *dy, const float *x);
+
+// ---------------------------------------------------------------------------
+// pooling (NCHW), PyTorch semantics. Scalar C with OpenMP over n*c.
+
+typedef struct bg_pool2d_shape {
+    int64_t n, c, h, w;          /* input */
+    int64_t kh, kw, stride_h, stride_w, pad_h, pad_w;
+    int64_t dil_h, dil_w;        /* max pool only; 0 is read as 1; avg pool ignores them */
+    bool ceil_mode;
+    int64_t oh, ow;              /* output, filled by bg_pool2d_shape_infer */
+} bg_pool2d_shape;
+
+/* Fills oh, ow as torch does (with ceil_mode, a last window that would start
+ * inside the right padding is dropped); false when the output would be empty.
+ * Callers check pad <= kernel/2 (torch's rule) themselves. */
+bool bg_pool2d_shape_infer(bg_pool2d_shape *s);
+/* y[n,c,oh,ow] = max over the window (padding counts as -inf; NaN wins);
+ * argmax[n,c,oh,ow] = ih*w + iw of the chosen input element, as torch's
+ * indices. Writes y and argmax. */
+void bg_max_pool2d_forward(const bg_pool2d_shape *s, float *y, int32_t *argmax, const float *x);
+/* dx[n,c,argmax] += dy */
+void bg_max_pool2d_backward(const bg_pool2d_shape *s, float *dx, const float *dy,
+                            const int32_t *argmax);
+/* y = mean over the window, count_include_pad=True (torch's default): the
+ * divisor counts padding but not the ceil_mode overhang. Writes y. */
+void bg_avg_pool2d_forward(const bg_pool2d_shape *s, float *y, const float *x);
+/* dx += dy / divisor over each window */
+void bg_avg_pool2d_backward(const bg_pool2d_shape *s, float *dx, const float *dy);
 
 #ifdef __cplusplus
 }

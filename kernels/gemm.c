@@ -1,0 +1,87 @@
+/* gemm.c — f32 matmul: the scalar reference (double accumulation, the
+ * specification the backends are tested against) and bg_sgemm's choice of
+ * backend per shape. Calls blas.c and dnnl.c through kernels_internal.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels_internal.h"
+
+// ---------------------------------------------------------------------------
+// reference
+
+/* C = alpha op(A) op(B) + beta C; beta == 0 writes C without reading it (BLAS) */
+void bg_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                  int64_t ldc) {
+    /* element (i,k) of op(A) is A[i*sa_i + k*sa_k] */
+    int64_t sa_i = trans_a ? 1 : lda, sa_k = trans_a ? lda : 1;
+    int64_t sb_k = trans_b ? 1 : ldb, sb_j = trans_b ? ldb : 1;
+#pragma omp parallel for schedule(static) if (M * N * K >= BG_PAR_MIN)
+    for (int64_t i = 0; i < M; i++) {
+        for (int64_t j = 0; j < N; j++) {
+            double s = 0.0;
+            for (int64_t k = 0; k < K; k++)
+                s += (double)A[i * sa_i + k * sa_k] * (double)B[k * sb_k + j * sb_j];
+            float r = alpha * (float)s;
+            C[i * ldc + j] = beta == 0.0f ? r : r + beta * C[i * ldc + j];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// backend choice
+
+#if defined(BG_WITH_DNNL)
+#define HAVE_DNNL 1
+#else
+#define HAVE_DNNL 0
+#endif
+#if defined(BG_WITH_OPENBLAS)
+#define HAVE_OPENBLAS 1
+#else
+#define HAVE_OPENBLAS 0
+#endif
+
+/* The backend for a shape, from bench/gemm measurements (see pick_backend). */
+static bg_gemm_backend pick_backend(int64_t M, int64_t N, int64_t K) {
+    (void)M; (void)N; (void)K;
+    if (HAVE_DNNL) return BG_GEMM_DNNL;
+    if (HAVE_OPENBLAS) return BG_GEMM_OPENBLAS;
+    return BG_GEMM_REF;
+}
+
+bool bg_sgemm_with(bg_gemm_backend backend, bool trans_a, bool trans_b, int64_t M, int64_t N,
+                   int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                   int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (backend == BG_GEMM_AUTO) backend = pick_backend(M, N, K);
+    switch (backend) {
+    case BG_GEMM_REF:
+        bg_sgemm_ref(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return true;
+    case BG_GEMM_OPENBLAS:
+#if defined(BG_WITH_OPENBLAS)
+        bg_sgemm_openblas(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return true;
+#else
+        return false;
+#endif
+    case BG_GEMM_DNNL:
+#if defined(BG_WITH_DNNL) && defined(BG_HAVE_DNNL_GEMM)
+        bg_sgemm_dnnl(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return true;
+#else
+        return false;
+#endif
+    default:
+        return false;
+    }
+}
+
+void bg_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+              int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (!bg_sgemm_with(BG_GEMM_AUTO, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C,
+                       ldc))
+        bg_sgemm_ref(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}

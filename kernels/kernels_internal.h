@@ -1,0 +1,45 @@
+/* kernels_internal.h — what the kernel files share with dispatch.c: one
+ * designated-initialiser table per ISA file (its variants stay static there),
+ * the size thresholds for OpenMP, and the gemm/conv backend entry points.
+ * Only declarations and macros, so ISA-flagged files may include it. */
+#ifndef BG_KERNELS_INTERNAL_H
+#define BG_KERNELS_INTERNAL_H
+
+#include "kernels/kernels.h"
+
+/* Element-wise loops go parallel from this many elements; below, the fork
+ * costs more than it saves. */
+#define BG_PAR_MIN ((int64_t)1 << 16)
+/* Reductions split n into this many contiguous blocks, each summed alone and
+ * combined in block order, whatever the thread count: results are bitwise
+ * the same at 1 and N threads. */
+#define BG_RED_BLOCKS 64
+
+/* Tables, possibly partial: dispatch.c fills NULL entries of a table from the
+ * ISA below it. */
+extern const bg_kernels bg_kernels_ref_table;
+extern const bg_kernels bg_kernels_avx2_table;
+extern const bg_kernels bg_kernels_avx512_table;
+
+/* gemm backends (blas.c, dnnl.c, gemm.c); same contract as bg_sgemm. */
+void bg_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                  int64_t ldc);
+void bg_sgemm_openblas(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                       float *C, int64_t ldc);
+void bg_sgemm_dnnl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                   int64_t ldc);
+void bg_openblas_set_num_threads(int n);
+
+/* oneDNN convolution (dnnl.c); false when oneDNN refused the shape, and the
+ * caller falls back to the reference. */
+bool bg_conv2d_forward_dnnl(const bg_conv2d_shape *s, float *y, const float *x, const float *w,
+                            const float *b);
+bool bg_conv2d_backward_data_dnnl(const bg_conv2d_shape *s, float *dx, const float *dy,
+                                  const float *w);
+bool bg_conv2d_backward_weights_dnnl(const bg_conv2d_shape *s, float *dw, float *db,
+                                     const float *dy, const float *x);
+
+#endif
