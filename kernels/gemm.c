@@ -31,7 +31,7 @@ void bg_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
 // ---------------------------------------------------------------------------
 // backend choice
 
-#if defined(BG_WITH_DNNL)
+#if defined(BG_WITH_DNNL) && defined(BG_HAVE_DNNL_GEMM)
 #define HAVE_DNNL 1
 #else
 #define HAVE_DNNL 0
