@@ -261,6 +261,7 @@ void bg_op_softmax_backward(bg_ctx *ctx, bg_node *n) {
     const bg_kernels *k = bg_kernels_get();
     const float *dy = bg_f32(n->out->grad), *y = bg_f32(n->out);
     axis_split s = load_split(n);
+    if (s.len == 0) return;
     for (int64_t o = 0; o < s.outer; o++)
         for (int64_t i = 0; i < s.inner; i++) {
             int64_t base = o * s.len * s.inner + i, st = s.inner;
@@ -286,6 +287,7 @@ void bg_op_log_softmax_backward(bg_ctx *ctx, bg_node *n) {
     const bg_kernels *k = bg_kernels_get();
     const float *dy = bg_f32(n->out->grad), *y = bg_f32(n->out);
     axis_split s = load_split(n);
+    if (s.len == 0) return;
     for (int64_t o = 0; o < s.outer; o++)
         for (int64_t i = 0; i < s.inner; i++) {
             int64_t base = o * s.len * s.inner + i, st = s.inner;
