@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# install-deps.sh — installs every Debian package bitgrad needs to build, test
+# and run its demo. Non-interactive and idempotent: packages already installed
+# are skipped (and when nothing is missing, apt is not touched at all). Runs
+# as root directly, otherwise through sudo.
+#
+#   bash scripts/install-deps.sh              # build + test + demo
+#   bash scripts/install-deps.sh --reference  # also python3-torch + numpy, for
+#                                             # tests/reference/ and bench/torch_fmnist.py
+set -euo pipefail
+
+usage() {
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+reference=0
+for arg in "$@"; do
+    case "$arg" in
+        --reference) reference=1 ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "install-deps.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+packages=(
+    build-essential cmake pkg-config
+    libopenblas-dev libdnnl-dev ocl-icd-opencl-dev
+    libpng-dev zlib1g-dev libjansson-dev libcmocka-dev
+    dataset-fashion-mnist
+)
+if [ "$reference" = 1 ]; then
+    packages+=(python3-torch python3-numpy)
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+    # sudo may ask a person at a terminal for a password, never a script.
+    if [ -t 0 ]; then as_root=(sudo); else as_root=(sudo -n); fi
+else
+    echo "install-deps.sh: not root and sudo is not available; run as root" >&2
+    exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "install-deps.sh: all ${#packages[@]} packages are already installed"
+    exit 0
+fi
+
+echo "install-deps.sh: installing ${missing[*]}"
+apt_opts=(-y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" --no-install-recommends "${missing[@]}"
+echo "install-deps.sh: done"
