@@ -1,0 +1,499 @@
+/* layers.c — the built-in layers: Linear, Conv2d, Embedding, LayerNorm,
+ * RMSNorm, Dropout, activations, Flatten, pooling, Sequential. Each is a
+ * bg_module_type (kind, forward, describe) over the module core (module.c);
+ * forwards call the autograd ops. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layers/layers.h"
+
+static bg_module *fail_new(const char *kind, bg_status st, const char *what, long long v) {
+    bg_set_error(st, "%s: %s: %lld", kind, what, v);
+    return NULL;
+}
+
+/* Builds a module with a calloc'ed state copied from init (freed by free). */
+static bg_module *module_with_state(const bg_module_type *type, const void *init, size_t size) {
+    void *s = malloc(size);
+    if (!s) {
+        bg_set_error(BG_ERR_NOMEM, "%s: out of memory", type->kind);
+        return NULL;
+    }
+    memcpy(s, init, size);
+    return bg_module_new(type, s);
+}
+
+/* Finalizes a freshly built layer; frees it and returns NULL on failure. */
+static bg_module *finish(bg_module *m) {
+    if (m && bg_module_finalize(m) != BG_OK) {
+        bg_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static const char *tf(bool b) { return b ? "true" : "false"; }
+
+// ---------------------------------------------------------------------------
+// Linear: y = x W^T + b, x [..., in], W [out,in], b [out]
+
+typedef struct linear_state {
+    int64_t in, out;
+    bg_tensor *weight, *bias;
+} linear_state;
+
+static bg_tensor *linear_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+    linear_state *s = bg_module_state(m);
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != s->in) {
+        char a[BG_SHAPE_STR_MAX];
+        return bg_ctx_fail(ctx, BG_ERR_SHAPE, "Linear: input features differ: x is %s, in_features is %lld",
+                           bg_shape_str(x, a, sizeof a), (long long)s->in);
+    }
+    return bg_linear(ctx, x, s->weight, s->bias);
+}
+
+static int linear_describe(const bg_module *m, char *buf, size_t len) {
+    const linear_state *s = bg_module_state(m);
+    return snprintf(buf, len, "Linear(in_features=%lld, out_features=%lld, bias=%s)", (long long)s->in,
+                    (long long)s->out, tf(s->bias != NULL));
+}
+
+static const bg_module_type linear_type = {
+    .kind = "Linear", .forward = linear_forward, .describe = linear_describe, .free_state = free,
+};
+
+/* PyTorch's bias init for Linear and Conv2d: U(-1/sqrt(fan_in), 1/sqrt(fan_in)). */
+static void init_bias(bg_tensor *b, const bg_tensor *w, bg_rng *rng) {
+    int64_t fan_in = bg_fan_in(w);
+    float bound = fan_in > 0 ? (float)(1.0 / sqrt((double)fan_in)) : 0.0f;
+    bg_init_uniform(b, rng, -bound, bound);
+}
+
+bg_module *bg_linear_new(int64_t in_features, int64_t out_features, bool bias, bg_rng *rng) {
+    if (in_features <= 0) return fail_new("Linear", BG_ERR_ARG, "in_features must be positive", in_features);
+    if (out_features <= 0) return fail_new("Linear", BG_ERR_ARG, "out_features must be positive", out_features);
+    if (!rng) {
+        bg_set_error(BG_ERR_ARG, "Linear: rng is NULL");
+        return NULL;
+    }
+    linear_state init = {.in = in_features, .out = out_features};
+    bg_module *m = module_with_state(&linear_type, &init, sizeof init);
+    if (!m) return NULL;
+    linear_state *s = bg_module_state(m);
+    s->weight = bg_module_add_param(m, "weight", BG_SHAPE(out_features, in_features));
+    if (bias) s->bias = bg_module_add_param(m, "bias", BG_SHAPE(out_features));
+    if (!s->weight || (bias && !s->bias)) {
+        bg_module_free(m);
+        return NULL;
+    }
+    bg_init_torch_default(s->weight, rng);
+    if (bias) init_bias(s->bias, s->weight, rng);
+    return finish(m);
+}
+
+// ---------------------------------------------------------------------------
+// Conv2d: x [N,C,H,W], W [OC, C/groups, KH, KW], b [OC]
+
+typedef struct conv2d_state {
+    int64_t in, out, kh, kw;
+    bg_conv2d_opts opts;
+    bg_tensor *weight, *bias;
+} conv2d_state;
+
+static bg_tensor *conv2d_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+    conv2d_state *s = bg_module_state(m);
+    if (x->ndim != 4 || x->shape[1] != s->in) {
+        char a[BG_SHAPE_STR_MAX];
+        return bg_ctx_fail(ctx, BG_ERR_SHAPE,
+                           "Conv2d: input must be [N,%lld,H,W]: x is %s", (long long)s->in,
+                           bg_shape_str(x, a, sizeof a));
+    }
+    return bg_conv2d(ctx, x, s->weight, s->bias, &s->opts);
+}
+
+static int conv2d_describe(const bg_module *m, char *buf, size_t len) {
+    const conv2d_state *s = bg_module_state(m);
+    const bg_conv2d_opts *o = &s->opts;
+    int n = snprintf(buf, len, "Conv2d(%lld, %lld, kernel_size=(%lld, %lld), stride=(%lld, %lld)",
+                     (long long)s->in, (long long)s->out, (long long)s->kh, (long long)s->kw,
+                     (long long)o->stride[0], (long long)o->stride[1]);
+    size_t k = n > 0 && (size_t)n < len ? (size_t)n : len;
+    if (o->padding[0] || o->padding[1])
+        n += snprintf(buf + k, len - k, ", padding=(%lld, %lld)", (long long)o->padding[0],
+                      (long long)o->padding[1]);
+    k = n > 0 && (size_t)n < len ? (size_t)n : len;
+    if (o->dilation[0] != 1 || o->dilation[1] != 1)
+        n += snprintf(buf + k, len - k, ", dilation=(%lld, %lld)", (long long)o->dilation[0],
+                      (long long)o->dilation[1]);
+    k = n > 0 && (size_t)n < len ? (size_t)n : len;
+    if (o->groups != 1) n += snprintf(buf + k, len - k, ", groups=%lld", (long long)o->groups);
+    k = n > 0 && (size_t)n < len ? (size_t)n : len;
+    if (!s->bias) n += snprintf(buf + k, len - k, ", bias=false");
+    k = n > 0 && (size_t)n < len ? (size_t)n : len;
+    n += snprintf(buf + k, len - k, ")");
+    return n;
+}
+
+static const bg_module_type conv2d_type = {
+    .kind = "Conv2d", .forward = conv2d_forward, .describe = conv2d_describe, .free_state = free,
+};
+
+bg_module *bg_conv2d_new(int64_t in_channels, int64_t out_channels, int64_t kernel_h,
+                         int64_t kernel_w, const bg_conv2d_opts *opts, bool bias, bg_rng *rng) {
+    bg_conv2d_opts o = opts ? *opts : BG_CONV2D_DEFAULTS;
+    if (in_channels <= 0) return fail_new("Conv2d", BG_ERR_ARG, "in_channels must be positive", in_channels);
+    if (out_channels <= 0) return fail_new("Conv2d", BG_ERR_ARG, "out_channels must be positive", out_channels);
+    if (kernel_h <= 0 || kernel_w <= 0)
+        return fail_new("Conv2d", BG_ERR_ARG, "kernel size must be positive", kernel_h <= 0 ? kernel_h : kernel_w);
+    if (o.groups <= 0) return fail_new("Conv2d", BG_ERR_ARG, "groups must be positive", o.groups);
+    if (in_channels % o.groups || out_channels % o.groups) {
+        bg_set_error(BG_ERR_ARG, "Conv2d: channels must be divisible by groups: in %lld, out %lld, groups %lld",
+                     (long long)in_channels, (long long)out_channels, (long long)o.groups);
+        return NULL;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (o.stride[i] <= 0) return fail_new("Conv2d", BG_ERR_ARG, "stride must be positive", o.stride[i]);
+        if (o.dilation[i] <= 0) return fail_new("Conv2d", BG_ERR_ARG, "dilation must be positive", o.dilation[i]);
+        if (o.padding[i] < 0) return fail_new("Conv2d", BG_ERR_ARG, "padding must be >= 0", o.padding[i]);
+    }
+    if (!rng) {
+        bg_set_error(BG_ERR_ARG, "Conv2d: rng is NULL");
+        return NULL;
+    }
+    conv2d_state init = {.in = in_channels, .out = out_channels, .kh = kernel_h, .kw = kernel_w, .opts = o};
+    bg_module *m = module_with_state(&conv2d_type, &init, sizeof init);
+    if (!m) return NULL;
+    conv2d_state *s = bg_module_state(m);
+    s->weight = bg_module_add_param(m, "weight", BG_SHAPE(out_channels, in_channels / o.groups, kernel_h, kernel_w));
+    if (bias) s->bias = bg_module_add_param(m, "bias", BG_SHAPE(out_channels));
+    if (!s->weight || (bias && !s->bias)) {
+        bg_module_free(m);
+        return NULL;
+    }
+    bg_init_torch_default(s->weight, rng);
+    if (bias) init_bias(s->bias, s->weight, rng);
+    return finish(m);
+}
+
+// ---------------------------------------------------------------------------
+// Embedding: weight [num, dim]; ids i32 -> [ids..., dim]
+
+typedef struct embedding_state {
+    int64_t num, dim;
+    bg_tensor *weight;
+} embedding_state;
+
+static bg_tensor *embedding_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+    embedding_state *s = bg_module_state(m);
+    return bg_embedding(ctx, s->weight, x);
+}
+
+static int embedding_describe(const bg_module *m, char *buf, size_t len) {
+    const embedding_state *s = bg_module_state(m);
+    return snprintf(buf, len, "Embedding(%lld, %lld)", (long long)s->num, (long long)s->dim);
+}
+
+static const bg_module_type embedding_type = {
+    .kind = "Embedding", .forward = embedding_forward, .describe = embedding_describe, .free_state = free,
+};
+
+bg_module *bg_embedding_new(int64_t num_embeddings, int64_t dim, bg_rng *rng) {
+    if (num_embeddings <= 0)
+        return fail_new("Embedding", BG_ERR_ARG, "num_embeddings must be positive", num_embeddings);
+    if (dim <= 0) return fail_new("Embedding", BG_ERR_ARG, "dim must be positive", dim);
+    if (!rng) {
+        bg_set_error(BG_ERR_ARG, "Embedding: rng is NULL");
+        return NULL;
+    }
+    embedding_state init = {.num = num_embeddings, .dim = dim};
+    bg_module *m = module_with_state(&embedding_type, &init, sizeof init);
+    if (!m) return NULL;
+    embedding_state *s = bg_module_state(m);
+    if (!(s->weight = bg_module_add_param(m, "weight", BG_SHAPE(num_embeddings, dim)))) {
+        bg_module_free(m);
+        return NULL;
+    }
+    bg_init_normal(s->weight, rng, 0.0f, 1.0f);
+    return finish(m);
+}
+
+// ---------------------------------------------------------------------------
+// LayerNorm and RMSNorm over the last dim
+
+typedef struct norm_state {
+    int64_t dim;
+    float eps;
+    bg_tensor *weight, *bias;
+} norm_state;
+
+static bool norm_check(bg_ctx *ctx, const char *kind, const norm_state *s, const bg_tensor *x) {
+    if (x->ndim >= 1 && x->shape[x->ndim - 1] == s->dim) return true;
+    char a[BG_SHAPE_STR_MAX];
+    bg_ctx_fail(ctx, BG_ERR_SHAPE, "%s: last dim differs: x is %s, normalized dim is %lld", kind,
+                bg_shape_str(x, a, sizeof a), (long long)s->dim);
+    return false;
+}
+
+static bg_tensor *layernorm_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+    norm_state *s = bg_module_state(m);
+    if (!norm_check(ctx, "LayerNorm", s, x)) return NULL;
+    return bg_layernorm(ctx, x, s->weight, s->bias, s->eps);
+}
+
+static int layernorm_describe(const bg_module *m, char *buf, size_t len) {
+    const norm_state *s = bg_module_state(m);
+    return snprintf(buf, len, "LayerNorm((%lld,), eps=%g, elementwise_affine=%s)", (long long)s->dim,
+                    (double)s->eps, tf(s->weight != NULL));
+}
+
+static const bg_module_type layernorm_type = {
+    .kind = "LayerNorm", .forward = layernorm_forward, .describe = layernorm_describe, .free_state = free,
+};
+
+static bg_tensor *rmsnorm_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+    norm_state *s = bg_module_state(m);
+    if (!norm_check(ctx, "RMSNorm", s, x)) return NULL;
+    return bg_rmsnorm(ctx, x, s->weight, s->eps);
+}
+
+static int rmsnorm_describe(const bg_module *m, char *buf, size_t len) {
+    const norm_state *s = bg_module_state(m);
+    return snprintf(buf, len, "RMSNorm((%lld,), eps=%g)", (long long)s->dim, (double)s->eps);
+}
+
+static const bg_module_type rmsnorm_type = {
+    .kind = "RMSNorm", .forward = rmsnorm_forward, .describe = rmsnorm_describe, .free_state = free,
+};
+
+static bg_module *norm_new(const bg_module_type *type, int64_t dim, float eps, bool weight, bool bias) {
+    if (dim <= 0) return fail_new(type->kind, BG_ERR_ARG, "dim must be positive", dim);
+    if (!(eps >= 0.0f)) {
+        bg_set_error(BG_ERR_ARG, "%s: eps must be >= 0: %g", type->kind, (double)eps);
+        return NULL;
+    }
+    norm_state init = {.dim = dim, .eps = eps};
+    bg_module *m = module_with_state(type, &init, sizeof init);
+    if (!m) return NULL;
+    norm_state *s = bg_module_state(m);
+    if (weight && !(s->weight = bg_module_add_param(m, "weight", BG_SHAPE(dim)))) goto fail;
+    if (bias && !(s->bias = bg_module_add_param(m, "bias", BG_SHAPE(dim)))) goto fail;
+    if (s->weight) bg_init_constant(s->weight, 1.0f);   // bias stays zero
+    return finish(m);
+fail:
+    bg_module_free(m);
+    return NULL;
+}
+
+bg_module *bg_layernorm_new(int64_t dim, float eps, bool affine) {
+    return norm_new(&layernorm_type, dim, eps, affine, affine);
+}
+
+bg_module *bg_rmsnorm_new(int64_t dim, float eps) { return norm_new(&rmsnorm_type, dim, eps, true, false); }
+
+// ---------------------------------------------------------------------------
+// Dropout (owns its rng)
+
+typedef struct dropout_state {
+    float p;
+    bg_rng rng;
+} dropout_state;
+
+static bg_tensor *dropout_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+    dropout_state *s = bg_module_state(m);
+    if (!bg_module_is_training(m) || s->p == 0.0f) return x;
+    return bg_dropout(ctx, x, s->p, &s->rng);
+}
+
+static int dropout_describe(const bg_module *m, char *buf, size_t len) {
+    const dropout_state *s = bg_module_state(m);
+    return snprintf(buf, len, "Dropout(p=%g)", (double)s->p);
+}
+
+static const bg_module_type dropout_type = {
+    .kind = "Dropout", .forward = dropout_forward, .describe = dropout_describe, .free_state = free,
+};
+
+bg_module *bg_dropout_new(float p, uint64_t seed) {
+    if (!(p >= 0.0f && p < 1.0f)) {
+        bg_set_error(BG_ERR_ARG, "Dropout: p must be in [0,1): %g", (double)p);
+        return NULL;
+    }
+    dropout_state init = {.p = p};
+    bg_rng_seed(&init.rng, seed);
+    return finish(module_with_state(&dropout_type, &init, sizeof init));
+}
+
+// ---------------------------------------------------------------------------
+// activations
+
+typedef struct act_state {
+    float slope;       /* LeakyReLU */
+    bool tanh_approx;  /* GELU */
+} act_state;
+
+static bg_tensor *relu_fwd(bg_ctx *ctx, bg_module *m, bg_tensor *x) { (void)m; return bg_relu(ctx, x); }
+static bg_tensor *silu_fwd(bg_ctx *ctx, bg_module *m, bg_tensor *x) { (void)m; return bg_silu(ctx, x); }
+static bg_tensor *tanh_fwd(bg_ctx *ctx, bg_module *m, bg_tensor *x) { (void)m; return bg_tanh(ctx, x); }
+static bg_tensor *sigmoid_fwd(bg_ctx *ctx, bg_module *m, bg_tensor *x) { (void)m; return bg_sigmoid(ctx, x); }
+
+static bg_tensor *leaky_fwd(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+    const act_state *s = bg_module_state(m);
+    return bg_leaky_relu(ctx, x, s->slope);
+}
+
+static bg_tensor *gelu_fwd(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+    const act_state *s = bg_module_state(m);
+    return bg_gelu(ctx, x, s->tanh_approx);
+}
+
+static int leaky_describe(const bg_module *m, char *buf, size_t len) {
+    const act_state *s = bg_module_state(m);
+    return snprintf(buf, len, "LeakyReLU(negative_slope=%g)", (double)s->slope);
+}
+
+static int gelu_describe(const bg_module *m, char *buf, size_t len) {
+    const act_state *s = bg_module_state(m);
+    return snprintf(buf, len, "GELU(approximate='%s')", s->tanh_approx ? "tanh" : "none");
+}
+
+static const bg_module_type relu_type = {.kind = "ReLU", .forward = relu_fwd};
+static const bg_module_type silu_type = {.kind = "SiLU", .forward = silu_fwd};
+static const bg_module_type tanh_type = {.kind = "Tanh", .forward = tanh_fwd};
+static const bg_module_type sigmoid_type = {.kind = "Sigmoid", .forward = sigmoid_fwd};
+static const bg_module_type leaky_type = {
+    .kind = "LeakyReLU", .forward = leaky_fwd, .describe = leaky_describe, .free_state = free,
+};
+static const bg_module_type gelu_type = {
+    .kind = "GELU", .forward = gelu_fwd, .describe = gelu_describe, .free_state = free,
+};
+
+bg_module *bg_relu_new(void) { return finish(bg_module_new(&relu_type, NULL)); }
+bg_module *bg_silu_new(void) { return finish(bg_module_new(&silu_type, NULL)); }
+bg_module *bg_tanh_new(void) { return finish(bg_module_new(&tanh_type, NULL)); }
+bg_module *bg_sigmoid_new(void) { return finish(bg_module_new(&sigmoid_type, NULL)); }
+
+bg_module *bg_leaky_relu_new(float negative_slope) {
+    act_state init = {.slope = negative_slope};
+    return finish(module_with_state(&leaky_type, &init, sizeof init));
+}
+
+bg_module *bg_gelu_new(bool tanh_approx) {
+    act_state init = {.tanh_approx = tanh_approx};
+    return finish(module_with_state(&gelu_type, &init, sizeof init));
+}
+
+// ---------------------------------------------------------------------------
+// Flatten: [N, d1, ...] -> [N, d1*...]
+
+static bg_tensor *flatten_fwd(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+    (void)m;
+    if (x->ndim < 1) return bg_ctx_fail(ctx, BG_ERR_SHAPE, "Flatten: input is a scalar, want [N,...]");
+    if (x->ndim <= 2) return x->ndim == 2 ? x : bg_reshape(ctx, x, BG_SHAPE(x->shape[0], 1));
+    int64_t rest = 1;
+    for (int i = 1; i < x->ndim; i++) rest *= x->shape[i];
+    return bg_reshape(ctx, x, BG_SHAPE(x->shape[0], rest));
+}
+
+static int flatten_describe(const bg_module *m, char *buf, size_t len) {
+    (void)m;
+    return snprintf(buf, len, "Flatten(start_dim=1, end_dim=-1)");
+}
+
+static const bg_module_type flatten_type = {.kind = "Flatten", .forward = flatten_fwd, .describe = flatten_describe};
+
+bg_module *bg_flatten_new(void) { return finish(bg_module_new(&flatten_type, NULL)); }
+
+// ---------------------------------------------------------------------------
+// pooling
+
+typedef struct pool_state {
+    int64_t kernel, stride, padding;
+} pool_state;
+
+static bg_tensor *maxpool_fwd(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+    const pool_state *s = bg_module_state(m);
+    return bg_max_pool2d(ctx, x, s->kernel, s->stride, s->padding);
+}
+
+static bg_tensor *avgpool_fwd(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+    const pool_state *s = bg_module_state(m);
+    return bg_avg_pool2d(ctx, x, s->kernel, s->stride, s->padding);
+}
+
+static int pool_describe(const bg_module *m, char *buf, size_t len) {
+    const pool_state *s = bg_module_state(m);
+    return snprintf(buf, len, "%s(kernel_size=%lld, stride=%lld, padding=%lld)", bg_module_kind(m),
+                    (long long)s->kernel, (long long)s->stride, (long long)s->padding);
+}
+
+static const bg_module_type maxpool_type = {
+    .kind = "MaxPool2d", .forward = maxpool_fwd, .describe = pool_describe, .free_state = free,
+};
+static const bg_module_type avgpool_type = {
+    .kind = "AvgPool2d", .forward = avgpool_fwd, .describe = pool_describe, .free_state = free,
+};
+
+static bg_module *pool_new(const bg_module_type *type, int64_t kernel, int64_t stride, int64_t padding) {
+    if (kernel <= 0) return fail_new(type->kind, BG_ERR_ARG, "kernel must be positive", kernel);
+    if (stride < 0) return fail_new(type->kind, BG_ERR_ARG, "stride must be >= 0", stride);
+    if (padding < 0 || 2 * padding > kernel) {
+        bg_set_error(BG_ERR_ARG, "%s: padding must be in [0, kernel/2]: padding %lld, kernel %lld",
+                     type->kind, (long long)padding, (long long)kernel);
+        return NULL;
+    }
+    pool_state init = {.kernel = kernel, .stride = stride ? stride : kernel, .padding = padding};
+    return finish(module_with_state(type, &init, sizeof init));
+}
+
+bg_module *bg_max_pool2d_new(int64_t kernel, int64_t stride, int64_t padding) {
+    return pool_new(&maxpool_type, kernel, stride, padding);
+}
+
+bg_module *bg_avg_pool2d_new(int64_t kernel, int64_t stride, int64_t padding) {
+    return pool_new(&avgpool_type, kernel, stride, padding);
+}
+
+// ---------------------------------------------------------------------------
+// Sequential
+
+static bg_tensor *sequential_fwd(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+    for (int i = 0, n = bg_module_num_children(m); i < n && x; i++)
+        x = bg_module_forward(ctx, bg_module_child(m, i), x);
+    return x;
+}
+
+static const bg_module_type sequential_type = {.kind = "Sequential", .forward = sequential_fwd};
+
+bg_module *bg_sequential_new(int n, bg_module *const *children) {
+    // Take ownership first: every child is freed on any failure below.
+    int bad = -1;
+    for (int i = 0; i < n && children; i++)
+        if (!children[i] && bad < 0) bad = i;
+    if (n < 0 || (n > 0 && !children) || bad >= 0) {
+        // Keep a failing constructor's message; add one only when there is none.
+        for (int i = 0; i < n && children; i++) bg_module_free(children[i]);
+        if (n < 0 || !children)
+            bg_set_error(BG_ERR_ARG, "Sequential: %s", n < 0 ? "n is negative" : "children is NULL");
+        else if (bg_last_status() == BG_OK)
+            bg_set_error(BG_ERR_ARG, "Sequential: child %d is NULL", bad);
+        return NULL;
+    }
+    bg_module *m = bg_module_new(&sequential_type, NULL);
+    if (!m) {
+        for (int i = 0; i < n; i++) bg_module_free(children[i]);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        char name[24];
+        snprintf(name, sizeof name, "%d", i);
+        if (bg_module_add_child(m, name, children[i]) != BG_OK) {
+            // add_child freed children[i] (or it belongs elsewhere); free the rest.
+            for (int j = i + 1; j < n; j++) bg_module_free(children[j]);
+            bg_module_free(m);
+            return NULL;
+        }
+    }
+    return finish(m);
+}
