@@ -1,0 +1,364 @@
+/* test_gradcheck.c — a numerical gradient check for every op (bg_gradcheck:
+ * loss = sum(out * R), central differences accumulated in double).
+ *
+ * op_cases[] has ONE entry per bg_op value, indexed by BG_OP_*; the test
+ * fails when a value has none, and when an entry's forward does not record
+ * a node of its op (so an entry cannot silently test something else).
+ * extra_cases[] covers variants and composites (attention, gelu tanh,
+ * broadcasting, batched/transposed matmul, conv2d options, cross-entropy
+ * options). Inputs are kept away from kinks (relu/abs/clamp at 0 and the
+ * bounds, ties in max and max-pooling) by more than eps. */
+#include <math.h>
+#include <string.h>
+
+#include "autograd/autograd_internal.h"
+#include "tests/test_util.h"
+
+// ---------------------------------------------------------------------------
+// input specs
+
+typedef enum gen_kind {
+    GEN_UNIFORM = 0,  /* U(lo, hi) */
+    GEN_SIGNED,       /* |x| ~ U(lo, hi), random sign: away from 0 */
+    GEN_AVOID,        /* U(lo, hi), pushed at least 0.05 away from p0 and p1 */
+    GEN_DISTINCT,     /* a permutation of values spaced lo apart: no ties */
+    GEN_INT,          /* i32 uniform in [lo, hi) */
+    GEN_VALUES,       /* i32 from ivals */
+} gen_kind;
+
+typedef struct input_spec {
+    bg_dtype dtype;
+    int ndim;
+    int64_t shape[BG_MAX_DIMS];
+    gen_kind gen;
+    float lo, hi, p0, p1;
+    const int32_t *ivals;
+} input_spec;
+
+#define NDIMS(...) ((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
+#define IN_U(l, h, ...) \
+    {.dtype = BG_DTYPE_F32, .ndim = NDIMS(__VA_ARGS__), .shape = {__VA_ARGS__}, .gen = GEN_UNIFORM, .lo = (l), .hi = (h)}
+#define IN_SIGNED(l, h, ...) \
+    {.dtype = BG_DTYPE_F32, .ndim = NDIMS(__VA_ARGS__), .shape = {__VA_ARGS__}, .gen = GEN_SIGNED, .lo = (l), .hi = (h)}
+#define IN_AVOID(l, h, a, b, ...)                                                                 \
+    {.dtype = BG_DTYPE_F32, .ndim = NDIMS(__VA_ARGS__), .shape = {__VA_ARGS__}, .gen = GEN_AVOID, \
+     .lo = (l), .hi = (h), .p0 = (a), .p1 = (b)}
+#define IN_DISTINCT(step, ...) \
+    {.dtype = BG_DTYPE_F32, .ndim = NDIMS(__VA_ARGS__), .shape = {__VA_ARGS__}, .gen = GEN_DISTINCT, .lo = (step)}
+#define IN_INT(l, h, ...) \
+    {.dtype = BG_DTYPE_I32, .ndim = NDIMS(__VA_ARGS__), .shape = {__VA_ARGS__}, .gen = GEN_INT, .lo = (l), .hi = (h)}
+#define IN_VALUES(vals, ...) \
+    {.dtype = BG_DTYPE_I32, .ndim = NDIMS(__VA_ARGS__), .shape = {__VA_ARGS__}, .gen = GEN_VALUES, .ivals = (vals)}
+
+static void fill_input(bg_tensor *t, const input_spec *s, bg_rng *rng) {
+    int64_t n = bg_numel(t);
+    float *f = bg_f32(t);
+    int32_t *iv = (int32_t *)t->data;
+    switch (s->gen) {
+    case GEN_UNIFORM:
+        for (int64_t i = 0; i < n; i++) f[i] = s->lo + (s->hi - s->lo) * bg_rng_uniform(rng);
+        break;
+    case GEN_SIGNED:
+        for (int64_t i = 0; i < n; i++) {
+            float m = s->lo + (s->hi - s->lo) * bg_rng_uniform(rng);
+            f[i] = bg_rng_uniform(rng) < 0.5f ? -m : m;
+        }
+        break;
+    case GEN_AVOID:
+        for (int64_t i = 0; i < n; i++) {
+            float x = s->lo + (s->hi - s->lo) * bg_rng_uniform(rng);
+            const float pts[2] = {s->p0, s->p1}, margin = 0.05f;
+            for (int k = 0; k < 2; k++)
+                if (fabsf(x - pts[k]) < margin) x = x < pts[k] ? x - margin : x + margin;
+            f[i] = x;
+        }
+        break;
+    case GEN_DISTINCT:
+        // Fisher-Yates over 0..n-1, centred, spaced by lo, jittered < lo/4.
+        for (int64_t i = 0; i < n; i++) f[i] = (float)i;
+        for (int64_t i = n - 1; i > 0; i--) {
+            int64_t j = (int64_t)bg_rng_below(rng, (uint64_t)i + 1);
+            float tmp = f[i];
+            f[i] = f[j];
+            f[j] = tmp;
+        }
+        for (int64_t i = 0; i < n; i++)
+            f[i] = (f[i] - (float)n / 2) * s->lo + 0.25f * s->lo * bg_rng_uniform(rng);
+        break;
+    case GEN_INT:
+        for (int64_t i = 0; i < n; i++) iv[i] = (int32_t)s->lo + (int32_t)bg_rng_below(rng, (uint64_t)(s->hi - s->lo));
+        break;
+    case GEN_VALUES:
+        for (int64_t i = 0; i < n; i++) iv[i] = s->ivals[i];
+        break;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// cases
+
+typedef struct gc_case {
+    const char *name;
+    bg_op op;               /* the op the forward must record (NONE: don't check) */
+    bg_gradcheck_fn fn;
+    int n_in;
+    input_spec in[4];
+    double eps, atol, rtol;
+} gc_case;
+
+#define IN0 in[0]
+#define IN1 in[1]
+#define IN2 in[2]
+#define FN(name) static bg_tensor *name(bg_ctx *ctx, bg_tensor *const *in, void *user)
+#define UNUSED (void)user
+
+FN(f_add) { UNUSED; return bg_add(ctx, IN0, IN1); }
+FN(f_sub) { UNUSED; return bg_sub(ctx, IN0, IN1); }
+FN(f_mul) { UNUSED; return bg_mul(ctx, IN0, IN1); }
+FN(f_div) { UNUSED; return bg_div(ctx, IN0, IN1); }
+FN(f_scale) { UNUSED; return bg_scale(ctx, IN0, -1.7f); }
+FN(f_neg) { UNUSED; return bg_neg(ctx, IN0); }
+FN(f_exp) { UNUSED; return bg_exp(ctx, IN0); }
+FN(f_log) { UNUSED; return bg_log(ctx, IN0); }
+FN(f_sqrt) { UNUSED; return bg_sqrt(ctx, IN0); }
+FN(f_abs) { UNUSED; return bg_abs(ctx, IN0); }
+FN(f_clamp) { UNUSED; return bg_clamp(ctx, IN0, -0.5f, 0.7f); }
+FN(f_relu) { UNUSED; return bg_relu(ctx, IN0); }
+FN(f_leaky_relu) { UNUSED; return bg_leaky_relu(ctx, IN0, 0.1f); }
+FN(f_gelu) { UNUSED; return bg_gelu(ctx, IN0, false); }
+FN(f_gelu_tanh) { UNUSED; return bg_gelu(ctx, IN0, true); }
+FN(f_silu) { UNUSED; return bg_silu(ctx, IN0); }
+FN(f_sigmoid) { UNUSED; return bg_sigmoid(ctx, IN0); }
+FN(f_tanh) { UNUSED; return bg_tanh(ctx, IN0); }
+/* The same mask on every evaluation: a fresh generator with a fixed seed. */
+FN(f_dropout) {
+    UNUSED;
+    bg_rng rng;
+    bg_rng_seed(&rng, 77);
+    return bg_dropout(ctx, IN0, 0.3f, &rng);
+}
+FN(f_sum) { UNUSED; return bg_sum(ctx, IN0, 1, false); }
+FN(f_sum_keepdim) { UNUSED; return bg_sum(ctx, IN0, -1, true); }
+FN(f_sum_all) { UNUSED; return bg_sum_all(ctx, IN0); }
+FN(f_mean) { UNUSED; return bg_mean(ctx, IN0, 0, false); }
+FN(f_mean_all) { UNUSED; return bg_mean_all(ctx, IN0); }
+FN(f_max) { UNUSED; return bg_max(ctx, IN0, 1, false); }
+FN(f_max_keepdim) { UNUSED; return bg_max(ctx, IN0, -1, true); }
+FN(f_max_all) { UNUSED; return bg_max_all(ctx, IN0); }
+FN(f_softmax) { UNUSED; return bg_softmax(ctx, IN0, -1); }
+FN(f_softmax_axis0) { UNUSED; return bg_softmax(ctx, IN0, 0); }
+FN(f_log_softmax) { UNUSED; return bg_log_softmax(ctx, IN0, -1); }
+FN(f_log_softmax_axis1) { UNUSED; return bg_log_softmax(ctx, IN0, 1); }
+FN(f_cross_entropy) { UNUSED; return bg_cross_entropy(ctx, IN0, IN1, NULL); }
+FN(f_cross_entropy_smooth_ignore) {
+    UNUSED;
+    bg_cross_entropy_opts o = {.label_smoothing = 0.1f, .ignore_index = 2};
+    return bg_cross_entropy(ctx, IN0, IN1, &o);
+}
+FN(f_mse) { UNUSED; return bg_mse(ctx, IN0, IN1); }
+FN(f_reshape) { UNUSED; return bg_reshape(ctx, IN0, BG_SHAPE(4, 6)); }
+FN(f_reshape_infer) { UNUSED; return bg_reshape(ctx, IN0, BG_SHAPE(3, 8)); }
+FN(f_permute) { UNUSED; return bg_permute(ctx, IN0, (const int[]){2, 0, 1}); }
+FN(f_transpose) { UNUSED; return bg_transpose(ctx, IN0, 0, 2); }
+FN(f_concat) { UNUSED; return bg_concat(ctx, in, 3, 1); }
+FN(f_concat_axis0) { UNUSED; return bg_concat(ctx, in, 2, 0); }
+FN(f_slice) { UNUSED; return bg_slice(ctx, IN0, 1, 1, 3); }
+FN(f_embedding) { UNUSED; return bg_embedding(ctx, IN0, IN1); }
+FN(f_matmul) { UNUSED; return bg_matmul(ctx, IN0, IN1, false, false); }
+FN(f_matmul_ta) { UNUSED; return bg_matmul(ctx, IN0, IN1, true, false); }
+FN(f_matmul_tb) { UNUSED; return bg_matmul(ctx, IN0, IN1, false, true); }
+FN(f_matmul_tatb) { UNUSED; return bg_matmul(ctx, IN0, IN1, true, true); }
+FN(f_linear) { UNUSED; return bg_linear(ctx, IN0, IN1, IN2); }
+FN(f_linear_nobias) { UNUSED; return bg_linear(ctx, IN0, IN1, NULL); }
+FN(f_layernorm) { UNUSED; return bg_layernorm(ctx, IN0, IN1, IN2, 1e-5f); }
+FN(f_rmsnorm) { UNUSED; return bg_rmsnorm(ctx, IN0, IN1, 1e-6f); }
+FN(f_conv2d) { UNUSED; return bg_conv2d(ctx, IN0, IN1, IN2, NULL); }
+FN(f_conv2d_stride_pad) {
+    UNUSED;
+    bg_conv2d_opts o = {.stride = {2, 2}, .padding = {1, 1}, .dilation = {1, 1}, .groups = 1};
+    return bg_conv2d(ctx, IN0, IN1, IN2, &o);
+}
+FN(f_conv2d_dilation) {
+    UNUSED;
+    bg_conv2d_opts o = {.stride = {1, 1}, .padding = {2, 2}, .dilation = {2, 2}, .groups = 1};
+    return bg_conv2d(ctx, IN0, IN1, NULL, &o);
+}
+FN(f_conv2d_groups) {
+    UNUSED;
+    bg_conv2d_opts o = {.stride = {2, 1}, .padding = {1, 0}, .dilation = {1, 1}, .groups = 2};
+    return bg_conv2d(ctx, IN0, IN1, IN2, &o);
+}
+FN(f_max_pool2d) { UNUSED; return bg_max_pool2d(ctx, IN0, 2, 2, 0); }
+FN(f_max_pool2d_pad) { UNUSED; return bg_max_pool2d(ctx, IN0, 3, 2, 1); }
+FN(f_avg_pool2d) { UNUSED; return bg_avg_pool2d(ctx, IN0, 2, 2, 0); }
+FN(f_avg_pool2d_pad) { UNUSED; return bg_avg_pool2d(ctx, IN0, 3, 2, 1); }
+FN(f_attention) { UNUSED; return bg_attention(ctx, IN0, IN1, IN2, false); }
+FN(f_attention_causal) { UNUSED; return bg_attention(ctx, IN0, IN1, IN2, true); }
+/* A small composite: linear -> gelu -> layernorm -> cross-entropy. */
+FN(f_mlp_block) {
+    UNUSED;
+    bg_tensor *h = bg_gelu(ctx, bg_linear(ctx, IN0, IN1, NULL), false);
+    h = bg_layernorm(ctx, h, NULL, NULL, 1e-5f);
+    return bg_cross_entropy(ctx, h, in[2], NULL);
+}
+
+static const int32_t ce_labels_ignore[8] = {0, 2, 4, 1, 2, 3, 0, 4};
+static const int32_t emb_ids[6] = {0, 3, 3, 4, 1, 0};  /* repeats: grads accumulate */
+
+/* Default tolerances for float32 forwards with eps = 1e-3. */
+#define TOL .eps = 1e-3, .atol = 5e-4, .rtol = 5e-3
+
+static const gc_case op_cases[BG_OP_COUNT] = {
+    [BG_OP_ADD]        = {"add", BG_OP_ADD, f_add, 2, {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 3, 4)}, TOL},
+    [BG_OP_SUB]        = {"sub", BG_OP_SUB, f_sub, 2, {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 4)}, TOL},
+    [BG_OP_MUL]        = {"mul", BG_OP_MUL, f_mul, 2, {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 3, 4)}, TOL},
+    [BG_OP_DIV]        = {"div", BG_OP_DIV, f_div, 2, {IN_U(-1, 1, 3, 4), IN_SIGNED(0.5, 2, 3, 4)}, TOL},
+    [BG_OP_SCALE]      = {"scale", BG_OP_SCALE, f_scale, 1, {IN_U(-1, 1, 3, 4)}, TOL},
+    [BG_OP_NEG]        = {"neg", BG_OP_NEG, f_neg, 1, {IN_U(-1, 1, 3, 4)}, TOL},
+    [BG_OP_EXP]        = {"exp", BG_OP_EXP, f_exp, 1, {IN_U(-2, 2, 3, 4)}, TOL},
+    [BG_OP_LOG]        = {"log", BG_OP_LOG, f_log, 1, {IN_U(0.5, 3, 3, 4)}, TOL},
+    [BG_OP_SQRT]       = {"sqrt", BG_OP_SQRT, f_sqrt, 1, {IN_U(0.5, 3, 3, 4)}, TOL},
+    [BG_OP_ABS]        = {"abs", BG_OP_ABS, f_abs, 1, {IN_SIGNED(0.2, 2, 3, 4)}, TOL},
+    [BG_OP_CLAMP]      = {"clamp", BG_OP_CLAMP, f_clamp, 1, {IN_AVOID(-1, 1, -0.5, 0.7, 4, 5)}, TOL},
+    [BG_OP_RELU]       = {"relu", BG_OP_RELU, f_relu, 1, {IN_SIGNED(0.1, 2, 3, 4)}, TOL},
+    [BG_OP_LEAKY_RELU] = {"leaky_relu", BG_OP_LEAKY_RELU, f_leaky_relu, 1, {IN_SIGNED(0.1, 2, 3, 4)}, TOL},
+    [BG_OP_GELU]       = {"gelu", BG_OP_GELU, f_gelu, 1, {IN_U(-3, 3, 3, 5)}, TOL},
+    [BG_OP_SILU]       = {"silu", BG_OP_SILU, f_silu, 1, {IN_U(-4, 4, 3, 5)}, TOL},
+    [BG_OP_SIGMOID]    = {"sigmoid", BG_OP_SIGMOID, f_sigmoid, 1, {IN_U(-4, 4, 3, 5)}, TOL},
+    [BG_OP_TANH]       = {"tanh", BG_OP_TANH, f_tanh, 1, {IN_U(-2, 2, 3, 5)}, TOL},
+    [BG_OP_DROPOUT]    = {"dropout", BG_OP_DROPOUT, f_dropout, 1, {IN_U(-1, 1, 4, 5)}, TOL},
+    [BG_OP_SUM]        = {"sum", BG_OP_SUM, f_sum, 1, {IN_U(-1, 1, 2, 3, 4)}, TOL},
+    [BG_OP_MEAN]       = {"mean", BG_OP_MEAN, f_mean, 1, {IN_U(-1, 1, 2, 3, 4)}, TOL},
+    [BG_OP_MAX]        = {"max", BG_OP_MAX, f_max, 1, {IN_DISTINCT(0.1, 2, 5, 3)}, TOL},
+    [BG_OP_SOFTMAX]    = {"softmax", BG_OP_SOFTMAX, f_softmax, 1, {IN_U(-2, 2, 3, 5)}, TOL},
+    [BG_OP_LOG_SOFTMAX] = {"log_softmax", BG_OP_LOG_SOFTMAX, f_log_softmax, 1, {IN_U(-2, 2, 3, 5)}, TOL},
+    [BG_OP_CROSS_ENTROPY] = {"cross_entropy", BG_OP_CROSS_ENTROPY, f_cross_entropy, 2,
+                             {IN_U(-2, 2, 6, 5), IN_INT(0, 5, 6)}, TOL},
+    [BG_OP_MSE]        = {"mse", BG_OP_MSE, f_mse, 2, {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 3, 4)}, TOL},
+    [BG_OP_RESHAPE]    = {"reshape", BG_OP_RESHAPE, f_reshape, 1, {IN_U(-1, 1, 2, 3, 4)}, TOL},
+    [BG_OP_PERMUTE]    = {"permute", BG_OP_PERMUTE, f_permute, 1, {IN_U(-1, 1, 2, 3, 4)}, TOL},
+    [BG_OP_CONCAT]     = {"concat", BG_OP_CONCAT, f_concat, 3,
+                          {IN_U(-1, 1, 2, 3), IN_U(-1, 1, 2, 1), IN_U(-1, 1, 2, 2)}, TOL},
+    [BG_OP_SLICE]      = {"slice", BG_OP_SLICE, f_slice, 1, {IN_U(-1, 1, 3, 4)}, TOL},
+    [BG_OP_EMBEDDING]  = {"embedding", BG_OP_EMBEDDING, f_embedding, 2,
+                          {IN_U(-1, 1, 5, 3), IN_VALUES(emb_ids, 2, 3)}, TOL},
+    [BG_OP_MATMUL]     = {"matmul", BG_OP_MATMUL, f_matmul, 2, {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 4, 5)}, TOL},
+    [BG_OP_LINEAR]     = {"linear", BG_OP_LINEAR, f_linear, 3,
+                          {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 5, 4), IN_U(-1, 1, 5)}, TOL},
+    [BG_OP_LAYERNORM]  = {"layernorm", BG_OP_LAYERNORM, f_layernorm, 3,
+                          {IN_U(-2, 2, 3, 6), IN_U(0.5, 1.5, 6), IN_U(-1, 1, 6)}, TOL},
+    [BG_OP_RMSNORM]    = {"rmsnorm", BG_OP_RMSNORM, f_rmsnorm, 2, {IN_U(-2, 2, 3, 6), IN_U(0.5, 1.5, 6)}, TOL},
+    [BG_OP_CONV2D]     = {"conv2d", BG_OP_CONV2D, f_conv2d, 3,
+                          {IN_U(-1, 1, 2, 3, 5, 5), IN_U(-1, 1, 4, 3, 3, 3), IN_U(-1, 1, 4)}, TOL},
+    [BG_OP_MAX_POOL2D] = {"max_pool2d", BG_OP_MAX_POOL2D, f_max_pool2d, 1, {IN_DISTINCT(0.05, 2, 2, 4, 6)}, TOL},
+    [BG_OP_AVG_POOL2D] = {"avg_pool2d", BG_OP_AVG_POOL2D, f_avg_pool2d, 1, {IN_U(-1, 1, 2, 2, 4, 6)}, TOL},
+};
+
+static const gc_case extra_cases[] = {
+    {"add_bcast", BG_OP_ADD, f_add, 2, {IN_U(-1, 1, 2, 1, 4), IN_U(-1, 1, 3, 1)}, TOL},
+    {"sub_bcast", BG_OP_SUB, f_sub, 2, {IN_U(-1, 1, 3, 1), IN_U(-1, 1, 2, 3, 4)}, TOL},
+    {"mul_bcast", BG_OP_MUL, f_mul, 2, {IN_U(-1, 1, 2, 1, 4), IN_U(-1, 1, 3, 1)}, TOL},
+    {"mul_self_shape_1", BG_OP_MUL, f_mul, 2, {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 1)}, TOL},
+    {"div_bcast", BG_OP_DIV, f_div, 2, {IN_U(-1, 1, 2, 3, 4), IN_SIGNED(0.5, 2, 1, 4)}, TOL},
+    {"gelu_tanh", BG_OP_GELU, f_gelu_tanh, 1, {IN_U(-3, 3, 3, 5)}, TOL},
+    {"sum_keepdim", BG_OP_SUM, f_sum_keepdim, 1, {IN_U(-1, 1, 2, 3, 4)}, TOL},
+    {"sum_all", BG_OP_NONE, f_sum_all, 1, {IN_U(-1, 1, 3, 4)}, TOL},
+    {"mean_all", BG_OP_NONE, f_mean_all, 1, {IN_U(-1, 1, 3, 4)}, TOL},
+    {"max_keepdim", BG_OP_MAX, f_max_keepdim, 1, {IN_DISTINCT(0.1, 3, 6)}, TOL},
+    {"max_all", BG_OP_MAX, f_max_all, 1, {IN_DISTINCT(0.1, 3, 4)}, TOL},
+    {"softmax_axis0", BG_OP_SOFTMAX, f_softmax_axis0, 1, {IN_U(-2, 2, 4, 3)}, TOL},
+    {"log_softmax_axis1", BG_OP_LOG_SOFTMAX, f_log_softmax_axis1, 1, {IN_U(-2, 2, 2, 4, 3)}, TOL},
+    {"cross_entropy_smooth_ignore", BG_OP_CROSS_ENTROPY, f_cross_entropy_smooth_ignore, 2,
+     {IN_U(-2, 2, 8, 5), IN_VALUES(ce_labels_ignore, 8)}, TOL},
+    {"reshape_3x8", BG_OP_RESHAPE, f_reshape_infer, 1, {IN_U(-1, 1, 2, 3, 4)}, TOL},
+    {"transpose", BG_OP_NONE, f_transpose, 1, {IN_U(-1, 1, 2, 3, 4)}, TOL},
+    {"concat_axis0", BG_OP_CONCAT, f_concat_axis0, 2, {IN_U(-1, 1, 1, 2, 3), IN_U(-1, 1, 2, 2, 3)}, TOL},
+    {"matmul_ta", BG_OP_MATMUL, f_matmul_ta, 2, {IN_U(-1, 1, 4, 3), IN_U(-1, 1, 4, 5)}, TOL},
+    {"matmul_tb", BG_OP_MATMUL, f_matmul_tb, 2, {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 5, 4)}, TOL},
+    {"matmul_batched", BG_OP_MATMUL, f_matmul, 2, {IN_U(-1, 1, 2, 3, 4), IN_U(-1, 1, 2, 4, 5)}, TOL},
+    {"matmul_batched_tatb", BG_OP_MATMUL, f_matmul_tatb, 2, {IN_U(-1, 1, 2, 4, 3), IN_U(-1, 1, 2, 5, 4)}, TOL},
+    {"matmul_shared_b_tb", BG_OP_MATMUL, f_matmul_tb, 2, {IN_U(-1, 1, 2, 2, 3, 4), IN_U(-1, 1, 5, 4)}, TOL},
+    {"linear_nobias", BG_OP_LINEAR, f_linear_nobias, 2, {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 5, 4)}, TOL},
+    {"linear_3d", BG_OP_LINEAR, f_linear, 3, {IN_U(-1, 1, 2, 3, 4), IN_U(-1, 1, 5, 4), IN_U(-1, 1, 5)}, TOL},
+    {"conv2d_stride_pad", BG_OP_CONV2D, f_conv2d_stride_pad, 3,
+     {IN_U(-1, 1, 2, 3, 6, 5), IN_U(-1, 1, 4, 3, 3, 3), IN_U(-1, 1, 4)}, TOL},
+    {"conv2d_dilation", BG_OP_CONV2D, f_conv2d_dilation, 2, {IN_U(-1, 1, 1, 2, 6, 6), IN_U(-1, 1, 3, 2, 3, 3)}, TOL},
+    {"conv2d_groups", BG_OP_CONV2D, f_conv2d_groups, 3,
+     {IN_U(-1, 1, 2, 4, 5, 5), IN_U(-1, 1, 6, 2, 3, 2), IN_U(-1, 1, 6)}, TOL},
+    {"max_pool2d_pad", BG_OP_MAX_POOL2D, f_max_pool2d_pad, 1, {IN_DISTINCT(0.05, 1, 2, 5, 5)}, TOL},
+    {"avg_pool2d_pad", BG_OP_AVG_POOL2D, f_avg_pool2d_pad, 1, {IN_U(-1, 1, 1, 2, 5, 5)}, TOL},
+    {"attention", BG_OP_SOFTMAX, f_attention, 3,
+     {IN_U(-1, 1, 2, 3, 4), IN_U(-1, 1, 2, 5, 4), IN_U(-1, 1, 2, 5, 4)}, TOL},
+    {"attention_causal", BG_OP_SOFTMAX, f_attention_causal, 3,
+     {IN_U(-1, 1, 2, 4, 4), IN_U(-1, 1, 2, 4, 4), IN_U(-1, 1, 2, 4, 4)}, TOL},
+    {"attention_4d_causal", BG_OP_SOFTMAX, f_attention_causal, 3,
+     {IN_U(-1, 1, 1, 2, 3, 4), IN_U(-1, 1, 1, 2, 3, 4), IN_U(-1, 1, 1, 2, 3, 4)}, TOL},
+    {"mlp_block", BG_OP_NONE, f_mlp_block, 3, {IN_U(-1, 1, 4, 6), IN_U(-1, 1, 5, 6), IN_INT(0, 5, 4)}, TOL},
+};
+
+// ---------------------------------------------------------------------------
+// running a case
+
+/* Does the forward record a node of op (on a fresh ctx)? */
+static bool records_op(const gc_case *c, bg_tensor *const *in, bg_op op) {
+    bg_ctx *ctx = bg_ctx_new(0);
+    bg_tensor *out = c->fn(ctx, in, NULL);
+    bool found = false;
+    for (const bg_node *n = ctx->tape_tail; out && n; n = n->prev) found |= n->op == op;
+    bg_ctx_free(ctx);
+    return found;
+}
+
+static int case_seed;
+
+static void run_case(const gc_case *c) {
+    bg_tensor *in[4] = {0};
+    bg_rng rng;
+    bg_rng_seed(&rng, 1000 + (uint64_t)case_seed++);
+    bool ok = true;
+    for (int i = 0; i < c->n_in; i++) {
+        const input_spec *s = &c->in[i];
+        in[i] = bg_tensor_new(s->dtype, s->ndim, s->shape);
+        if (!in[i]) {
+            ok = false;
+            break;
+        }
+        fill_input(in[i], s, &rng);
+        if (s->dtype == BG_DTYPE_F32 && bg_set_requires_grad(in[i], true) != BG_OK) ok = false;
+    }
+    if (!CHECK_MSG(ok, "%s: cannot make inputs: %s", c->name, bg_last_error())) goto done;
+    if (c->op != BG_OP_NONE)
+        CHECK_MSG(records_op(c, in, c->op), "%s: the forward does not record a %s node (%s)", c->name,
+                  bg_op_name(c->op), bg_last_error());
+
+    bg_gradcheck_report rep, rel;
+    bg_status st = bg_gradcheck(c->fn, in, c->n_in, NULL, c->eps, c->atol, c->rtol, &rep);
+    // bg_gradcheck's max_rel_err counts elements beyond atol only; a second
+    // pass with atol = 1e-6 reports the relative error of every element whose
+    // error is not negligible (printed, not asserted).
+    bg_gradcheck(c->fn, in, c->n_in, NULL, c->eps, 1e-6, 1e30, &rel);
+    printf("%-28s %-4s checked %4lld  max abs err %.2e  max rel err %.2e\n", c->name,
+           st == BG_OK ? "ok" : "FAIL", (long long)rep.checked, rep.max_abs_err, rel.max_rel_err);
+    CHECK_MSG(st == BG_OK, "%s: %s (status %s)", c->name, bg_last_error(), bg_status_str(st));
+    CHECK_MSG(st != BG_OK || rep.checked > 0, "%s: no element was checked", c->name);
+done:
+    for (int i = 0; i < c->n_in; i++) bg_tensor_free(in[i]);
+}
+
+int main(void) {
+    // Every op has an entry, named like the op table says.
+    for (int op = 1; op < BG_OP_COUNT; op++) {
+        const gc_case *c = &op_cases[op];
+        if (!CHECK_MSG(c->fn != NULL, "BG_OP %d (%s) has no gradcheck entry in tests/test_gradcheck.c", op,
+                       bg_op_name((bg_op)op)))
+            continue;
+        CHECK_MSG(c->op == (bg_op)op && strcmp(c->name, bg_op_name((bg_op)op)) == 0,
+                  "op_cases[%d] is \"%s\", want \"%s\"", op, c->name, bg_op_name((bg_op)op));
+    }
+    CHECK(op_cases[BG_OP_NONE].fn == NULL);
+
+    for (int op = 1; op < BG_OP_COUNT; op++)
+        if (op_cases[op].fn) run_case(&op_cases[op]);
+    for (size_t i = 0; i < sizeof extra_cases / sizeof extra_cases[0]; i++) run_case(&extra_cases[i]);
+    return bg_test_finish();
+}
