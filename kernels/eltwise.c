@@ -4,6 +4,8 @@
  * feed a comparison with PyTorch accumulate in double. */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "kernels/kernels_internal.h"
 
@@ -331,31 +333,69 @@ static void rmsnorm_backward_ref(float *dx, float *dw, const float *dy, const fl
 // CPU, whose vectorised add(alpha) is an FMA (ufunc::add -> vec::fmadd) while
 // addcmul/addcdiv are a separate multiply and add.
 
+/* The shortest decimal that reads back as f, as a double: 0.9f -> 0.9. The
+ * caller wrote the hyper-parameters as decimals (torch keeps them as Python
+ * doubles) and 1 - (double)0.999f is 1.3e-5 away from 1 - 0.999. */
+static double decimal_of(float f) {
+    char buf[32];
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
+        double d = strtod(buf, NULL);
+        if ((float)d == f) return d;
+    }
+    return (double)f;
+}
+
+/* bc = (float)(1 - b^t) for an integer step t: recover the double 1 - b^t
+ * that torch uses, or (double)bc when no step t fits. */
+static double bias_correction_of(double b, float bc) {
+    if (!(b > 0.0 && b < 1.0 && bc > 0.0f && bc <= 1.0f)) return (double)bc;
+    double t0 = bc < 1.0f ? nearbyint(log1p(-(double)bc) / log(b)) : ceil(log(0x1p-25) / log(b));
+    double best = (double)bc;
+    for (double t = t0 - 1.0; t <= t0 + 1.0; t += 1.0) {
+        if (t < 1.0) continue;
+        double c = 1.0 - pow(b, t);
+        if ((float)c == bc) return c;
+    }
+    return best;
+}
+
+void bg_adam_scalars_init(bg_adam_scalars *k, float lr, float b1, float b2, float wd, float bc1,
+                          float bc2) {
+    double lrd = decimal_of(lr), b1d = decimal_of(b1), b2d = decimal_of(b2), wdd = decimal_of(wd);
+    k->b1 = b1;
+    k->b2 = b2;
+    k->omb1 = (float)(1.0 - b1d);
+    k->omb2 = (float)(1.0 - b2d);
+    k->neg_step = (float)(-(lrd / bias_correction_of(b1d, bc1)));
+    k->bc2_sqrt = (float)sqrt(bias_correction_of(b2d, bc2));
+    k->decay = (float)(1.0 - lrd * wdd);
+}
+
 /* Adam:  g = fma(p, wd, g)                          (grad.add(param, alpha=wd))
  * AdamW: p = p * (1 - lr*wd)                        (param.mul_(1 - lr*wd))
  * m = fma(g, 1-b1, m*b1)                            (exp_avg.mul_(b1).add_(g, alpha=1-b1))
- * v = v*b2 + (1-b2)*g*g                             (exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2))
+ * v = fma((1-b2)*g, g, v*b2)                        (exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2),
+ *                                                   whose AVX2 loop GCC contracts to an FMA)
  * denom = sqrt(v) / sqrt(bc2) + eps
- * p = p + (-lr/bc1) * m / denom                     (param.addcdiv_(m, denom, value=-step_size)) */
+ * p = p + (-lr/bc1) * m / denom                     (param.addcdiv_(m, denom, value=-step_size))
+ * The scalars are computed in double as torch does (bg_adam_scalars_init). */
 static void adam_update_ref(float *p, const float *g, float *m, float *v, int64_t n, float lr,
                             float b1, float b2, float eps, float wd, bool decoupled, float bc1,
                             float bc2) {
-    /* torch computes these scalars in double (Python floats), then casts */
-    const float omb1 = (float)(1.0 - (double)b1), omb2 = (float)(1.0 - (double)b2);
-    const float neg_step = (float)(-((double)lr / (double)bc1));
-    const float bc2_sqrt = (float)sqrt((double)bc2);
-    const float decay = (float)(1.0 - (double)lr * (double)wd);
+    bg_adam_scalars k;
+    bg_adam_scalars_init(&k, lr, b1, b2, wd, bc1, bc2);
     const bool coupled_wd = !decoupled && wd != 0.0f;
     const bool decoupled_wd = decoupled && wd != 0.0f;
 #pragma omp parallel for schedule(static) if (n >= BG_PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         float pi = p[i], gi = g[i];
         if (coupled_wd) gi = fmaf(pi, wd, gi);
-        if (decoupled_wd) pi = pi * decay;
-        float mi = fmaf(gi, omb1, m[i] * b1);
-        float vi = v[i] * b2 + omb2 * gi * gi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        p[i] = pi + neg_step * mi / denom;
+        if (decoupled_wd) pi = pi * k.decay;
+        float mi = fmaf(gi, k.omb1, m[i] * b1);
+        float vi = fmaf(k.omb2 * gi, gi, v[i] * b2);
+        float denom = sqrtf(vi) / k.bc2_sqrt + eps;
+        p[i] = pi + k.neg_step * mi / denom;
         m[i] = mi;
         v[i] = vi;
     }

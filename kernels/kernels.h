@@ -87,7 +87,11 @@ typedef struct bg_kernels {
     // --- optimizers, over flat parameter buffers ---
     /* Adam(W): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
      * p -= lr * (m/bc1) / (sqrt(v/bc2) + eps); decoupled: p -= lr*wd*p first
-     * (PyTorch's order); coupled (Adam): g += wd*p first. */
+     * (PyTorch's order); coupled (Adam): g += wd*p first.
+     * bc1 = 1 - b1^t, bc2 = 1 - b2^t for step t >= 1 (computed in double, passed
+     * as float). The kernel recomputes torch's double scalars from these (shortest
+     * decimal of lr, b1, b2, wd; the step t behind bc1, bc2) and follows
+     * torch 1.13's float op order: 10 steps match torch.optim.Adam/AdamW bitwise. */
     void (*adam_update)(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
                         float b2, float eps, float wd, bool decoupled, float bc1, float bc2);
     /* SGD as torch.optim.SGD: g' = g + wd*p; with momentum != 0:

@@ -21,6 +21,17 @@ extern const bg_kernels bg_kernels_ref_table;
 extern const bg_kernels bg_kernels_avx2_table;
 extern const bg_kernels bg_kernels_avx512_table;
 
+/* The scalars of one Adam(W) step, computed in double from the decimals the
+ * caller wrote, as torch does with its Python floats (eltwise.c). */
+typedef struct bg_adam_scalars {
+    float b1, b2, omb1, omb2;   /* b, 1 - b */
+    float neg_step;             /* -lr / bc1 */
+    float bc2_sqrt;             /* sqrt(bc2) */
+    float decay;                /* 1 - lr*wd (AdamW) */
+} bg_adam_scalars;
+void bg_adam_scalars_init(bg_adam_scalars *k, float lr, float b1, float b2, float wd, float bc1,
+                          float bc2);
+
 /* gemm backends (blas.c, dnnl.c, gemm.c); same contract as bg_sgemm. */
 void bg_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
