@@ -110,6 +110,9 @@ bg_tensor *bg_reshape(bg_ctx *ctx, bg_tensor *x, int ndim, const int64_t *shape)
         want.shape[i] = shape[i];
         if (shape[i] == -1 && infer < 0) {
             infer = i;
+        } else if (shape[i] == -1) {
+            return bg_ctx_fail(ctx, BG_ERR_SHAPE, "reshape: only one dim may be -1: %s to %s", sx,
+                               bg_shape_str(&want, ss, sizeof ss));
         } else if (shape[i] < 0) {
             return bg_ctx_fail(ctx, BG_ERR_SHAPE, "reshape: bad target dim %d (%lld): %s to %s", i,
                                (long long)shape[i], sx, bg_shape_str(&want, ss, sizeof ss));
