@@ -34,6 +34,16 @@ static const char *kind_name(optim_kind k) {
     return "optim";
 }
 
+/* The lower-case name used in error messages, as the constructors' ("adam:"). */
+static const char *who_name(optim_kind k) {
+    switch (k) {
+    case OPTIM_SGD: return "sgd";
+    case OPTIM_ADAM: return "adam";
+    case OPTIM_ADAMW: return "adamw";
+    }
+    return "optim";
+}
+
 static bg_optim *optim_new(optim_kind kind, bg_module *m, const char *who, int n_state) {
     if (!m) {
         bg_set_error(BG_ERR_ARG, "%s: module is NULL", who);
@@ -164,7 +174,7 @@ bg_status bg_optim_step(bg_optim *o) {
     if (p != o->params || n != o->n)
         return bg_set_error(BG_ERR_STATE,
                             "%s: the %s was finalized again after the optimizer was made; make a new optimizer",
-                            kind_name(o->kind), bg_module_kind(o->module));
+                            who_name(o->kind), bg_module_kind(o->module));
     if (o->has_schedule) o->lr = bg_lr_at(&o->schedule, o->steps);
     const bg_kernels *k = bg_kernels_get();
     const bg_module *m = o->module;
