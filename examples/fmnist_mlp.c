@@ -224,6 +224,7 @@ int main(int argc, char **argv) {
            (long long)bg_module_numel(model), bg_optim_kind(opt), (double)o.lr, (long long)o.batch,
            (unsigned long long)o.seed, bg_get_num_threads(), (long long)train->n,
            (long long)test->n);
+    fflush(stdout);
 
     double acc = 0;
     for (int e = 0; e < o.epochs; e++) {
