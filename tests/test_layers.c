@@ -395,6 +395,17 @@ static void test_conv_stack_shapes(void) {
     CHECK(bg_module_forward(ctx, cnn, x) == NULL);
     CHECK_STR(bg_ctx_error(ctx), "Conv2d: input must be [N,1,H,W]: x is [2,3,28,28]");
 
+    // LayerNorm without affine parameters: none registered, rows normalised.
+    bg_ctx_reset(ctx);
+    bg_module *ln = bg_layernorm_new(4, 1e-5f, false);
+    CHECK(ln && bg_module_param_count(ln) == 0);
+    x = bg_from_data(ctx, BG_DTYPE_F32, BG_SHAPE(1, 4), (float[]){1, 2, 3, 4});
+    y = bg_module_forward(ctx, ln, x);
+    // mean 2.5, var 1.25: (1 - 2.5) / sqrt(1.25 + 1e-5)
+    CHECK(y != NULL);
+    if (y) CHECK_CLOSE(bg_f32(y)[0], -1.5 / sqrt(1.25 + 1e-5), 1e-6, 1e-5);
+    bg_module_free(ln);
+
     // AvgPool and Embedding shapes.
     bg_ctx_reset(ctx);
     bg_module *avg = bg_avg_pool2d_new(2, 0, 0);
