@@ -158,7 +158,8 @@ typedef struct bg_conv2d_opts {
 /* x [N,C,H,W], w [OC,C/groups,KH,KW], b [OC] or NULL; opts NULL = defaults. */
 bg_tensor *bg_conv2d(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, bg_tensor *b,
                      const bg_conv2d_opts *opts);
-/* PyTorch semantics; avg counts padding (count_include_pad=True). */
+/* PyTorch semantics; avg counts padding (count_include_pad=True); stride 0
+ * means stride = kernel (PyTorch's default). */
 bg_tensor *bg_max_pool2d(bg_ctx *ctx, bg_tensor *x, int64_t kernel, int64_t stride, int64_t padding);
 bg_tensor *bg_avg_pool2d(bg_ctx *ctx, bg_tensor *x, int64_t kernel, int64_t stride, int64_t padding);
 

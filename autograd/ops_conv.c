@@ -111,7 +111,7 @@ void bg_op_conv2d_backward(bg_ctx *ctx, bg_node *n) {
 }
 
 // --- pooling ------------------------------------------------------------------------------
-/* Square windows of size k, stride s, padding p on each side:
+/* Square windows of size k, stride s (0 = k, PyTorch's default), padding p:
  * OH = floor((H + 2p - k) / s) + 1 (ceil_mode off), PyTorch's rule p <= k/2.
  * max: y = max over the window (padding is -inf); argmax saved for backward.
  * avg: y = sum over the window / k^2 (count_include_pad=True). */
@@ -125,13 +125,14 @@ static bool pool_shape(bg_ctx *ctx, const char *op, const bg_tensor *x, int64_t 
         bg_ctx_fail(ctx, BG_ERR_SHAPE, "%s: x must be 4-D [N,C,H,W]: x is %s", op, sx);
         return false;
     }
-    if (kernel < 1 || stride < 1 || padding < 0) {
+    if (kernel < 1 || stride < 0 || padding < 0) {
         bg_ctx_fail(ctx, BG_ERR_ARG,
-                    "%s: kernel and stride must be >= 1 and padding >= 0: got kernel %lld, stride "
-                    "%lld, padding %lld",
+                    "%s: kernel must be >= 1, stride >= 0 and padding >= 0: got kernel %lld, "
+                    "stride %lld, padding %lld",
                     op, (long long)kernel, (long long)stride, (long long)padding);
         return false;
     }
+    if (stride == 0) stride = kernel;  // PyTorch's default stride
     if (padding > kernel / 2) {
         bg_ctx_fail(ctx, BG_ERR_ARG, "%s: padding must be at most half the kernel: got padding %lld, kernel %lld",
                     op, (long long)padding, (long long)kernel);

@@ -317,6 +317,7 @@ static void test_pooling(void) {
     CHECK_T("avg_pool2d pad", bg_avg_pool2d(ctx, x2, 2, 2, 1), 1e-6, 0.25f, 1.25f, 2.75f, 7);
     CHECK_T("max_pool2d pad", bg_max_pool2d(ctx, x2, 2, 2, 1), 0.0f, 1, 3, 7, 9);
     CHECK_T("avg_pool2d stride 1", bg_avg_pool2d(ctx, x2, 2, 1, 0), 1e-6, 3, 4, 6, 7);
+    CHECK_T("max_pool2d stride 0", bg_max_pool2d(ctx, x2, 2, 0, 0), 0.0f, 5);
     bg_tensor_free(x);
     bg_ctx_free(ctx);
 }
@@ -491,6 +492,8 @@ static void test_errors(void) {
                "conv2d: b must be [2] for w [2,1,1,1]: b is [3]");
     EXPECT_ERR(bg_max_pool2d(ctx, Z(1, 1, 4, 4), 3, 1, 2),
                "max_pool2d: padding must be at most half the kernel: got padding 2, kernel 3");
+    EXPECT_ERR(bg_max_pool2d(ctx, Z(1, 1, 4, 4), 2, -1, 0),
+               "max_pool2d: kernel must be >= 1, stride >= 0 and padding >= 0: got kernel 2, stride -1, padding 0");
     EXPECT_ERR(bg_avg_pool2d(ctx, Z(1, 1, 2, 2), 3, 1, 0),
                "avg_pool2d: kernel 3 is larger than the padded input: x is [1,1,2,2], padding 0");
 #undef EXPECT_ERR
