@@ -384,6 +384,18 @@ static void test_conv_stack_shapes(void) {
     for (int64_t i = 0; i < 64; i++) mx = fmaxf(mx, fabsf(bg_f32(b3)[i]));
     CHECK(mx <= bound && mx > 0.5f * bound);
 
+    char d[128];
+    bg_module_describe(bg_module_child(cnn, 3), d, sizeof d);
+    CHECK_STR(str(d), "Conv2d(32, 64, kernel_size=(3, 3), stride=(1, 1))");
+    bg_module *c2 = bg_conv2d_new(4, 8, 3, 5, &(bg_conv2d_opts){.stride = {2, 1}, .padding = {1, 2}, .dilation = {1, 1}, .groups = 2},
+                                  false, &rng);
+    bg_module_describe(c2, d, sizeof d);
+    CHECK_STR(str(d), "Conv2d(4, 8, kernel_size=(3, 5), stride=(2, 1), padding=(1, 2), groups=2, bias=false)");
+    CHECK(c2 && bg_module_param(c2, 0)->shape[1] == 2 && bg_module_param(c2, 0)->shape[3] == 5);
+    bg_module_free(c2);
+    bg_module_describe(bg_module_child(cnn, 2), d, sizeof d);
+    CHECK_STR(str(d), "MaxPool2d(kernel_size=2, stride=2, padding=0)");
+
     bg_ctx *ctx = bg_ctx_new(0);
     bg_tensor *x = rand_input(ctx, &rng, BG_SHAPE(2, 1, 28, 28));
     bg_tensor *h = bg_module_forward(ctx, bg_module_child(cnn, 0), x);
