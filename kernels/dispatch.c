@@ -49,7 +49,6 @@ static void tables_init(void) {
 
     tables[BG_ISA_REF] = bg_kernels_ref_table;
     usable[BG_ISA_REF] = true;
-#ifdef BG_HAVE_SIMD_TABLES
     tables[BG_ISA_AVX2] = bg_kernels_avx2_table;
     fill_gaps(&tables[BG_ISA_AVX2], &tables[BG_ISA_REF]);
     tables[BG_ISA_AVX2].isa_id = BG_ISA_AVX2;
@@ -60,11 +59,6 @@ static void tables_init(void) {
     tables[BG_ISA_AVX512].isa_id = BG_ISA_AVX512;
     tables[BG_ISA_AVX512].isa = "avx512";
     usable[BG_ISA_AVX512] = avx512;
-#else
-    (void)fill_gaps;
-    (void)avx2;
-    (void)avx512;
-#endif
 
     bg_isa cap = isa_cap_from_env();
     best = BG_ISA_REF;

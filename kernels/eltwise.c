@@ -81,10 +81,11 @@ static void tanh_forward_ref(float *y, const float *x, int64_t n) {
 #define BG_SQRT_2_OVER_PI 0.79788456080286535588f          /* sqrt(2/pi) */
 #define BG_GELU_KAPPA 0.044715f
 
-/* f(x) = x/2 (1 + erf(x/sqrt2)) */
+/* f(x) = x/2 (1 + erf(x/sqrt2)), written x/2 erfc(-x/sqrt2): the same
+ * function without 1 + erf's cancellation for x << 0 */
 static void gelu_forward_ref(float *y, const float *x, int64_t n) {
 #pragma omp parallel for schedule(static) if (n >= BG_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * BG_SQRT1_2));
+    for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * erfcf(x[i] * -BG_SQRT1_2);
 }
 
 /* f'(x) = Phi(x) + x phi(x) */
@@ -92,31 +93,34 @@ static void gelu_backward_ref(float *dx, const float *x, const float *dy, int64_
 #pragma omp parallel for schedule(static) if (n >= BG_PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         float xi = x[i];
-        float cdf = 0.5f * (1.0f + erff(xi * BG_SQRT1_2));
+        float cdf = 0.5f * erfcf(xi * -BG_SQRT1_2);
         float pdf = BG_INV_SQRT_2PI * expf(-0.5f * xi * xi);
         dx[i] += dy[i] * (cdf + xi * pdf);
     }
 }
 
-/* f(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+/* f(x) = x/2 (1 + tanh(z)), z = sqrt(2/pi) (x + 0.044715 x^3), written
+ * x sigmoid(2z) (1 + tanh z = 2 sigmoid(2z)): no cancellation for x << 0 */
 static void gelu_tanh_forward_ref(float *y, const float *x, int64_t n) {
 #pragma omp parallel for schedule(static) if (n >= BG_PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         float xi = x[i];
-        float inner = BG_SQRT_2_OVER_PI * (xi + BG_GELU_KAPPA * xi * xi * xi);
-        y[i] = 0.5f * xi * (1.0f + tanhf(inner));
+        float z = BG_SQRT_2_OVER_PI * (xi + BG_GELU_KAPPA * (xi * xi) * xi);
+        y[i] = xi / (1.0f + expf(-2.0f * z));
     }
 }
 
-/* f'(x) = (1+t)/2 + x/2 (1-t^2) sqrt(2/pi) (1 + 3*0.044715 x^2), t = tanh(inner) */
+/* f'(x) = (1+t)/2 + x/2 (1-t^2) sqrt(2/pi) (1 + 3*0.044715 x^2), t = tanh z;
+ * with s = sigmoid(2z), (1+t)/2 = s and 1-t^2 = 4 s sigmoid(-2z) */
 static void gelu_tanh_backward_ref(float *dx, const float *x, const float *dy, int64_t n) {
 #pragma omp parallel for schedule(static) if (n >= BG_PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         float xi = x[i];
         float x2 = xi * xi;
-        float t = tanhf(BG_SQRT_2_OVER_PI * (xi + BG_GELU_KAPPA * x2 * xi));
-        float d = 0.5f * (1.0f + t) +
-                  0.5f * xi * (1.0f - t * t) * BG_SQRT_2_OVER_PI * (1.0f + 3.0f * BG_GELU_KAPPA * x2);
+        float z = BG_SQRT_2_OVER_PI * (xi + BG_GELU_KAPPA * x2 * xi);
+        float s = 1.0f / (1.0f + expf(-2.0f * z));
+        float sn = 1.0f / (1.0f + expf(2.0f * z));
+        float d = s + 2.0f * xi * s * sn * BG_SQRT_2_OVER_PI * (1.0f + 3.0f * BG_GELU_KAPPA * x2);
         dx[i] += dy[i] * d;
     }
 }
