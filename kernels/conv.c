@@ -145,14 +145,14 @@ void bg_conv2d_backward_weights_ref(const bg_conv2d_shape *s, float *dw, float *
 
 void bg_conv2d_forward(const bg_conv2d_shape *s, float *y, const float *x, const float *w,
                        const float *b) {
-#if defined(BG_WITH_DNNL) && defined(BG_HAVE_DNNL_CONV)
+#if defined(BG_WITH_DNNL)
     if (bg_conv2d_forward_dnnl(s, y, x, w, b)) return;
 #endif
     bg_conv2d_forward_ref(s, y, x, w, b);
 }
 
 void bg_conv2d_backward_data(const bg_conv2d_shape *s, float *dx, const float *dy, const float *w) {
-#if defined(BG_WITH_DNNL) && defined(BG_HAVE_DNNL_CONV)
+#if defined(BG_WITH_DNNL)
     if (bg_conv2d_backward_data_dnnl(s, dx, dy, w)) return;
 #endif
     bg_conv2d_backward_data_ref(s, dx, dy, w);
@@ -160,7 +160,7 @@ void bg_conv2d_backward_data(const bg_conv2d_shape *s, float *dx, const float *d
 
 void bg_conv2d_backward_weights(const bg_conv2d_shape *s, float *dw, float *db, const float *dy,
                                 const float *x) {
-#if defined(BG_WITH_DNNL) && defined(BG_HAVE_DNNL_CONV)
+#if defined(BG_WITH_DNNL)
     if (bg_conv2d_backward_weights_dnnl(s, dw, db, dy, x)) return;
 #endif
     bg_conv2d_backward_weights_ref(s, dw, db, dy, x);

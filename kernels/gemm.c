@@ -31,7 +31,7 @@ void bg_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
 // ---------------------------------------------------------------------------
 // backend choice
 
-#if defined(BG_WITH_DNNL) && defined(BG_HAVE_DNNL_GEMM)
+#if defined(BG_WITH_DNNL)
 #define HAVE_DNNL 1
 #else
 #define HAVE_DNNL 0
@@ -54,6 +54,16 @@ bool bg_sgemm_with(bg_gemm_backend backend, bool trans_a, bool trans_b, int64_t 
                    int64_t K, float alpha, const float *A, int64_t lda, const float *B,
                    int64_t ldb, float beta, float *C, int64_t ldc) {
     if (backend == BG_GEMM_AUTO) backend = pick_backend(M, N, K);
+    if (backend <= BG_GEMM_AUTO || backend >= BG_GEMM_BACKEND_COUNT) return false;
+    if ((backend == BG_GEMM_OPENBLAS && !HAVE_OPENBLAS) || (backend == BG_GEMM_DNNL && !HAVE_DNNL))
+        return false;
+    if (M <= 0 || N <= 0) return true;
+    if (K <= 0) {   /* C = beta C, without reading C when beta is 0 */
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++)
+                C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return true;
+    }
     switch (backend) {
     case BG_GEMM_REF:
         bg_sgemm_ref(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -66,7 +76,7 @@ bool bg_sgemm_with(bg_gemm_backend backend, bool trans_a, bool trans_b, int64_t 
         return false;
 #endif
     case BG_GEMM_DNNL:
-#if defined(BG_WITH_DNNL) && defined(BG_HAVE_DNNL_GEMM)
+#if defined(BG_WITH_DNNL)
         bg_sgemm_dnnl(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return true;
 #else

@@ -548,6 +548,12 @@ static void test_sgemm(void) {
         gemm_case(backends[bi].be, backends[bi].name, false, true, 128, 10, 512, 1.0f, 0.0f, 0);
         gemm_case(backends[bi].be, backends[bi].name, true, false, 10, 512, 128, 1.0f, 1.0f, 0);
     }
+#if defined(BG_OPENBLAS_OPENMP)
+    /* the OpenMP build was loaded, not the pthread one the libopenblas.so.0
+     * alternative points to: 2 = USE_OPENMP */
+    extern int openblas_get_parallel(void);
+    CHECK(openblas_get_parallel() == 2);
+#endif
     /* K = 0: C = beta C */
     float c[2] = {2.0f, 4.0f}, a = 1.0f;
     bg_sgemm(false, false, 1, 2, 0, 1.0f, &a, 1, &a, 2, 0.5f, c, 2);

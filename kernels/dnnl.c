@@ -1,0 +1,381 @@
+/* dnnl.c — the oneDNN (v2.x C API) backends: f32 matmul for bg_sgemm and
+ * 2-D convolution forward / backward data / backward weights. Primitives are
+ * created once per shape and kept in small caches together with their
+ * memory objects (whose data handles are re-pointed on each call) and, for
+ * the backward passes, a scratch buffer: oneDNN writes its outputs while our
+ * contract accumulates, so they go through the scratch and one add. After
+ * the first call for a shape nothing is created or allocated. oneDNN runs on
+ * the OpenMP pool (Debian's libdnnl is built with OpenMP), so it follows
+ * omp_set_num_threads. Without BG_WITH_DNNL this file compiles to nothing. */
+#include "kernels/kernels_internal.h"
+
+#if defined(BG_WITH_DNNL)
+#include <oneapi/dnnl/dnnl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <threads.h>
+
+// ---------------------------------------------------------------------------
+// engine, stream, lock
+
+static dnnl_engine_t engine;
+static dnnl_stream_t stream;
+static bool dnnl_ready;
+static mtx_t lock;
+static once_flag init_once = ONCE_FLAG_INIT;
+
+static void dnnl_init(void) {
+    if (mtx_init(&lock, mtx_plain) != thrd_success) return;
+    if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success) return;
+    if (dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) return;
+    dnnl_ready = true;
+}
+
+static bool ready(void) {
+    call_once(&init_once, dnnl_init);
+    return dnnl_ready;
+}
+
+/* Creates the primitive for an operation descriptor; NULL when oneDNN has
+ * no implementation for it. */
+static dnnl_primitive_t make_primitive(const void *op_desc, const_dnnl_primitive_attr_t attr,
+                                       const_dnnl_primitive_desc_t hint,
+                                       dnnl_primitive_desc_t *pd_out) {
+    dnnl_primitive_desc_t pd;
+    if (dnnl_primitive_desc_create(&pd, op_desc, attr, engine, hint) != dnnl_success) return NULL;
+    dnnl_primitive_t p;
+    if (dnnl_primitive_create(&p, pd) != dnnl_success) {
+        dnnl_primitive_desc_destroy(pd);
+        return NULL;
+    }
+    if (pd_out)
+        *pd_out = pd;
+    else
+        dnnl_primitive_desc_destroy(pd);
+    return p;
+}
+
+static dnnl_memory_t make_memory(const dnnl_memory_desc_t *md) {
+    dnnl_memory_t m;
+    if (dnnl_memory_create(&m, md, engine, DNNL_MEMORY_NONE) != dnnl_success) return NULL;
+    return m;
+}
+
+static bool set_handle(dnnl_memory_t m, const void *p) {
+    return dnnl_memory_set_data_handle(m, (void *)(uintptr_t)p) == dnnl_success;
+}
+
+// ---------------------------------------------------------------------------
+// matmul: C = alpha op(A) op(B) + beta C, row-major with leading dimensions,
+// expressed through strides: op(A) is [M,K] with strides {lda,1} or {1,lda}.
+
+typedef struct gemm_key {
+    int64_t M, N, K, lda, ldb, ldc;
+    int64_t ta, tb;
+    float alpha, beta;
+} gemm_key;
+
+typedef struct gemm_entry {
+    gemm_key key;
+    dnnl_primitive_t prim;   /* NULL: slot free */
+    dnnl_memory_t a, b, c;
+} gemm_entry;
+
+enum { GEMM_CACHE = 64 };
+static gemm_entry gemm_cache[GEMM_CACHE];
+static int gemm_victim;   /* round-robin replacement when full */
+
+static void gemm_entry_free(gemm_entry *e) {
+    if (e->prim) dnnl_primitive_destroy(e->prim);
+    if (e->a) dnnl_memory_destroy(e->a);
+    if (e->b) dnnl_memory_destroy(e->b);
+    if (e->c) dnnl_memory_destroy(e->c);
+    memset(e, 0, sizeof *e);
+}
+
+static bool gemm_entry_make(gemm_entry *e, const gemm_key *k) {
+    dnnl_memory_desc_t a_md, b_md, c_md;
+    dnnl_dims_t a_dims = {k->M, k->K}, b_dims = {k->K, k->N}, c_dims = {k->M, k->N};
+    dnnl_dims_t a_str = {k->ta ? 1 : k->lda, k->ta ? k->lda : 1};
+    dnnl_dims_t b_str = {k->tb ? 1 : k->ldb, k->tb ? k->ldb : 1};
+    dnnl_dims_t c_str = {k->ldc, 1};
+    if (dnnl_memory_desc_init_by_strides(&a_md, 2, a_dims, dnnl_f32, a_str) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&b_md, 2, b_dims, dnnl_f32, b_str) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&c_md, 2, c_dims, dnnl_f32, c_str) != dnnl_success)
+        return false;
+    dnnl_matmul_desc_t desc;
+    if (dnnl_matmul_desc_init(&desc, &a_md, &b_md, NULL, &c_md) != dnnl_success) return false;
+    dnnl_primitive_attr_t attr;
+    if (dnnl_primitive_attr_create(&attr) != dnnl_success) return false;
+    bool ok = true;
+    if (k->alpha != 1.0f) ok = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha) == dnnl_success;
+    if (ok && k->beta != 0.0f) {
+        /* C = alpha AB + beta C: the sum post-op scales the old C by beta */
+        dnnl_post_ops_t po;
+        ok = dnnl_post_ops_create(&po) == dnnl_success;
+        if (ok) {
+            ok = dnnl_post_ops_append_sum(po, k->beta) == dnnl_success &&
+                 dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+            dnnl_post_ops_destroy(po);
+        }
+    }
+    e->prim = ok ? make_primitive(&desc, attr, NULL, NULL) : NULL;
+    dnnl_primitive_attr_destroy(attr);
+    if (!e->prim) return false;
+    e->a = make_memory(&a_md);
+    e->b = make_memory(&b_md);
+    e->c = make_memory(&c_md);
+    e->key = *k;
+    if (!e->a || !e->b || !e->c) {
+        gemm_entry_free(e);
+        return false;
+    }
+    return true;
+}
+
+/* under the lock */
+static gemm_entry *gemm_lookup(const gemm_key *k) {
+    for (int i = 0; i < GEMM_CACHE; i++)
+        if (gemm_cache[i].prim && memcmp(&gemm_cache[i].key, k, sizeof *k) == 0)
+            return &gemm_cache[i];
+    int slot = -1;
+    for (int i = 0; i < GEMM_CACHE && slot < 0; i++)
+        if (!gemm_cache[i].prim) slot = i;
+    if (slot < 0) {
+        slot = gemm_victim;
+        gemm_victim = (gemm_victim + 1) % GEMM_CACHE;
+        gemm_entry_free(&gemm_cache[slot]);
+    }
+    return gemm_entry_make(&gemm_cache[slot], k) ? &gemm_cache[slot] : NULL;
+}
+
+void bg_sgemm_dnnl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                   int64_t ldc) {
+    gemm_key k;
+    memset(&k, 0, sizeof k);   /* the key is compared with memcmp */
+    k.M = M, k.N = N, k.K = K, k.lda = lda, k.ldb = ldb, k.ldc = ldc;
+    k.ta = trans_a, k.tb = trans_b, k.alpha = alpha, k.beta = beta;
+    bool done = false;
+    if (ready() && M > 0 && N > 0 && K > 0) {
+        mtx_lock(&lock);
+        gemm_entry *e = gemm_lookup(&k);
+        if (e && set_handle(e->a, A) && set_handle(e->b, B) && set_handle(e->c, C)) {
+            dnnl_exec_arg_t args[3] = {
+                {DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
+            done = dnnl_primitive_execute(e->prim, stream, 3, args) == dnnl_success &&
+                   dnnl_stream_wait(stream) == dnnl_success;
+        }
+        mtx_unlock(&lock);
+    }
+    if (!done) bg_sgemm_ref(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+// ---------------------------------------------------------------------------
+// convolution: src NCHW, weights OIHW (GOIHW with groups), dst NCHW, all
+// plain row-major
+
+typedef enum conv_kind { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHTS } conv_kind;
+
+typedef struct conv_key {
+    bg_conv2d_shape s;
+    int64_t kind, has_bias;
+} conv_key;
+
+typedef struct conv_entry {
+    conv_key key;
+    dnnl_primitive_t prim;   /* NULL: slot free */
+    dnnl_memory_t src, wei, bias, dst;
+    float *scratch;          /* backward outputs before the add */
+    float *scratch_bias;
+} conv_entry;
+
+enum { CONV_CACHE = 32 };
+static conv_entry conv_cache[CONV_CACHE];
+static int conv_victim;
+
+static void conv_entry_free(conv_entry *e) {
+    if (e->prim) dnnl_primitive_destroy(e->prim);
+    if (e->src) dnnl_memory_destroy(e->src);
+    if (e->wei) dnnl_memory_destroy(e->wei);
+    if (e->bias) dnnl_memory_destroy(e->bias);
+    if (e->dst) dnnl_memory_destroy(e->dst);
+    free(e->scratch);
+    free(e->scratch_bias);
+    memset(e, 0, sizeof *e);
+}
+
+typedef struct conv_mds {
+    dnnl_memory_desc_t src, wei, bias, dst;
+    dnnl_dims_t strides, dilates, pad_l, pad_r;
+} conv_mds;
+
+static bool conv_mds_init(const bg_conv2d_shape *s, conv_mds *d) {
+    dnnl_dims_t src = {s->n, s->c, s->h, s->w}, dst = {s->n, s->oc, s->oh, s->ow};
+    dnnl_dims_t bias = {s->oc};
+    bool ok = dnnl_memory_desc_init_by_tag(&d->src, 4, src, dnnl_f32, dnnl_nchw) == dnnl_success &&
+              dnnl_memory_desc_init_by_tag(&d->dst, 4, dst, dnnl_f32, dnnl_nchw) == dnnl_success &&
+              dnnl_memory_desc_init_by_tag(&d->bias, 1, bias, dnnl_f32, dnnl_x) == dnnl_success;
+    if (s->groups == 1) {
+        dnnl_dims_t w = {s->oc, s->c, s->kh, s->kw};
+        ok = ok && dnnl_memory_desc_init_by_tag(&d->wei, 4, w, dnnl_f32, dnnl_oihw) == dnnl_success;
+    } else {
+        dnnl_dims_t w = {s->groups, s->oc / s->groups, s->c / s->groups, s->kh, s->kw};
+        ok = ok && dnnl_memory_desc_init_by_tag(&d->wei, 5, w, dnnl_f32, dnnl_goihw) == dnnl_success;
+    }
+    d->strides[0] = s->stride_h, d->strides[1] = s->stride_w;
+    d->dilates[0] = s->dil_h - 1, d->dilates[1] = s->dil_w - 1;   /* oneDNN counts the gaps */
+    d->pad_l[0] = s->pad_h, d->pad_l[1] = s->pad_w;
+    /* the right padding that makes oneDNN's output size torch's (floor) */
+    d->pad_r[0] = (s->oh - 1) * s->stride_h + (s->kh - 1) * s->dil_h + 1 - s->h - s->pad_h;
+    d->pad_r[1] = (s->ow - 1) * s->stride_w + (s->kw - 1) * s->dil_w + 1 - s->w - s->pad_w;
+    return ok;
+}
+
+static dnnl_primitive_desc_t conv_fwd_pd(const conv_mds *d, bool has_bias) {
+    dnnl_convolution_desc_t desc;
+    if (dnnl_dilated_convolution_forward_desc_init(
+            &desc, dnnl_forward_training, dnnl_convolution_direct, &d->src, &d->wei,
+            has_bias ? &d->bias : NULL, &d->dst, d->strides, d->dilates, d->pad_l,
+            d->pad_r) != dnnl_success)
+        return NULL;
+    dnnl_primitive_desc_t pd;
+    if (dnnl_primitive_desc_create(&pd, &desc, NULL, engine, NULL) != dnnl_success) return NULL;
+    return pd;
+}
+
+static bool conv_entry_make(conv_entry *e, const conv_key *k) {
+    const bg_conv2d_shape *s = &k->s;
+    conv_mds d;
+    if (!conv_mds_init(s, &d)) return false;
+    dnnl_primitive_desc_t fwd = conv_fwd_pd(&d, k->has_bias);
+    if (!fwd) return false;
+    dnnl_convolution_desc_t desc;
+    bool ok = true;
+    switch ((conv_kind)k->kind) {
+    case CONV_FWD:
+        ok = dnnl_primitive_create(&e->prim, fwd) == dnnl_success;
+        if (!ok) e->prim = NULL;
+        break;
+    case CONV_BWD_DATA:
+        ok = dnnl_dilated_convolution_backward_data_desc_init(
+                 &desc, dnnl_convolution_direct, &d.src, &d.wei, &d.dst, d.strides, d.dilates,
+                 d.pad_l, d.pad_r) == dnnl_success;
+        e->prim = ok ? make_primitive(&desc, NULL, fwd, NULL) : NULL;
+        break;
+    case CONV_BWD_WEIGHTS:
+        ok = dnnl_dilated_convolution_backward_weights_desc_init(
+                 &desc, dnnl_convolution_direct, &d.src, &d.wei, k->has_bias ? &d.bias : NULL,
+                 &d.dst, d.strides, d.dilates, d.pad_l, d.pad_r) == dnnl_success;
+        e->prim = ok ? make_primitive(&desc, NULL, fwd, NULL) : NULL;
+        break;
+    }
+    dnnl_primitive_desc_destroy(fwd);
+    if (!e->prim) return false;
+    e->key = *k;
+    e->src = make_memory(&d.src);
+    e->wei = make_memory(&d.wei);
+    e->dst = make_memory(&d.dst);
+    e->bias = k->has_bias ? make_memory(&d.bias) : NULL;
+    ok = e->src && e->wei && e->dst && (!k->has_bias || e->bias);
+    if (ok && k->kind == CONV_BWD_DATA) {
+        e->scratch = malloc((size_t)(s->n * s->c * s->h * s->w) * sizeof(float));
+        ok = e->scratch != NULL;
+    }
+    if (ok && k->kind == CONV_BWD_WEIGHTS) {
+        e->scratch = malloc((size_t)(s->oc * (s->c / s->groups) * s->kh * s->kw) * sizeof(float));
+        if (k->has_bias) e->scratch_bias = malloc((size_t)s->oc * sizeof(float));
+        ok = e->scratch && (!k->has_bias || e->scratch_bias);
+    }
+    if (!ok) conv_entry_free(e);
+    return ok;
+}
+
+/* under the lock */
+static conv_entry *conv_lookup(const bg_conv2d_shape *s, conv_kind kind, bool has_bias) {
+    conv_key k;
+    memset(&k, 0, sizeof k);
+    k.s = *s;
+    k.kind = kind;
+    k.has_bias = has_bias;
+    for (int i = 0; i < CONV_CACHE; i++)
+        if (conv_cache[i].prim && memcmp(&conv_cache[i].key, &k, sizeof k) == 0)
+            return &conv_cache[i];
+    int slot = -1;
+    for (int i = 0; i < CONV_CACHE && slot < 0; i++)
+        if (!conv_cache[i].prim) slot = i;
+    if (slot < 0) {
+        slot = conv_victim;
+        conv_victim = (conv_victim + 1) % CONV_CACHE;
+        conv_entry_free(&conv_cache[slot]);
+    }
+    return conv_entry_make(&conv_cache[slot], &k) ? &conv_cache[slot] : NULL;
+}
+
+static bool execute(dnnl_primitive_t p, int n, const dnnl_exec_arg_t *args) {
+    return dnnl_primitive_execute(p, stream, n, args) == dnnl_success &&
+           dnnl_stream_wait(stream) == dnnl_success;
+}
+
+bool bg_conv2d_forward_dnnl(const bg_conv2d_shape *s, float *y, const float *x, const float *w,
+                            const float *b) {
+    if (s->n == 0) return true;
+    if (!ready()) return false;
+    mtx_lock(&lock);
+    conv_entry *e = conv_lookup(s, CONV_FWD, b != NULL);
+    bool ok = e && set_handle(e->src, x) && set_handle(e->wei, w) && set_handle(e->dst, y) &&
+              (!b || set_handle(e->bias, b));
+    if (ok) {
+        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->src},
+                                   {DNNL_ARG_WEIGHTS, e->wei},
+                                   {DNNL_ARG_DST, e->dst},
+                                   {DNNL_ARG_BIAS, e->bias}};
+        ok = execute(e->prim, b ? 4 : 3, args);
+    }
+    mtx_unlock(&lock);
+    return ok;
+}
+
+bool bg_conv2d_backward_data_dnnl(const bg_conv2d_shape *s, float *dx, const float *dy,
+                                  const float *w) {
+    if (s->n == 0) return true;
+    if (!ready()) return false;
+    mtx_lock(&lock);
+    conv_entry *e = conv_lookup(s, CONV_BWD_DATA, false);
+    bool ok = e && set_handle(e->src, e->scratch) && set_handle(e->wei, w) &&
+              set_handle(e->dst, dy);
+    if (ok) {
+        dnnl_exec_arg_t args[3] = {
+            {DNNL_ARG_DIFF_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DIFF_DST, e->dst}};
+        ok = execute(e->prim, 3, args);
+    }
+    if (ok) bg_kernels_get()->add(dx, dx, e->scratch, s->n * s->c * s->h * s->w);
+    mtx_unlock(&lock);
+    return ok;
+}
+
+bool bg_conv2d_backward_weights_dnnl(const bg_conv2d_shape *s, float *dw, float *db,
+                                     const float *dy, const float *x) {
+    if (s->n == 0) return true;
+    if (!ready()) return false;
+    mtx_lock(&lock);
+    conv_entry *e = conv_lookup(s, CONV_BWD_WEIGHTS, db != NULL);
+    bool ok = e && set_handle(e->src, x) && set_handle(e->wei, e->scratch) &&
+              set_handle(e->dst, dy) && (!db || set_handle(e->bias, e->scratch_bias));
+    if (ok) {
+        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->src},
+                                   {DNNL_ARG_DIFF_WEIGHTS, e->wei},
+                                   {DNNL_ARG_DIFF_DST, e->dst},
+                                   {DNNL_ARG_DIFF_BIAS, e->bias}};
+        ok = execute(e->prim, db ? 4 : 3, args);
+    }
+    if (ok) {
+        const bg_kernels *k = bg_kernels_get();
+        k->add(dw, dw, e->scratch, s->oc * (s->c / s->groups) * s->kh * s->kw);
+        if (db) k->add(db, db, e->scratch_bias, s->oc);
+    }
+    mtx_unlock(&lock);
+    return ok;
+}
+
+#endif /* BG_WITH_DNNL */
