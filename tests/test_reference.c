@@ -22,7 +22,7 @@
 
 /* The generator version this test was written against (REF_VERSION in
  * make_reference.py). */
-#define REF_VERSION "1"
+#define REF_VERSION "2"
 
 /* float32 results against float64 truth: values are O(1). */
 #define OP_ATOL 1e-5
@@ -111,6 +111,22 @@ FN(f_max_pool2d_pad) { return bg_max_pool2d(ctx, IN0, 3, 2, 1); }
 FN(f_avg_pool2d) { return bg_avg_pool2d(ctx, IN0, 2, 2, 0); }
 FN(f_avg_pool2d_pad) { return bg_avg_pool2d(ctx, IN0, 3, 2, 1); }
 FN(f_attention) { return bg_attention(ctx, IN0, IN1, IN2, false); }
+FN(f_sum_last) { return bg_sum(ctx, IN0, -1, false); }
+FN(f_cross_entropy_big_smooth_ignore) {
+    bg_cross_entropy_opts o = {.label_smoothing = 0.2f, .ignore_index = 5};
+    return bg_cross_entropy(ctx, IN0, IN1, &o);
+}
+FN(f_permute_big) { return bg_permute(ctx, IN0, (const int[]){3, 1, 0, 2}); }
+FN(f_slice_big) { return bg_slice(ctx, IN0, 1, 3, 50); }
+FN(f_layernorm_big) { return bg_layernorm(ctx, IN0, IN1, IN2, 1e-5f); }
+FN(f_conv2d_pad1) {
+    bg_conv2d_opts o = {.stride = {1, 1}, .padding = {1, 1}, .dilation = {1, 1}, .groups = 1};
+    return bg_conv2d(ctx, IN0, IN1, IN2, &o);
+}
+FN(f_conv2d_big_groups) {
+    bg_conv2d_opts o = {.stride = {2, 2}, .padding = {1, 1}, .dilation = {1, 1}, .groups = 4};
+    return bg_conv2d(ctx, IN0, IN1, IN2, &o);
+}
 FN(f_attention_causal) { return bg_attention(ctx, IN0, IN1, IN2, true); }
 
 typedef struct ref_case {
@@ -188,6 +204,48 @@ static const ref_case cases[] = {
     {"attention", f_attention, 3},
     {"attention_causal", f_attention_causal, 3},
     {"attention_4d_causal", f_attention_causal, 3},
+    // larger shapes: SIMD bodies + tails, BLAS/oneDNN-sized products
+    {"add_big", f_add, 2},
+    {"mul_big", f_mul, 2},
+    {"div_big", f_div, 2},
+    {"exp_big", f_exp, 1},
+    {"log_big", f_log, 1},
+    {"sqrt_big", f_sqrt, 1},
+    {"abs_big", f_abs, 1},
+    {"clamp_big", f_clamp, 1},
+    {"relu_big", f_relu, 1},
+    {"leaky_relu_big", f_leaky_relu, 1},
+    {"gelu_big", f_gelu, 1},
+    {"gelu_tanh_big", f_gelu_tanh, 1},
+    {"silu_big", f_silu, 1},
+    {"sigmoid_big", f_sigmoid, 1},
+    {"tanh_big", f_tanh, 1},
+    {"sum_big", f_sum_last, 1},
+    {"mean_big", f_mean, 1},
+    {"max_big", f_max, 1},
+    {"sum_all_big", f_sum_all, 1},
+    {"mean_all_big", f_mean_all, 1},
+    {"max_all_big", f_max_all, 1},
+    {"softmax_big", f_softmax, 1},
+    {"softmax_big_axis0", f_softmax_axis0, 1},
+    {"log_softmax_big", f_log_softmax, 1},
+    {"cross_entropy_big", f_cross_entropy, 2},
+    {"cross_entropy_big_smooth_ignore", f_cross_entropy_big_smooth_ignore, 2},
+    {"mse_big", f_mse, 2},
+    {"permute_big", f_permute_big, 1},
+    {"slice_big", f_slice_big, 1},
+    {"embedding_big", f_embedding, 2},
+    {"layernorm_big", f_layernorm_big, 3},
+    {"rmsnorm_big", f_rmsnorm, 2},
+    {"matmul_big", f_matmul, 2},
+    {"matmul_big_batched_tatb", f_matmul_tatb, 2},
+    {"linear_big", f_linear, 3},
+    {"conv2d_big", f_conv2d_pad1, 3},
+    {"conv2d_big_groups", f_conv2d_big_groups, 3},
+    {"max_pool2d_big", f_max_pool2d, 1},
+    {"avg_pool2d_big", f_avg_pool2d_pad, 1},
+    {"attention_big_causal", f_attention_causal, 3},
+    {"attention_big_cross", f_attention, 3},
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 

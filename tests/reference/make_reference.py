@@ -26,7 +26,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-REF_VERSION = "1"
+REF_VERSION = "2"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # ---------------------------------------------------------------------------
@@ -236,6 +236,61 @@ def build_cases():
          lambda g: [g.uniform((2, 4, 4)), g.uniform((2, 4, 4)), g.uniform((2, 4, 4))])
     case("attention_4d_causal", lambda q, k, v: attention(q, k, v, True),
          lambda g: [g.uniform((1, 2, 3, 4)), g.uniform((1, 2, 3, 4)), g.uniform((1, 2, 3, 4))])
+
+    # Larger shapes: SIMD bodies and tails (lengths not multiples of 8/16),
+    # rows longer than a vector, and matmul/conv shapes big enough for the
+    # BLAS/oneDNN backends.
+    n = 1031
+    case("add_big", lambda a, b: a + b, lambda g: [g.uniform((37, 67)), g.uniform((67,))])
+    case("mul_big", lambda a, b: a * b, lambda g: [g.uniform((5, 1, 67)), g.uniform((3, 67))])
+    case("div_big", lambda a, b: a / b, lambda g: [g.uniform((37, 67)), g.signed((37, 1), 0.5, 2.0)])
+    case("exp_big", torch.exp, lambda g: [g.uniform((n,), -2, 2)])
+    case("log_big", torch.log, lambda g: [g.uniform((n,), 0.5, 3)])
+    case("sqrt_big", torch.sqrt, lambda g: [g.uniform((n,), 0.5, 3)])
+    case("abs_big", torch.abs, lambda g: [g.signed((n,), 0.05, 2)])
+    case("clamp_big", lambda x: torch.clamp(x, -0.5, 0.7), lambda g: [g.avoid((n,), -1, 1, [-0.5, 0.7], 0.01)])
+    case("relu_big", F.relu, lambda g: [g.signed((n,), 0.05, 2)])
+    case("leaky_relu_big", lambda x: F.leaky_relu(x, 0.1), lambda g: [g.signed((n,), 0.05, 2)])
+    case("gelu_big", F.gelu, lambda g: [g.uniform((n,), -5, 5)])
+    case("gelu_tanh_big", lambda x: F.gelu(x, approximate="tanh"), lambda g: [g.uniform((n,), -5, 5)])
+    case("silu_big", F.silu, lambda g: [g.uniform((n,), -8, 8)])
+    case("sigmoid_big", torch.sigmoid, lambda g: [g.uniform((n,), -8, 8)])
+    case("tanh_big", torch.tanh, lambda g: [g.uniform((n,), -4, 4)])
+    case("sum_big", lambda x: x.sum(-1), lambda g: [g.uniform((13, 129))])
+    case("mean_big", lambda x: x.mean(0), lambda g: [g.uniform((129, 7))])
+    case("max_big", lambda x: x.max(1).values, lambda g: [g.distinct((11, 65), 0.01)])
+    case("sum_all_big", lambda x: x.sum(), lambda g: [g.uniform((n,))])
+    case("mean_all_big", lambda x: x.mean(), lambda g: [g.uniform((n,))])
+    case("max_all_big", lambda x: x.max(), lambda g: [g.distinct((n,), 0.01)])
+    case("softmax_big", lambda x: torch.softmax(x, -1), lambda g: [g.uniform((7, 131), -4, 4)])
+    case("softmax_big_axis0", lambda x: torch.softmax(x, 0), lambda g: [g.uniform((131, 7), -4, 4)])
+    case("log_softmax_big", lambda x: torch.log_softmax(x, -1), lambda g: [g.uniform((5, 100), -4, 4)])
+    case("cross_entropy_big", lambda x, y: F.cross_entropy(x, y),
+         lambda g: [g.uniform((64, 10), -3, 3), g.ints((64,), 0, 10)])
+    case("cross_entropy_big_smooth_ignore", lambda x, y: F.cross_entropy(x, y, ignore_index=5, label_smoothing=0.2),
+         lambda g: [g.uniform((37, 100), -3, 3), g.ints((37,), 0, 10)])
+    case("mse_big", F.mse_loss, lambda g: [g.uniform((37, 67)), g.uniform((37, 67))])
+    case("permute_big", lambda x: x.permute(3, 1, 0, 2), lambda g: [g.uniform((5, 6, 7, 8))])
+    case("slice_big", lambda x: x.narrow(1, 3, 47), lambda g: [g.uniform((37, 67))])
+    case("embedding_big", lambda w, ids: F.embedding(ids, w), lambda g: [g.uniform((50, 33)), g.ints((4, 17), 0, 50)])
+    case("layernorm_big", lambda x, w, b: F.layer_norm(x, (70,), w, b, 1e-5),
+         lambda g: [g.uniform((9, 70), -2, 2), g.uniform((70,), 0.5, 1.5), g.uniform((70,))])
+    case("rmsnorm_big", lambda x, w: rmsnorm(x, w, 1e-6), lambda g: [g.uniform((9, 70), -2, 2), g.uniform((70,), 0.5, 1.5)])
+    case("matmul_big", lambda a, b: mm(a, b, False, False), lambda g: [g.uniform((33, 70)), g.uniform((70, 40))])
+    case("matmul_big_batched_tatb", lambda a, b: mm(a, b, True, True),
+         lambda g: [g.uniform((2, 70, 33)), g.uniform((2, 40, 70))])
+    case("linear_big", F.linear, lambda g: [g.uniform((64, 100)), g.uniform((48, 100)), g.uniform((48,))])
+    case("conv2d_big", lambda x, w, b: F.conv2d(x, w, b, padding=1),
+         lambda g: [g.uniform((2, 8, 12, 12)), g.uniform((16, 8, 3, 3)), g.uniform((16,))])
+    case("conv2d_big_groups", lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1, groups=4),
+         lambda g: [g.uniform((2, 8, 10, 10)), g.uniform((16, 2, 3, 3)), g.uniform((16,))])
+    case("max_pool2d_big", lambda x: F.max_pool2d(x, 2, 2, 0), lambda g: [g.distinct((2, 8, 12, 12), 0.01)])
+    case("avg_pool2d_big", lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=True),
+         lambda g: [g.uniform((2, 8, 12, 12))])
+    case("attention_big_causal", lambda q, k, v: attention(q, k, v, True),
+         lambda g: [g.uniform((2, 16, 32)), g.uniform((2, 16, 32)), g.uniform((2, 16, 32))])
+    case("attention_big_cross", lambda q, k, v: attention(q, k, v, False),
+         lambda g: [g.uniform((2, 2, 9, 32)), g.uniform((2, 2, 40, 32)), g.uniform((2, 2, 40, 32))])
     return cases
 
 
