@@ -188,6 +188,11 @@ FN(f_conv2d_groups) {
     bg_conv2d_opts o = {.stride = {2, 1}, .padding = {1, 0}, .dilation = {1, 1}, .groups = 2};
     return bg_conv2d(ctx, IN0, IN1, IN2, &o);
 }
+FN(f_conv2d_pad1) {
+    UNUSED;
+    bg_conv2d_opts o = {.stride = {1, 1}, .padding = {1, 1}, .dilation = {1, 1}, .groups = 1};
+    return bg_conv2d(ctx, IN0, IN1, IN2, &o);
+}
 FN(f_max_pool2d) { UNUSED; return bg_max_pool2d(ctx, IN0, 2, 2, 0); }
 FN(f_max_pool2d_pad) { UNUSED; return bg_max_pool2d(ctx, IN0, 3, 2, 1); }
 FN(f_avg_pool2d) { UNUSED; return bg_avg_pool2d(ctx, IN0, 2, 2, 0); }
@@ -294,6 +299,27 @@ static const gc_case extra_cases[] = {
     {"attention_4d_causal", BG_OP_SOFTMAX, f_attention_causal, 3,
      {IN_U(-1, 1, 1, 2, 3, 4), IN_U(-1, 1, 1, 2, 3, 4), IN_U(-1, 1, 1, 2, 3, 4)}, TOL},
     {"mlp_block", BG_OP_NONE, f_mlp_block, 3, {IN_U(-1, 1, 4, 6), IN_U(-1, 1, 5, 6), IN_INT(0, 5, 4)}, TOL},
+    // Larger shapes: SIMD bodies + tails and BLAS/oneDNN-sized products. The
+    // products are linear in each input, so a large eps is exact up to rounding.
+    {"gelu_67", BG_OP_GELU, f_gelu, 1, {IN_U(-4, 4, 67)}, TOL},
+    {"silu_67", BG_OP_SILU, f_silu, 1, {IN_U(-4, 4, 67)}, TOL},
+    // Rows of 37: a perturbation moves every output of the row, so float32
+    // rounding of the loss grows; eps 1e-2 keeps it small (smooth functions:
+    // the truncation error, eps^2/6 times the third derivative, stays ~1e-5).
+    {"softmax_3x37", BG_OP_SOFTMAX, f_softmax, 1, {IN_U(-2, 2, 3, 37)}, .eps = 1e-2, .atol = 5e-4, .rtol = 5e-3},
+    {"log_softmax_3x37", BG_OP_LOG_SOFTMAX, f_log_softmax, 1, {IN_U(-2, 2, 3, 37)},
+     .eps = 1e-2, .atol = 5e-4, .rtol = 5e-3},
+    {"layernorm_4x37", BG_OP_LAYERNORM, f_layernorm, 3, {IN_U(-2, 2, 4, 37), IN_U(0.5, 1.5, 37), IN_U(-1, 1, 37)},
+     .eps = 1e-2, .atol = 5e-4, .rtol = 5e-3},
+    {"rmsnorm_4x37", BG_OP_RMSNORM, f_rmsnorm, 2, {IN_U(-2, 2, 4, 37), IN_U(0.5, 1.5, 37)},
+     .eps = 1e-2, .atol = 5e-4, .rtol = 5e-3},
+    {"matmul_32x16x33", BG_OP_MATMUL, f_matmul, 2, {IN_U(-1, 1, 32, 16), IN_U(-1, 1, 16, 33)},
+     .eps = 1e-2, .atol = 5e-4, .rtol = 5e-3},
+    {"linear_33x16x32", BG_OP_LINEAR, f_linear, 3, {IN_U(-1, 1, 33, 16), IN_U(-1, 1, 32, 16), IN_U(-1, 1, 32)},
+     .eps = 1e-2, .atol = 5e-4, .rtol = 5e-3},
+    {"conv2d_8x8_pad1", BG_OP_CONV2D, f_conv2d_pad1, 3,
+     {IN_U(-1, 1, 1, 8, 5, 5), IN_U(-1, 1, 8, 8, 3, 3), IN_U(-1, 1, 8)}, .eps = 1e-2, .atol = 5e-4, .rtol = 5e-3},
+    {"max_pool2d_4x8x8", BG_OP_MAX_POOL2D, f_max_pool2d, 1, {IN_DISTINCT(0.05, 1, 4, 8, 8)}, TOL},
 };
 
 // ---------------------------------------------------------------------------
