@@ -360,6 +360,8 @@ static double bias_correction_of(double b, float bc) {
         if (t < 1.0) continue;
         double c = 1.0 - pow(b, t);
         if ((float)c == bc) return c;
+        // optim.c computes bc from the float beta: 1 - (double)0.999f^t.
+        if ((float)(1.0 - pow((double)(float)b, t)) == bc) return c;
     }
     return best;
 }
