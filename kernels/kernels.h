@@ -194,6 +194,72 @@ void bg_avg_pool2d_forward(const bg_pool2d_shape *s, float *y, const float *x);
 /* dx += dy / divisor over each window */
 void bg_avg_pool2d_backward(const bg_pool2d_shape *s, float *dx, const float *dy);
 
+// ---------------------------------------------------------------------------
+// quantization (quant.c = the _ref specification, quant_avx2.c, quant_avx512.c)
+//
+// x is contiguous and viewed as [outer, channels, inner]: element (o, c, i)
+// at (o*channels + c)*inner + i uses scale[c] and zero_point[c] (integer-
+// valued floats; zero_point NULL = 0). Per-tensor is (1, 1, n); per-channel
+// on axis a (prod(shape[:a]), shape[a], prod(shape[a+1:])); per-group of G
+// along the last axis (1, n/G, G); per-token (1, rows, cols). Every variant
+// is bit-identical to the reference, sums included. Own table (not in
+// bg_kernels), chosen by the same CPU features and BG_ISA cap.
+
+typedef struct bg_quant_kernels {
+    bg_isa isa_id;
+    const char *isa;
+    /* One pass, PyTorch's arithmetic: inv = 1.0f/scale[c] (once per scale),
+     * q = nearbyintf(x*inv) + z, code = min(max(q, qmin), qmax) (NaN -> qmin),
+     * y = (code - z)*scale[c]; mask = qmin <= q <= qmax (0 for NaN).
+     * Writes y; codes (one byte per element: int8 when qmin < 0, uint8
+     * otherwise) and mask may be NULL. qmin < qmax, both in -128..255. */
+    void (*fake_quant)(float *y, int8_t *codes, uint8_t *mask, const float *x, int64_t outer,
+                       int64_t channels, int64_t inner, const float *scale, const float *zero_point,
+                       int32_t qmin, int32_t qmax);
+    /* The same with stochastic rounding: q = floorf(x*inv + r) + z, r =
+     * bg_quant_uniform(key, flat index). */
+    void (*fake_quant_stochastic)(float *y, int8_t *codes, uint8_t *mask, const float *x,
+                                  int64_t outer, int64_t channels, int64_t inner, const float *scale,
+                                  const float *zero_point, int32_t qmin, int32_t qmax, uint32_t key);
+    /* {-1,+1}: u = x*inv; code = u > 0 ? 1 : -1; y = code*scale[c];
+     * mask = -1 <= u <= 1. */
+    void (*fake_binary)(float *y, int8_t *codes, uint8_t *mask, const float *x, int64_t outer,
+                        int64_t channels, int64_t inner, const float *scale);
+    /* Per-channel reductions over outer and inner; they write. NaN is
+     * skipped; no element gives min +inf, max -inf, absmax 0. Zeros come out
+     * as +0. */
+    void (*minmax)(float *mn, float *mx, const float *x, int64_t outer, int64_t channels,
+                   int64_t inner);
+    void (*absmax)(float *amax, const float *x, int64_t outer, int64_t channels, int64_t inner);
+    /* sum |x| in double: 16 partial sums per channel, element i of each
+     * inner row going to partial i % 16 (rows in order), combined as
+     * p[j] += p[j+w] for w = 8, 4, 2, 1. */
+    void (*abssum)(double *sum, const float *x, int64_t outer, int64_t channels, int64_t inner);
+    /* dx += mask ? dy : 0 (a select: dy = inf where mask = 0 adds 0). */
+    void (*mask_backward)(float *dx, const float *dy, const uint8_t *mask, int64_t n);
+    /* PyTorch's _fake_quantize_learnable_per_{tensor,channel}_affine
+     * backward per element, z = the backward zero point:
+     * xq = nearbyintf(z + x*inv); in range: dx += dy, ds = dy*((xq-z)*s - x)*inv*gf;
+     * below / above: ds = dy*(qmin-z)*gf / dy*(qmax-z)*gf, dz = dy*(-1)*s*gf.
+     * dscale[c], dzero[c] += the per-element terms (float) summed in double in
+     * element order; dzero may be NULL. */
+    void (*lsq_backward)(float *dx, double *dscale, double *dzero, const float *dy, const float *x,
+                         int64_t outer, int64_t channels, int64_t inner, const float *scale,
+                         const float *zero_point, int32_t qmin, int32_t qmax, float grad_factor);
+} bg_quant_kernels;
+
+/* The table for the best ISA (capped by BG_ISA); thread-safe, filled once. */
+const bg_quant_kernels *bg_quant_kernels_get(void);
+/* The table for one ISA, or NULL when this CPU cannot run it. */
+const bg_quant_kernels *bg_quant_kernels_for(bg_isa isa);
+/* The stochastic rounding draw in [0,1) (24 bits) for element index of the
+ * stream key; the index wraps at 2^32. */
+float bg_quant_uniform(uint32_t key, uint64_t index);
+/* Per-ISA tables (entries left NULL are taken from the ISA below). */
+extern const bg_quant_kernels bg_quant_kernels_ref_table;
+extern const bg_quant_kernels bg_quant_kernels_avx2_table;
+extern const bg_quant_kernels bg_quant_kernels_avx512_table;
+
 #ifdef __cplusplus
 }
 #endif
