@@ -7,7 +7,13 @@
  * extra_cases[] covers variants and composites (attention, gelu tanh,
  * broadcasting, batched/transposed matmul, conv2d options, cross-entropy
  * options). Inputs are kept away from kinks (relu/abs/clamp at 0 and the
- * bounds, ties in max and max-pooling) by more than eps. */
+ * bounds, ties in max and max-pooling) by more than eps.
+ *
+ * An op whose true derivative is useless for a numerical check (fake
+ * quantization: 0 almost everywhere, its backward is an STE/LSQ rule) sets
+ * .check instead: a function that builds the op on the case's inputs and
+ * compares its backward with the rule's formula (STYLE.md, "Gradcheck for
+ * every op"). */
 #include <math.h>
 #include <string.h>
 
@@ -97,6 +103,7 @@ static void fill_input(bg_tensor *t, const input_spec *s, bg_rng *rng) {
 // ---------------------------------------------------------------------------
 // cases
 
+typedef struct gc_case gc_case;
 typedef struct gc_case {
     const char *name;
     bg_op op;               /* the op the forward must record (NONE: don't check) */
@@ -104,6 +111,9 @@ typedef struct gc_case {
     int n_in;
     input_spec in[4];
     double eps, atol, rtol;
+    /* Optional replacement for bg_gradcheck (see the top comment): returns
+     * true when the backward matches the op's rule; prints its own report. */
+    bool (*check)(const gc_case *c, bg_tensor *const *in);
 } gc_case;
 
 #define IN0 in[0]
@@ -357,6 +367,10 @@ static void run_case(const gc_case *c) {
         CHECK_MSG(records_op(c, in, c->op), "%s: the forward does not record a %s node (%s)", c->name,
                   bg_op_name(c->op), bg_last_error());
 
+    if (c->check) {
+        CHECK_MSG(c->check(c, in), "%s: backward does not match its rule", c->name);
+        goto done;
+    }
     bg_gradcheck_report rep, rel;
     bg_status st = bg_gradcheck(c->fn, in, c->n_in, NULL, c->eps, c->atol, c->rtol, &rep);
     // bg_gradcheck's max_rel_err counts elements beyond atol only; a second

@@ -251,6 +251,18 @@ static const ref_case cases[] = {
 
 static bool op_seen[BG_OP_COUNT];
 
+/* Ops whose PyTorch golden tensors live in another test (by op name, so this
+ * list compiles before the op exists). */
+static const char *const covered_elsewhere[] = {
+    "fake_quant",  /* issue 3: torch.fake_quantize_* references in the qat tests */
+};
+
+static bool is_covered_elsewhere(const char *name) {
+    for (size_t i = 0; i < sizeof covered_elsewhere / sizeof covered_elsewhere[0]; i++)
+        if (strcmp(covered_elsewhere[i], name) == 0) return true;
+    return false;
+}
+
 // ---------------------------------------------------------------------------
 // files
 
@@ -417,7 +429,8 @@ static void test_ops(void) {
     }
     test_dropout(ctx);
     for (int op = 1; op < BG_OP_COUNT; op++)
-        CHECK_MSG(op_seen[op], "op %s is not exercised by any reference case", bg_op_name((bg_op)op));
+        CHECK_MSG(op_seen[op] || is_covered_elsewhere(bg_op_name((bg_op)op)),
+                  "op %s is not exercised by any reference case", bg_op_name((bg_op)op));
     bg_ctx_free(ctx);
     bg_safetensors_free(st);
 }
