@@ -8,5 +8,6 @@
 #include "layers/layers.h"
 #include "optim/optim.h"
 #include "io/io.h"
+#include "qat/qat.h"
 
 #endif

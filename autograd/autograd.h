@@ -49,6 +49,8 @@ typedef enum bg_op {
     BG_OP_LAYERNORM, BG_OP_RMSNORM,
     // convolution and pooling (ops_conv.c)
     BG_OP_CONV2D, BG_OP_MAX_POOL2D, BG_OP_AVG_POOL2D,
+    // quantization (ops_quant.c)
+    BG_OP_FAKE_QUANT,
     BG_OP_COUNT
 } bg_op;
 
@@ -162,6 +164,24 @@ bg_tensor *bg_conv2d(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, bg_tensor *b,
  * means stride = kernel (PyTorch's default). */
 bg_tensor *bg_max_pool2d(bg_ctx *ctx, bg_tensor *x, int64_t kernel, int64_t stride, int64_t padding);
 bg_tensor *bg_avg_pool2d(bg_ctx *ctx, bg_tensor *x, int64_t kernel, int64_t stride, int64_t padding);
+
+// ---------------------------------------------------------------------------
+// quantization (ops_quant.c); specs and states are in qat/qat.h
+
+struct bg_quant_spec;
+struct bg_quant_state;
+
+/* Fake quantization: y = dequantize(quantize(x)) under spec, same shape as
+ * x (any strides), with the ranges of state (which may be NULL for
+ * stateless specs: fixed, absmean, absmax). The forward observes x when the
+ * state's observer is on and initialises learned parameters on first use;
+ * when the state is disabled it returns x itself. Backward is the spec's
+ * rule: identity STE, clipped STE (mask), LSQ / LSQ+ (dx masked, d scale and
+ * d zero point into the state's parameters, PyTorch's formulas and
+ * gradient scale), PACT (d alpha). Errors: NULL + ctx error, e.g. "fake_quant:
+ * group size 64 does not divide the last dim 100 of [8,100]". */
+bg_tensor *bg_fake_quant(bg_ctx *ctx, bg_tensor *x, const struct bg_quant_spec *spec,
+                         struct bg_quant_state *state);
 
 // ---------------------------------------------------------------------------
 // gradient check

@@ -106,5 +106,7 @@ BG_DECLARE_BACKWARD(rmsnorm);
 BG_DECLARE_BACKWARD(conv2d);
 BG_DECLARE_BACKWARD(max_pool2d);
 BG_DECLARE_BACKWARD(avg_pool2d);
+// quantization (ops_quant.c)
+BG_DECLARE_BACKWARD(fake_quant);
 
 #endif

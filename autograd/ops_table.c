@@ -49,6 +49,8 @@ const bg_op_def bg_op_table[BG_OP_COUNT] = {
     OP(CONV2D,        conv2d,        3),
     OP(MAX_POOL2D,    max_pool2d,    1),
     OP(AVG_POOL2D,    avg_pool2d,    1),
+    // ops_quant.c (x, then the learned parameters of the spec: 1 to 3 inputs)
+    OP(FAKE_QUANT,    fake_quant,    -1),
 };
 
 const char *bg_op_name(bg_op op) {

@@ -231,11 +231,18 @@ bg_tensor *bg_quant_state_zero_point(const bg_quant_state *st);
 int bg_quant_state_num_params(const bg_quant_state *st);
 bg_tensor *bg_quant_state_param(const bg_quant_state *st, int i);
 const char *bg_quant_state_param_name(const bg_quant_state *st, int i);
-/* Uses t (f32, same numel as parameter i, e.g. a module's collated
- * parameter) instead of the state's own tensor from now on: the current
- * value is copied into t, t gets requires_grad, and the state's own tensor
- * is freed. t stays owned by the caller and must outlive the state's use. */
+/* Uses t (f32, contiguous, same numel as parameter i, e.g. a module's
+ * collated parameter) instead of the state's own tensor from now on; t gets
+ * requires_grad and the state's own tensor is freed. When the state is
+ * initialised its current value is copied into t; otherwise t keeps its
+ * value and the next input initialises it (see set_initialized). t stays
+ * owned by the caller and must outlive the state's use. */
 bg_status bg_quant_state_bind_param(bg_quant_state *st, int i, bg_tensor *t);
+/* Marks the learned parameters as holding their values (e.g. restored from a
+ * checkpoint, or set by hand) so that the next input does not re-initialise
+ * them; false makes the next input initialise them. */
+void bg_quant_state_set_initialized(bg_quant_state *st, bool initialized);
+bool bg_quant_state_initialized(const bg_quant_state *st);
 
 /* Observer on/off (on by default): when off, observed ranges are frozen.
  * Fake quant on/off (on by default): when off, bg_fake_quant returns x

@@ -217,11 +217,81 @@ FN(f_mlp_block) {
     return bg_cross_entropy(ctx, h, in[2], NULL);
 }
 
+/* Fake quantization (ops_quant.c) under a spec string; param (the learned
+ * step or alpha, may be NULL) is bound to the state as given. */
+static bg_tensor *fake_quant_with(bg_ctx *ctx, bg_tensor *x, const char *str, bg_tensor *param) {
+    bg_quant_spec s;
+    if (bg_quant_spec_parse(str, &s) != BG_OK) return bg_ctx_fail(ctx, BG_ERR_ARG, "%s", bg_last_error());
+    bg_quant_state *st = NULL;
+    if (bg_quant_spec_is_stateful(&s) && bg_quant_state_new(&s, x->ndim, x->shape, &st) != BG_OK)
+        return bg_ctx_fail(ctx, BG_ERR_ARG, "%s", bg_last_error());
+    if (param && bg_quant_state_bind_param(st, 0, param) != BG_OK) {
+        bg_quant_state_free(st);
+        return bg_ctx_fail(ctx, BG_ERR_ARG, "%s", bg_last_error());
+    }
+    bg_quant_state_set_initialized(st, true);
+    bg_tensor *y = bg_fake_quant(ctx, x, &s, st);
+    bg_quant_state_free(st);   // the node keeps what backward needs
+    return y;
+}
+static bg_tensor *detached(bg_ctx *ctx, bg_tensor *x) { return bg_view_reshape(ctx, x, x->ndim, x->shape); }
+/* int8 with a fixed step 1e-3 and eps 1e-2: a central difference spans 20
+ * levels, so the staircase's slope is 1 in range and 0 beyond it, as the
+ * clipped STE says (inputs kept 0.05 away from the bounds -0.128, 0.127). */
+FN(f_fake_quant) { UNUSED; return fake_quant_with(ctx, IN0, "int8:scale=0.001", NULL); }
+FN(f_fake_quant_ste) { UNUSED; return fake_quant_with(ctx, IN0, "int8:scale=0.001:ste", NULL); }
+/* Learned-range gradients where they are true derivatives: every x beyond the
+ * range (x held fixed), so y = qmin*s or qmax*s (LSQ, LSQ+ with z = 0) and
+ * y = alpha or 0 (PACT). In range they are STE rules: see .check below. */
+FN(f_fake_quant_lsq_clipped) { UNUSED; return fake_quant_with(ctx, detached(ctx, IN0), "int3:lsq:gscale=1", IN1); }
+FN(f_fake_quant_lsq_plus_clipped) {
+    UNUSED;
+    return fake_quant_with(ctx, detached(ctx, IN0), "int3:lsq_plus:gscale=1", IN1);
+}
+FN(f_fake_quant_pact_clipped) { UNUSED; return fake_quant_with(ctx, detached(ctx, IN0), "int4:pact", IN1); }
+FN(f_fake_quant_lsq) { UNUSED; return fake_quant_with(ctx, IN0, "int3:lsq:gscale=1", IN1); }
+
+/* LSQ in range and clipped, against the formula: with u = x*(1/s) and q =
+ * nearbyint(u), dx = R*1[-4 <= q <= 3]; ds = sum R*(q - u) in range,
+ * R*qmin or R*qmax beyond it (int3, gradient scale 1). */
+static bool check_fake_quant_lsq(const gc_case *c, bg_tensor *const *in) {
+    bg_ctx *ctx = bg_ctx_new(0);
+    for (int i = 0; i < 2; i++) memset(in[i]->grad->data, 0, bg_nbytes(in[i]->grad));
+    bg_tensor *y = c->fn(ctx, in, NULL);
+    int64_t n = bg_numel(in[0]);
+    bg_tensor *r = y ? bg_empty(ctx, BG_DTYPE_F32, y->ndim, y->shape) : NULL;
+    bg_rng rng;
+    bg_rng_seed(&rng, 0x5eed);
+    for (int64_t i = 0; r && i < n; i++) bg_f32(r)[i] = 2.0f * bg_rng_uniform(&rng) - 1.0f;
+    bool ok = r && bg_backward_with_grad(ctx, y, r) == BG_OK;
+    const float *x = bg_f32(in[0]), *R = r ? bg_f32(r) : NULL, *dx = bg_f32(in[0]->grad);
+    const float s = bg_f32(in[1])[0], inv = 1.0f / s;
+    double ds = 0.0, err = 0.0;
+    int64_t clipped = 0;
+    for (int64_t i = 0; ok && i < n; i++) {
+        float u = x[i] * inv, q = nearbyintf(u);
+        bool inside = q >= -4.0f && q <= 3.0f;
+        clipped += !inside;
+        ds += inside ? (double)R[i] * ((double)q - (double)u) : (double)R[i] * (q < -4.0f ? -4.0 : 3.0);
+        err = fmax(err, fabs((double)dx[i] - (inside ? (double)R[i] : 0.0)));
+    }
+    double got = bg_f32(in[1]->grad)[0];
+    ok = ok && err == 0.0 && fabs(got - ds) <= 1e-5 * fmax(1.0, fabs(ds)) && clipped > 0 && clipped < n;
+    printf("%-28s %-4s rule check: dx max err %.2e, ds %.7g vs formula %.7g (%lld of %lld clipped)\n", c->name,
+           ok ? "ok" : "FAIL", err, got, ds, (long long)clipped, (long long)n);
+    bg_ctx_free(ctx);
+    return ok;
+}
+
 static const int32_t ce_labels_ignore[8] = {0, 2, 4, 1, 2, 3, 0, 4};
 static const int32_t emb_ids[6] = {0, 3, 3, 4, 1, 0};  /* repeats: grads accumulate */
 
 /* Default tolerances for float32 forwards with eps = 1e-3. */
 #define TOL .eps = 1e-3, .atol = 5e-4, .rtol = 5e-3
+/* Products (matmul, linear, conv2d) are linear in each input: central
+ * differences have no truncation error, so a larger eps only shrinks the
+ * float32 rounding noise of the loss. */
+#define TOL_LINEAR .eps = 1e-2, .atol = 5e-4, .rtol = 5e-3
 
 static const gc_case op_cases[BG_OP_COUNT] = {
     [BG_OP_ADD]        = {"add", BG_OP_ADD, f_add, 2, {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 3, 4)}, TOL},
@@ -257,16 +327,18 @@ static const gc_case op_cases[BG_OP_COUNT] = {
     [BG_OP_SLICE]      = {"slice", BG_OP_SLICE, f_slice, 1, {IN_U(-1, 1, 3, 4)}, TOL},
     [BG_OP_EMBEDDING]  = {"embedding", BG_OP_EMBEDDING, f_embedding, 2,
                           {IN_U(-1, 1, 5, 3), IN_VALUES(emb_ids, 2, 3)}, TOL},
-    [BG_OP_MATMUL]     = {"matmul", BG_OP_MATMUL, f_matmul, 2, {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 4, 5)}, TOL},
+    [BG_OP_MATMUL]     = {"matmul", BG_OP_MATMUL, f_matmul, 2, {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 4, 5)}, TOL_LINEAR},
     [BG_OP_LINEAR]     = {"linear", BG_OP_LINEAR, f_linear, 3,
-                          {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 5, 4), IN_U(-1, 1, 5)}, TOL},
+                          {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 5, 4), IN_U(-1, 1, 5)}, TOL_LINEAR},
     [BG_OP_LAYERNORM]  = {"layernorm", BG_OP_LAYERNORM, f_layernorm, 3,
                           {IN_U(-2, 2, 3, 6), IN_U(0.5, 1.5, 6), IN_U(-1, 1, 6)}, TOL},
     [BG_OP_RMSNORM]    = {"rmsnorm", BG_OP_RMSNORM, f_rmsnorm, 2, {IN_U(-2, 2, 3, 6), IN_U(0.5, 1.5, 6)}, TOL},
     [BG_OP_CONV2D]     = {"conv2d", BG_OP_CONV2D, f_conv2d, 3,
-                          {IN_U(-1, 1, 2, 3, 5, 5), IN_U(-1, 1, 4, 3, 3, 3), IN_U(-1, 1, 4)}, TOL},
+                          {IN_U(-1, 1, 2, 3, 5, 5), IN_U(-1, 1, 4, 3, 3, 3), IN_U(-1, 1, 4)}, TOL_LINEAR},
     [BG_OP_MAX_POOL2D] = {"max_pool2d", BG_OP_MAX_POOL2D, f_max_pool2d, 1, {IN_DISTINCT(0.05, 2, 2, 4, 6)}, TOL},
     [BG_OP_AVG_POOL2D] = {"avg_pool2d", BG_OP_AVG_POOL2D, f_avg_pool2d, 1, {IN_U(-1, 1, 2, 2, 4, 6)}, TOL},
+    [BG_OP_FAKE_QUANT] = {"fake_quant", BG_OP_FAKE_QUANT, f_fake_quant, 1, {IN_AVOID(-0.2, 0.2, -0.128, 0.127, 4, 6)},
+                          .eps = 1e-2, .atol = 5e-4, .rtol = 5e-3},
 };
 
 static const gc_case extra_cases[] = {
@@ -288,18 +360,18 @@ static const gc_case extra_cases[] = {
     {"reshape_3x8", BG_OP_RESHAPE, f_reshape_infer, 1, {IN_U(-1, 1, 2, 3, 4)}, TOL},
     {"transpose", BG_OP_NONE, f_transpose, 1, {IN_U(-1, 1, 2, 3, 4)}, TOL},
     {"concat_axis0", BG_OP_CONCAT, f_concat_axis0, 2, {IN_U(-1, 1, 1, 2, 3), IN_U(-1, 1, 2, 2, 3)}, TOL},
-    {"matmul_ta", BG_OP_MATMUL, f_matmul_ta, 2, {IN_U(-1, 1, 4, 3), IN_U(-1, 1, 4, 5)}, TOL},
-    {"matmul_tb", BG_OP_MATMUL, f_matmul_tb, 2, {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 5, 4)}, TOL},
-    {"matmul_batched", BG_OP_MATMUL, f_matmul, 2, {IN_U(-1, 1, 2, 3, 4), IN_U(-1, 1, 2, 4, 5)}, TOL},
-    {"matmul_batched_tatb", BG_OP_MATMUL, f_matmul_tatb, 2, {IN_U(-1, 1, 2, 4, 3), IN_U(-1, 1, 2, 5, 4)}, TOL},
-    {"matmul_shared_b_tb", BG_OP_MATMUL, f_matmul_tb, 2, {IN_U(-1, 1, 2, 2, 3, 4), IN_U(-1, 1, 5, 4)}, TOL},
-    {"linear_nobias", BG_OP_LINEAR, f_linear_nobias, 2, {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 5, 4)}, TOL},
-    {"linear_3d", BG_OP_LINEAR, f_linear, 3, {IN_U(-1, 1, 2, 3, 4), IN_U(-1, 1, 5, 4), IN_U(-1, 1, 5)}, TOL},
+    {"matmul_ta", BG_OP_MATMUL, f_matmul_ta, 2, {IN_U(-1, 1, 4, 3), IN_U(-1, 1, 4, 5)}, TOL_LINEAR},
+    {"matmul_tb", BG_OP_MATMUL, f_matmul_tb, 2, {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 5, 4)}, TOL_LINEAR},
+    {"matmul_batched", BG_OP_MATMUL, f_matmul, 2, {IN_U(-1, 1, 2, 3, 4), IN_U(-1, 1, 2, 4, 5)}, TOL_LINEAR},
+    {"matmul_batched_tatb", BG_OP_MATMUL, f_matmul_tatb, 2, {IN_U(-1, 1, 2, 4, 3), IN_U(-1, 1, 2, 5, 4)}, TOL_LINEAR},
+    {"matmul_shared_b_tb", BG_OP_MATMUL, f_matmul_tb, 2, {IN_U(-1, 1, 2, 2, 3, 4), IN_U(-1, 1, 5, 4)}, TOL_LINEAR},
+    {"linear_nobias", BG_OP_LINEAR, f_linear_nobias, 2, {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 5, 4)}, TOL_LINEAR},
+    {"linear_3d", BG_OP_LINEAR, f_linear, 3, {IN_U(-1, 1, 2, 3, 4), IN_U(-1, 1, 5, 4), IN_U(-1, 1, 5)}, TOL_LINEAR},
     {"conv2d_stride_pad", BG_OP_CONV2D, f_conv2d_stride_pad, 3,
-     {IN_U(-1, 1, 2, 3, 6, 5), IN_U(-1, 1, 4, 3, 3, 3), IN_U(-1, 1, 4)}, TOL},
-    {"conv2d_dilation", BG_OP_CONV2D, f_conv2d_dilation, 2, {IN_U(-1, 1, 1, 2, 6, 6), IN_U(-1, 1, 3, 2, 3, 3)}, TOL},
+     {IN_U(-1, 1, 2, 3, 6, 5), IN_U(-1, 1, 4, 3, 3, 3), IN_U(-1, 1, 4)}, TOL_LINEAR},
+    {"conv2d_dilation", BG_OP_CONV2D, f_conv2d_dilation, 2, {IN_U(-1, 1, 1, 2, 6, 6), IN_U(-1, 1, 3, 2, 3, 3)}, TOL_LINEAR},
     {"conv2d_groups", BG_OP_CONV2D, f_conv2d_groups, 3,
-     {IN_U(-1, 1, 2, 4, 5, 5), IN_U(-1, 1, 6, 2, 3, 2), IN_U(-1, 1, 6)}, TOL},
+     {IN_U(-1, 1, 2, 4, 5, 5), IN_U(-1, 1, 6, 2, 3, 2), IN_U(-1, 1, 6)}, TOL_LINEAR},
     {"max_pool2d_pad", BG_OP_MAX_POOL2D, f_max_pool2d_pad, 1, {IN_DISTINCT(0.05, 1, 2, 5, 5)}, TOL},
     {"avg_pool2d_pad", BG_OP_AVG_POOL2D, f_avg_pool2d_pad, 1, {IN_U(-1, 1, 1, 2, 5, 5)}, TOL},
     {"attention", BG_OP_SOFTMAX, f_attention, 3,
@@ -309,8 +381,7 @@ static const gc_case extra_cases[] = {
     {"attention_4d_causal", BG_OP_SOFTMAX, f_attention_causal, 3,
      {IN_U(-1, 1, 1, 2, 3, 4), IN_U(-1, 1, 1, 2, 3, 4), IN_U(-1, 1, 1, 2, 3, 4)}, TOL},
     {"mlp_block", BG_OP_NONE, f_mlp_block, 3, {IN_U(-1, 1, 4, 6), IN_U(-1, 1, 5, 6), IN_INT(0, 5, 4)}, TOL},
-    // Larger shapes: SIMD bodies + tails and BLAS/oneDNN-sized products. The
-    // products are linear in each input, so a large eps is exact up to rounding.
+    // Larger shapes: SIMD bodies + tails and BLAS/oneDNN-sized products.
     {"gelu_67", BG_OP_GELU, f_gelu, 1, {IN_U(-4, 4, 67)}, TOL},
     {"silu_67", BG_OP_SILU, f_silu, 1, {IN_U(-4, 4, 67)}, TOL},
     // Rows of 37: a perturbation moves every output of the row, so float32
@@ -324,12 +395,24 @@ static const gc_case extra_cases[] = {
     {"rmsnorm_4x37", BG_OP_RMSNORM, f_rmsnorm, 2, {IN_U(-2, 2, 4, 37), IN_U(0.5, 1.5, 37)},
      .eps = 1e-2, .atol = 5e-4, .rtol = 5e-3},
     {"matmul_32x16x33", BG_OP_MATMUL, f_matmul, 2, {IN_U(-1, 1, 32, 16), IN_U(-1, 1, 16, 33)},
-     .eps = 1e-2, .atol = 5e-4, .rtol = 5e-3},
+     TOL_LINEAR},
     {"linear_33x16x32", BG_OP_LINEAR, f_linear, 3, {IN_U(-1, 1, 33, 16), IN_U(-1, 1, 32, 16), IN_U(-1, 1, 32)},
-     .eps = 1e-2, .atol = 5e-4, .rtol = 5e-3},
+     TOL_LINEAR},
     {"conv2d_8x8_pad1", BG_OP_CONV2D, f_conv2d_pad1, 3,
-     {IN_U(-1, 1, 1, 8, 5, 5), IN_U(-1, 1, 8, 8, 3, 3), IN_U(-1, 1, 8)}, .eps = 1e-2, .atol = 5e-4, .rtol = 5e-3},
+     {IN_U(-1, 1, 1, 8, 5, 5), IN_U(-1, 1, 8, 8, 3, 3), IN_U(-1, 1, 8)}, TOL_LINEAR},
     {"max_pool2d_4x8x8", BG_OP_MAX_POOL2D, f_max_pool2d, 1, {IN_DISTINCT(0.05, 1, 4, 8, 8)}, TOL},
+    {"fake_quant_ste", BG_OP_FAKE_QUANT, f_fake_quant_ste, 1, {IN_U(-0.1, 0.1, 3, 5)}, .eps = 1e-2, .atol = 5e-4, .rtol = 5e-3},
+    // s = 0.25: |x/s| in [4.8, 8] is beyond int3's [-4, 3] (or [0, 7] for lsq_plus)
+    {"fake_quant_lsq_clipped", BG_OP_FAKE_QUANT, f_fake_quant_lsq_clipped, 2,
+     {IN_SIGNED(1.2, 2.0, 3, 4), IN_U(0.25, 0.25, 1)}, TOL},
+    {"fake_quant_lsq_plus_clipped", BG_OP_FAKE_QUANT, f_fake_quant_lsq_plus_clipped, 2,
+     {IN_SIGNED(2.0, 3.0, 3, 4), IN_U(0.25, 0.25, 1)}, TOL},
+    // alpha = 0.5: x < 0 gives 0, x >= 0.7 gives alpha
+    {"fake_quant_pact_clipped", BG_OP_FAKE_QUANT, f_fake_quant_pact_clipped, 2,
+     {IN_SIGNED(0.7, 2.0, 3, 4), IN_U(0.5, 0.5, 1)}, TOL},
+    // u = x/s = integer + [0, 0.25): never near a rounding tie
+    {"fake_quant_lsq", BG_OP_FAKE_QUANT, f_fake_quant_lsq, 2, {IN_DISTINCT(0.25, 3, 4), IN_U(0.25, 0.25, 1)}, TOL,
+     .check = check_fake_quant_lsq},
 };
 
 // ---------------------------------------------------------------------------
