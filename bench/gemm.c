@@ -95,6 +95,16 @@ int main(int argc, char **argv) {
     bool have_dnnl = bg_sgemm_with(BG_GEMM_DNNL, false, false, 1, 1, 1, 1, &one, 1, &one, 1, 0, &probe, 1);
     printf("gemm backends at the MLP's shapes (batch 128), median us per call over %d reps\n", reps);
     printf("openblas: %s, onednn: %s\n", have_blas ? "yes" : "not built", have_dnnl ? "yes" : "not built");
+#if defined(BG_WITH_OPENBLAS)
+    {
+        /* 0.3.21 reads this machine's CPU as Prescott (SSE3 kernels) unless
+         * OPENBLAS_CORETYPE=SkylakeX is set before it loads */
+        extern char *openblas_get_corename(void);
+        extern int openblas_get_parallel(void);
+        printf("openblas core: %s, threading: %s\n", openblas_get_corename(),
+               openblas_get_parallel() == 2 ? "openmp" : openblas_get_parallel() == 1 ? "pthreads" : "none");
+    }
+#endif
     double total[3][2] = {{0}};
     for (int th = 1; th <= 2; th++) {
         bg_set_num_threads(th);

@@ -11,6 +11,7 @@
 
 #if defined(BG_WITH_DNNL)
 #include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <threads.h>
@@ -69,9 +70,11 @@ static bool set_handle(dnnl_memory_t m, const void *p) {
 // matmul: C = alpha op(A) op(B) + beta C, row-major with leading dimensions,
 // expressed through strides: op(A) is [M,K] with strides {lda,1} or {1,lda}.
 
+/* oneDNN fixes a primitive's thread partition when it is created, so the
+ * thread count is part of every cache key */
 typedef struct gemm_key {
     int64_t M, N, K, lda, ldb, ldc;
-    int64_t ta, tb;
+    int64_t ta, tb, nthr;
     float alpha, beta;
 } gemm_key;
 
@@ -156,6 +159,7 @@ void bg_sgemm_dnnl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
     memset(&k, 0, sizeof k);   /* the key is compared with memcmp */
     k.M = M, k.N = N, k.K = K, k.lda = lda, k.ldb = ldb, k.ldc = ldc;
     k.ta = trans_a, k.tb = trans_b, k.alpha = alpha, k.beta = beta;
+    k.nthr = omp_get_max_threads();
     bool done = false;
     if (ready() && M > 0 && N > 0 && K > 0) {
         mtx_lock(&lock);
@@ -184,7 +188,7 @@ typedef enum conv_kind { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHTS } conv_kind;
 
 typedef struct conv_key {
     bg_conv2d_shape s;
-    int64_t kind, has_bias;
+    int64_t kind, has_bias, nthr;
 } conv_key;
 
 typedef struct conv_arg {
@@ -378,6 +382,7 @@ static conv_entry *conv_lookup(const bg_conv2d_shape *s, conv_kind kind, bool ha
     k.s = *s;
     k.kind = kind;
     k.has_bias = has_bias;
+    k.nthr = omp_get_max_threads();
     for (int i = 0; i < CONV_CACHE; i++)
         if (conv_cache[i].prim && memcmp(&conv_cache[i].key, &k, sizeof k) == 0)
             return &conv_cache[i];
