@@ -217,6 +217,16 @@ FN(f_mlp_block) {
     return bg_cross_entropy(ctx, h, in[2], NULL);
 }
 
+/* The state of the latest fake-quant forward. The tape node reads the
+ * state's own (unbound) parameters, e.g. LSQ+'s zero point, during backward,
+ * so a state lives until the next forward (bg_gradcheck runs backward right
+ * after its first forward) or the end of the case. */
+static bg_quant_state *fq_live;
+static void fq_release(void) {
+    bg_quant_state_free(fq_live);
+    fq_live = NULL;
+}
+
 /* Fake quantization (ops_quant.c) under a spec string; param (the learned
  * step or alpha, may be NULL) is bound to the state as given. */
 static bg_tensor *fake_quant_with(bg_ctx *ctx, bg_tensor *x, const char *str, bg_tensor *param) {
@@ -231,7 +241,8 @@ static bg_tensor *fake_quant_with(bg_ctx *ctx, bg_tensor *x, const char *str, bg
     }
     bg_quant_state_set_initialized(st, true);
     bg_tensor *y = bg_fake_quant(ctx, x, &s, st);
-    bg_quant_state_free(st);   // the node keeps what backward needs
+    fq_release();
+    fq_live = st;
     return y;
 }
 static bg_tensor *detached(bg_ctx *ctx, bg_tensor *x) { return bg_view_reshape(ctx, x, x->ndim, x->shape); }
@@ -465,6 +476,7 @@ static void run_case(const gc_case *c) {
     CHECK_MSG(st == BG_OK, "%s: %s (status %s)", c->name, bg_last_error(), bg_status_str(st));
     CHECK_MSG(st != BG_OK || rep.checked > 0, "%s: no element was checked", c->name);
 done:
+    fq_release();
     for (int i = 0; i < c->n_in; i++) bg_tensor_free(in[i]);
 }
 
