@@ -178,8 +178,9 @@ struct bg_quant_state;
  * when the state is disabled it returns x itself. Backward is the spec's
  * rule: identity STE, clipped STE (mask), LSQ / LSQ+ (dx masked, d scale and
  * d zero point into the state's parameters, PyTorch's formulas and
- * gradient scale), PACT (d alpha). Errors: NULL + ctx error, e.g. "fake_quant:
- * group size 64 does not divide the last dim 100 of [8,100]". */
+ * gradient scale), PACT (d alpha). The state must outlive the backward
+ * (its parameters are the node's inputs). Errors: NULL + ctx error, e.g.
+ * "fake_quant: group size 64 does not divide the last dim 100 of [8,100]". */
 bg_tensor *bg_fake_quant(bg_ctx *ctx, bg_tensor *x, const struct bg_quant_spec *spec,
                          struct bg_quant_state *state);
 

@@ -206,7 +206,10 @@ typedef struct bg_quant_state bg_quant_state;   /* opaque */
  * 2 mean|x| / sqrt(qmax); LSQ+: min/max; PACT: max x or spec.pact_init).
  * A fresh observer that has seen nothing gives s = 1, z = 0 (PyTorch).
  * On failure *out is NULL and bg_last_error() says why (e.g. "quant_state:
- * group size 64 does not divide the last dim 100 of [8,100]"). */
+ * group size 64 does not divide the last dim 100 of [8,100]").
+ * Lifetime: the learned parameters are inputs of the tape nodes of every
+ * bg_fake_quant that used the state, so the state (or the tensors bound to
+ * it) must outlive those ops' backward. */
 bg_status bg_quant_state_new(const bg_quant_spec *spec, int ndim, const int64_t *shape,
                              bg_quant_state **out);
 /* Frees the state and the tensors it owns (not bound ones). NULL is a no-op. */
