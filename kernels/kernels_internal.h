@@ -15,6 +15,14 @@
  * the same at 1 and N threads. */
 #define BG_RED_BLOCKS 64
 
+/* The ISA this process uses (CPU features capped by BG_ISA), chosen once, and
+ * whether the CPU can run a given ISA. Every kernel table follows them. */
+bg_isa bg_isa_selected(void);
+bool bg_isa_usable(bg_isa isa);
+/* Fills the NULL function pointers of a table (from byte offset first to
+ * size) with those of the ISA below, so an ISA file may leave entries out. */
+void bg_fill_table_gaps(void *dst, const void *lower, size_t first, size_t size);
+
 /* Tables, possibly partial: dispatch.c fills NULL entries of a table from the
  * ISA below it. */
 extern const bg_kernels bg_kernels_ref_table;

@@ -249,64 +249,30 @@ const bg_quant_kernels bg_quant_kernels_ref_table = {
 };
 
 static bg_quant_kernels qtables[BG_ISA_COUNT];
-static bool qusable[BG_ISA_COUNT];
-static bg_isa qbest = BG_ISA_REF;
 static once_flag qtables_once = ONCE_FLAG_INIT;
 
-/* NULL entries of dst come from lower (the table is isa_id, isa, then only
- * function pointers). */
-static void fill_gaps(bg_quant_kernels *dst, const bg_quant_kernels *lower) {
-    typedef void (*fn)(void);
-    size_t first = offsetof(bg_quant_kernels, fake_quant);
-    size_t count = (sizeof(bg_quant_kernels) - first) / sizeof(fn);
-    fn *d = (fn *)(void *)((char *)dst + first);
-    fn const *l = (fn const *)(const void *)((const char *)lower + first);
-    for (size_t i = 0; i < count; i++)
-        if (!d[i]) d[i] = l[i];
-}
-
-/* The same rules as dispatch.c: BG_ISA=ref|avx2|avx512 caps the choice. */
-static bg_isa isa_cap_from_env(void) {
-    const char *e = getenv("BG_ISA");
-    if (!e || !*e) return BG_ISA_AVX512;
-    if (strcmp(e, "ref") == 0) return BG_ISA_REF;
-    if (strcmp(e, "avx2") == 0) return BG_ISA_AVX2;
-    return BG_ISA_AVX512;
-}
-
+/* The ISA choice (CPU features, BG_ISA cap) is dispatch.c's; this only fills
+ * the quantization tables. */
 static void qtables_init(void) {
-    __builtin_cpu_init();
-    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                __builtin_cpu_supports("f16c");
-    bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
-                  __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-                  __builtin_cpu_supports("avx512vl");
     qtables[BG_ISA_REF] = bg_quant_kernels_ref_table;
-    qusable[BG_ISA_REF] = true;
     qtables[BG_ISA_AVX2] = bg_quant_kernels_avx2_table;
-    fill_gaps(&qtables[BG_ISA_AVX2], &qtables[BG_ISA_REF]);
-    qtables[BG_ISA_AVX2].isa_id = BG_ISA_AVX2;
-    qtables[BG_ISA_AVX2].isa = "avx2";
-    qusable[BG_ISA_AVX2] = avx2;
     qtables[BG_ISA_AVX512] = bg_quant_kernels_avx512_table;
-    fill_gaps(&qtables[BG_ISA_AVX512], &qtables[BG_ISA_AVX2]);
-    qtables[BG_ISA_AVX512].isa_id = BG_ISA_AVX512;
+    for (int i = BG_ISA_AVX2; i < BG_ISA_COUNT; i++) {
+        bg_fill_table_gaps(&qtables[i], &qtables[i - 1], offsetof(bg_quant_kernels, fake_quant),
+                           sizeof(bg_quant_kernels));
+        qtables[i].isa_id = (bg_isa)i;
+    }
+    qtables[BG_ISA_AVX2].isa = "avx2";
     qtables[BG_ISA_AVX512].isa = "avx512";
-    qusable[BG_ISA_AVX512] = avx512;
-
-    bg_isa cap = isa_cap_from_env();
-    qbest = BG_ISA_REF;
-    for (int i = BG_ISA_REF; i <= (int)cap && i < BG_ISA_COUNT; i++)
-        if (qusable[i]) qbest = (bg_isa)i;
 }
 
 const bg_quant_kernels *bg_quant_kernels_get(void) {
     call_once(&qtables_once, qtables_init);
-    return &qtables[qbest];
+    return &qtables[bg_isa_selected()];
 }
 
 const bg_quant_kernels *bg_quant_kernels_for(bg_isa isa) {
+    if (!bg_isa_usable(isa)) return NULL;
     call_once(&qtables_once, qtables_init);
-    if ((int)isa < 0 || isa >= BG_ISA_COUNT || !qusable[isa]) return NULL;
     return &qtables[isa];
 }
