@@ -32,9 +32,10 @@ DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 # name -> (torch threads, OPENBLAS_NUM_THREADS, OMP_WAIT_POLICY); None = unset
 SETTINGS = {
     "default": (None, None, None),
+    "torch2": (2, None, None),
+    "torch2-passive": (2, None, "PASSIVE"),
     "torch1-blas2": (1, 2, None),
     "torch2-blas1": (2, 1, None),
-    "passive": (None, None, "PASSIVE"),
     "torch1-blas1": (1, 1, None),
 }
 
