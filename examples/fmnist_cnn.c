@@ -214,7 +214,7 @@ int main(int argc, char **argv) {
                        &(bg_batcher_opts){.batch_size = o.batch, .shuffle = true, .seed = o.seed,
                                           .nchw = true},
                        &train_b) != BG_OK ||
-        bg_batcher_new(test, &(bg_batcher_opts){.batch_size = 1000, .nchw = true}, &test_b) != BG_OK) {
+        bg_batcher_new(test, &(bg_batcher_opts){.batch_size = 250, .nchw = true}, &test_b) != BG_OK) {
         fprintf(stderr, "%s\n", bg_last_error());
         goto done;
     }
