@@ -22,9 +22,12 @@ for arg in "$@"; do
     esac
 done
 
+# libopenblas-openmp-dev: the OpenMP build of OpenBLAS, which CMakeLists.txt
+# links by path so that OpenBLAS shares our OpenMP thread pool (the default
+# pthread build's threads spin against it); the system default stays pthread.
 packages=(
     build-essential cmake pkg-config
-    libopenblas-dev libdnnl-dev ocl-icd-opencl-dev
+    libopenblas-dev libopenblas-openmp-dev libdnnl-dev ocl-icd-opencl-dev
     libpng-dev zlib1g-dev libjansson-dev libcmocka-dev
     dataset-fashion-mnist
 )
