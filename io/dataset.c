@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -38,6 +39,11 @@ static bg_status idx_open(idx_file *f, const char *who, const char *path, const 
             return bg_set_error(BG_ERR_IO, "%s: cannot open %s: %s; install the Debian package %s",
                                 who, path, strerror(err), hint);
         return bg_set_error(BG_ERR_IO, "%s: cannot open %s: %s", who, path, strerror(err));
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return bg_set_error(BG_ERR_IO, "%s: cannot read %s: not a regular file", who, path);
     }
     f->gz = gzdopen(fd, "rb");
     if (!f->gz) {

@@ -4,6 +4,7 @@
  * missing and corrupt files. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -280,6 +281,13 @@ static void test_errors(void) {
              "dataset-fashion-mnist",
              path);
     CHECK_STR(bg_last_error(), want);
+
+    // A folder where a file should be.
+    CHECK(mkdir(path, 0700) == 0);
+    CHECK(load_tmp(&ds) == BG_ERR_IO && !ds);
+    snprintf(want, sizeof want, "fmnist_load: cannot read %s: not a regular file", path);
+    CHECK_STR(bg_last_error(), want);
+    rmdir(path);
 
     // Garbage that is not gzip: zlib reads it as-is and the magic is wrong.
     write_file("t10k-images-idx3-ubyte.gz", "this is not an idx file at all", 30, false);
