@@ -35,16 +35,6 @@ if [ "$reference" = 1 ]; then
     packages+=(python3-torch python3-numpy)
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-    as_root=()
-elif command -v sudo >/dev/null 2>&1; then
-    # sudo may ask a person at a terminal for a password, never a script.
-    if [ -t 0 ]; then as_root=(sudo); else as_root=(sudo -n); fi
-else
-    echo "install-deps.sh: not root and sudo is not available; run as root" >&2
-    exit 1
-fi
-
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -55,6 +45,16 @@ done
 if [ "${#missing[@]}" -eq 0 ]; then
     echo "install-deps.sh: all ${#packages[@]} packages are already installed"
     exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+    # sudo may ask a person at a terminal for a password, never a script.
+    if [ -t 0 ]; then as_root=(sudo); else as_root=(sudo -n); fi
+else
+    echo "install-deps.sh: missing ${missing[*]}, and not root without sudo: run this script as root" >&2
+    exit 1
 fi
 
 echo "install-deps.sh: installing ${missing[*]}"
