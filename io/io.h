@@ -17,6 +17,8 @@
 #ifndef BG_IO_H
 #define BG_IO_H
 
+#include "layers/layers.h"
+#include "optim/optim.h"
 #include "tensor/tensor.h"
 
 #ifdef __cplusplus
@@ -136,6 +138,34 @@ int64_t bg_batcher_batches(const bg_batcher *b);
  * (resuming from a checkpoint reproduces the same order). */
 int64_t bg_batcher_epoch(const bg_batcher *b);
 void bg_batcher_set_epoch(bg_batcher *b, int64_t epoch);
+
+// ---------------------------------------------------------------------------
+// training loops over a batcher (io/train.c): what every program that trains
+// on a dataset repeats, written once.
+
+/* The loss of one batch from the model's output; NULL with the ctx error set
+ * on failure. */
+typedef bg_tensor *(*bg_loss_fn)(bg_ctx *ctx, bg_tensor *out, bg_tensor *x, bg_tensor *y,
+                                 void *user);
+
+typedef struct bg_train_opts {
+    bg_loss_fn loss;   /* NULL: bg_cross_entropy(out, y) */
+    void *user;        /* passed to loss and before_step */
+    /* Optional, called before each step with the optimizer's step count (for
+     * schedules); a non-BG_OK return stops the epoch with that status. */
+    bg_status (*before_step)(int64_t step, void *user);
+} bg_train_opts;
+
+/* One epoch of train mode: forward, loss, backward, optimizer step, zero
+ * grads, ctx reset per batch. *mean_loss gets the example-weighted mean loss.
+ * opts may be NULL. On failure returns the status; bg_last_error() holds the
+ * ctx's message (the ctx is left reset). */
+bg_status bg_train_epoch(bg_ctx *ctx, bg_module *model, bg_optim *opt, bg_batcher *batches,
+                         const bg_train_opts *opts, double *mean_loss);
+
+/* Accuracy in [0,1] of argmax(model(x)) == y over one epoch of batches, in
+ * eval mode without a tape (the model is put back into train mode). */
+bg_status bg_evaluate(bg_ctx *ctx, bg_module *model, bg_batcher *batches, double *accuracy);
 
 #ifdef __cplusplus
 }
