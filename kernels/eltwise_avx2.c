@@ -3,6 +3,7 @@
  * vmaskmov) and instantiates eltwise_simd.inc, which holds the kernel
  * bodies, as bg_kernels_avx2_table. Compiled with -mavx2 -mfma; reached only
  * through dispatch.c after __builtin_cpu_supports("avx2") and ("fma"). */
+#include <float.h>
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>

@@ -3,6 +3,7 @@
  * through k-masks) and instantiates eltwise_simd.inc, which holds the kernel
  * bodies, as bg_kernels_avx512_table. Compiled with -mavx512f/bw/dq/vl;
  * reached only through dispatch.c after __builtin_cpu_supports says so. */
+#include <float.h>
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
