@@ -298,6 +298,118 @@ bg_status bg_quant_params_compute(bg_ctx *ctx, const bg_quant_spec *spec, bg_qua
 bg_status bg_quantize(bg_ctx *ctx, const bg_quant_spec *spec, bg_quant_state *st,
                       const bg_tensor *x, bg_tensor **codes, bg_quant_params *params);
 
+// ---------------------------------------------------------------------------
+// progressive schedules (schedule.c)
+//
+// A schedule maps the training step to each quantizer's spec. Its string:
+//     schedule := rule (';' rule)*
+//     rule     := ['[' PATTERN ']'] phase (',' phase)*
+//     phase    := SPEC '@' WHEN        WHEN := STEPS | EPOCHS 'ep'
+// e.g. "fp32@0,int8@100,int4@200,int2@300,ternary@400;[fc3*]int8@0".
+// SPEC is "fp32" (quantizer disabled: fp32 warm-up / delay), a bare kind
+// ("int4", "ternary", "binary": only the kind and bits of the layer's current
+// spec change, so per-channel, per-group, LSQ ... stay) or a full spec string
+// ("int4:per_group=64:lsq", replacing the spec). Before a rule's first phase
+// the layer is fp32 (a quantization delay). A layer follows the first rule
+// whose PATTERN ('*' any run, '?' one character) matches its name, else the
+// rule without a pattern, else the schedule leaves it alone. Phase steps
+// increase strictly within a rule; "3ep" is 3 * steps_per_epoch steps.
+// The struct is plain data (copy it); bg_schedule_save / bg_schedule_load
+// turn it, with its progress, into a short string for checkpoints.
+
+#define BG_SCHEDULE_MAX_RULES 8
+#define BG_SCHEDULE_MAX_PHASES 12
+#define BG_SCHEDULE_PATTERN_MAX 48
+#define BG_SCHEDULE_STR_MAX 4096
+
+typedef struct bg_schedule_phase {
+    int64_t at;                          /* first step of the phase */
+    bool fp32;                           /* quantizer disabled */
+    bool kind_only;                      /* only kind + bits change */
+    bg_quant_spec spec;                  /* parsed (kind_only: kind and bits used) */
+    char text[BG_QUANT_SPEC_STR_MAX];    /* the spec as written ("int4", "fp32") */
+} bg_schedule_phase;
+
+typedef struct bg_schedule_rule {
+    char pattern[BG_SCHEDULE_PATTERN_MAX];  /* "" = every layer not matched elsewhere */
+    int n_phases;
+    bg_schedule_phase phases[BG_SCHEDULE_MAX_PHASES];
+    int current;                         /* phase last applied; -1 = before the first; -2 = never applied */
+} bg_schedule_rule;
+
+typedef struct bg_schedule {
+    int n_rules;
+    bg_schedule_rule rules[BG_SCHEDULE_MAX_RULES];
+    int64_t last_step;                   /* step of the last apply; -1 = never */
+} bg_schedule;
+
+/* Parses str into *out (progress reset). steps_per_epoch converts "ep"
+ * boundaries (0 when none are used). BG_ERR_ARG + bg_last_error() naming
+ * the token, e.g. `schedule: missing '@' in "int8"`; *out untouched then. */
+bg_status bg_schedule_parse(const char *str, int64_t steps_per_epoch, bg_schedule *out);
+/* Canonical string (boundaries in steps); parses back to the same phases. */
+int bg_schedule_format(const bg_schedule *s, char *buf, size_t len);
+
+/* The rule layer `name` follows (-1: none), its phase at step (-1: before
+ * the first phase, fp32), the phase's spec text ("fp32" before the first),
+ * and the rule's phase boundaries (returns their count, writes at most max). */
+int bg_schedule_rule_for(const bg_schedule *s, const char *name);
+int bg_schedule_phase_at(const bg_schedule *s, const char *name, int64_t step);
+const char *bg_schedule_spec_name(const bg_schedule *s, const char *name, int64_t step);
+int bg_schedule_boundaries(const bg_schedule *s, const char *name, int64_t *out, int max);
+
+/* Brings n quantizers (states[i] named names[i]) to their phase at step.
+ * For each rule whose phase differs from the one it last applied, every
+ * layer following it transitions: fp32 disables the state; otherwise the
+ * new spec is set (bg_quant_state_set_spec: observers reset, learned
+ * parameters marked for re-init), the state enabled, and when weights[i]
+ * is given (weights may be NULL, entries may be NULL: activations) the
+ * ranges / LSQ steps are re-initialised from it now (init_from).
+ * *transitioned (may be NULL) tells whether anything changed (log it).
+ * The first call always applies. Errors (an incompatible spec for a state)
+ * return the state's status with bg_last_error() prefixed by
+ * "schedule: layer NAME at step S: ". Call it with the same layers each step. */
+bg_status bg_schedule_apply(bg_schedule *s, int64_t step, bg_quant_state *const *states,
+                            const char *const *names, const bg_tensor *const *weights, int n,
+                            bool *transitioned);
+
+/* Schedule + progress as one line ("<format>#<last_step>:<cur0>:<cur1>...")
+ * and back: a restored schedule takes the same decisions as the original. */
+int bg_schedule_save(const bg_schedule *s, char *buf, size_t len);
+bg_status bg_schedule_load(const char *str, bg_schedule *out);
+
+// ---------------------------------------------------------------------------
+// distillation (distill.c)
+
+struct bg_module;
+
+/* Hinton KD: (1-alpha) * CE(labels, student) + alpha * T^2 *
+ * KL(softmax(teacher/T) || softmax(student/T)), the KL summed over classes
+ * and averaged over the batch (PyTorch's KLDivLoss(reduction='batchmean')).
+ * student, teacher [N,C] f32; labels [N] i32 (may be NULL when alpha == 1).
+ * The teacher gets no gradient (it is detached). Returns [] or NULL + ctx
+ * error ("kd_loss: T must be > 0, got 0"). */
+bg_tensor *bg_kd_loss(bg_ctx *ctx, bg_tensor *student, bg_tensor *teacher, bg_tensor *labels,
+                      float T, float alpha);
+/* mean((student - teacher)^2) with the teacher detached. */
+bg_tensor *bg_logit_mse_loss(bg_ctx *ctx, bg_tensor *student, bg_tensor *teacher);
+/* sum_i w_i * mean((s_i - t_i)^2) over n pairs (weights NULL = all 1),
+ * teachers detached; pairs must have equal shapes. */
+bg_tensor *bg_feature_mse_loss(bg_ctx *ctx, bg_tensor *const *students, bg_tensor *const *teachers,
+                               const float *weights, int n);
+/* A copy of x with no tape history and no grad (an arena tensor). */
+bg_tensor *bg_detach(bg_ctx *ctx, bg_tensor *x);
+
+/* Runs a frozen teacher on ctx with grad disabled: nothing is recorded and
+ * no gradient reaches the teacher. Returns the output (arena) or NULL. */
+bg_tensor *bg_teacher_forward(bg_ctx *ctx, struct bg_module *teacher, bg_tensor *x);
+/* Runs a Sequential child by child and also returns the outputs of the
+ * children listed in idx (n_idx of them, in that order) in hidden[]. Records
+ * on the tape like bg_module_forward (wrap in bg_teacher_forward's no-grad
+ * via `grad` = false for a teacher). NULL + ctx error on a bad index. */
+bg_tensor *bg_sequential_forward_capture(bg_ctx *ctx, struct bg_module *seq, bg_tensor *x,
+                                         const int *idx, int n_idx, bg_tensor **hidden, bool grad);
+
 #ifdef __cplusplus
 }
 #endif
