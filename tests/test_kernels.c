@@ -427,6 +427,19 @@ static void test_optimizers(const bg_kernels *k) {
     k->sgd_update(p, g, NULL, 3, 0.1f, 0.0f, 0.0f, 0.0f, false, true);
     CHECK_MSG(p[0] == 1.0f - 0.05f && p[1] == 2.1f && p[2] == 2.8f, "%s sgd plain: %g %g %g",
               k->isa, p[0], p[1], p[2]);
+    /* moments that decay below FLT_MIN are stored as +0, never subnormal */
+    float fp[3] = {0.5f, 0.5f, 0.5f}, fg[3] = {0, 0, 0};
+    float fm[3] = {1.2e-38f, -1.2e-38f, 1e-3f}, fv[3] = {1e-38f, 2e-38f, 1e-6f};
+    k->adam_update(fp, fg, fm, fv, 3, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, false, 0.5f, 0.5f);
+    CHECK_MSG(fm[0] == 0.0f && fm[1] == 0.0f && !signbit(fm[1]) && fm[2] == 1e-3f * 0.9f &&
+                  fv[0] == 0.0f && fv[1] == 2e-38f * 0.999f && fv[2] == 1e-6f * 0.999f &&
+                  fp[0] == 0.5f && fp[1] == 0.5f,
+              "%s adam flush: m %g %g %g v %g %g %g p %g %g", k->isa, fm[0], fm[1], fm[2],
+              fv[0], fv[1], fv[2], fp[0], fp[1]);
+    float fb[3] = {1.2e-38f, -1.2e-38f, 1e-3f};
+    k->sgd_update(fp, fg, fb, 3, 0.1f, 0.9f, 0.0f, 0.0f, false, false);
+    CHECK_MSG(fb[0] == 0.0f && fb[1] == 0.0f && !signbit(fb[1]) && fb[2] == 1e-3f * 0.9f,
+              "%s sgd flush: buf %g %g %g", k->isa, fb[0], fb[1], fb[2]);
 }
 
 /* variants vs reference on long buffers (tails, chunks): bitwise */
