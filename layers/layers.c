@@ -177,6 +177,14 @@ bg_module *bg_conv2d_new(int64_t in_channels, int64_t out_channels, int64_t kern
     return finish(m);
 }
 
+/* The options of a Conv2d module (qlayers.c rebuilds it quantization-aware). */
+bg_status bg_conv2d_get_opts(const bg_module *m, bg_conv2d_opts *opts) {
+    if (!m || !opts || strcmp(bg_module_kind(m), "Conv2d") != 0)
+        return bg_set_error(BG_ERR_ARG, "conv2d_get_opts: not a Conv2d: %s", m ? bg_module_kind(m) : "(null)");
+    *opts = ((const conv2d_state *)bg_module_state(m))->opts;
+    return BG_OK;
+}
+
 // ---------------------------------------------------------------------------
 // Embedding: weight [num, dim]; ids i32 -> [ids..., dim]
 

@@ -268,6 +268,118 @@ bg_status bg_module_add_child(bg_module *m, const char *name, bg_module *child);
  * is left unchanged). BG_ERR_STATE when m is not a root. */
 bg_status bg_module_finalize(bg_module *m);
 
+// ---------------------------------------------------------------------------
+// quantization-aware layers (qlayers.c; specs and states in qat/qat.h)
+//
+//     bg_module *net = bg_sequential_new(3, (bg_module *[]){
+//         bg_linear_new(784, 512, true, &rng), bg_relu_new(), bg_linear_new(512, 10, true, &rng)});
+//     bg_quantize_model(net, "int4:per_group=64:lsq", "int8");  // every Linear/Conv2d, weights kept
+//     // or: bg_bitnet_model(net);                                // every Linear -> BitLinear
+//     bg_model_set_quant_mode(net, BG_QUANT_MODE_TRAIN);         // ... train; EVAL to evaluate
+//
+// A quantized layer (kinds "QLinear", "QConv2d", "QEmbedding", "BitLinear")
+// holds the ordinary layer's parameters under the same names ("weight",
+// "bias") and up to two children of kind "FakeQuant": "weight_quant" (W ->
+// fake_quant(W)) and "input_quant" (x -> fake_quant(x)). Their learned
+// quantizer parameters are module parameters named after the state's
+// ("weight_quant.scale", "input_quant.zero_point", "input_quant.alpha"), so
+// they are in the flat buffers, the optimizer trains them and checkpoints
+// save them. Forward: y = op(fake_quant(x, a_spec), fake_quant(W, w_spec), b).
+// A NULL spec leaves that side in float (no child). Activation specs may be
+// per_tensor, per_token or per_channel on the feature axis (-1 for Linear, 1
+// for Conv2d); per_group activations are rejected.
+//
+// Converting a model (bg_quantize_model, bg_bitnet_model, bg_quantize_layer)
+// rebuilds the flat buffers: the old layers' tensors are freed, so create
+// optimizers after converting.
+
+struct bg_quant_spec;
+struct bg_quant_state;
+struct bg_quant_stats;
+
+typedef enum bg_quant_mode {
+    BG_QUANT_MODE_FP32 = 0,  /* quantizers off: every qlayer is its float layer */
+    BG_QUANT_MODE_TRAIN,     /* fake quant on, observers on (the default) */
+    BG_QUANT_MODE_EVAL,      /* fake quant on, observers frozen */
+} bg_quant_mode;
+
+/* A module y = fake_quant(x) under spec (copied), with its own state made
+ * for tensors shaped (ndim, shape) (ndim 0 for per_tensor / per_token).
+ * Learned parameters become its parameters. */
+bg_module *bg_fake_quant_new(const struct bg_quant_spec *spec, int ndim, const int64_t *shape);
+
+/* New quantization-aware layers (same initialisation as the float ones).
+ * w_spec / a_spec may be NULL (that side stays float). */
+bg_module *bg_qlinear_new(int64_t in_features, int64_t out_features, bool bias,
+                          const struct bg_quant_spec *w_spec, const struct bg_quant_spec *a_spec,
+                          bg_rng *rng);
+bg_module *bg_qconv2d_new(int64_t in_channels, int64_t out_channels, int64_t kernel_h, int64_t kernel_w,
+                          const bg_conv2d_opts *opts, bool bias, const struct bg_quant_spec *w_spec,
+                          const struct bg_quant_spec *a_spec, bg_rng *rng);
+bg_module *bg_qembedding_new(int64_t num_embeddings, int64_t dim, const struct bg_quant_spec *w_spec,
+                             bg_rng *rng);
+
+/* A quantized copy of an existing Linear, Conv2d or Embedding (its weights
+ * and bias copied; layer is not changed or consumed). Embedding takes no
+ * a_spec (ids are integers). NULL + bg_last_error on a wrong kind. */
+bg_module *bg_quantize_module(const bg_module *layer, const struct bg_quant_spec *w_spec,
+                              const struct bg_quant_spec *a_spec);
+
+/* BitLinear (BitNet b1.58): y = fake_quant(RMSNorm(x), "int8:per_token:absmax")
+ * fake_quant(W, "ternary:absmean")^T, identity STE for both, no bias. The
+ * RMSNorm (eps 1e-6, PyTorch's eps=None would use float eps) has NO
+ * learnable gain — the FAQ's SimpleRMSNorm; a gain before the per-token
+ * absmax would only rescale per feature, which the next layer's latent
+ * weights absorb. Parameter: weight [out,in] (latent, f32, what the
+ * optimizer updates), initialised like Linear. */
+bg_module *bg_bitlinear_new(int64_t in_features, int64_t out_features, bg_rng *rng);
+/* A BitLinear with the latent weights of an existing Linear (its bias, if
+ * any, is dropped: BitLinear has none). */
+bg_module *bg_bitlinear_from(const bg_module *linear);
+
+/* Replaces child i of m by child (which must be a root; m takes it, also
+ * on failure), frees the old child and re-finalizes the root (module.c). */
+bg_status bg_module_replace_child(bg_module *m, int i, bg_module *child);
+/* The options of a Conv2d module (layers.c). BG_ERR_ARG for another kind. */
+bg_status bg_conv2d_get_opts(const bg_module *m, bg_conv2d_opts *opts);
+
+/* Replaces every Linear and Conv2d of model's tree (not model itself) by its
+ * quantized wrapper, keeping weights. Spec strings as bg_quant_spec_parse;
+ * NULL or "" = float for that side. Returns BG_OK or the parse error. */
+bg_status bg_quantize_model(bg_module *model, const char *w_spec, const char *a_spec);
+/* Replaces every Linear of model's tree by a BitLinear with its weights. */
+bg_status bg_bitnet_model(bg_module *model);
+/* One layer by its path ("0", "3.1"): Linear/Conv2d/Embedding -> quantized
+ * wrapper (w_spec "bitnet" gives a BitLinear). BG_ERR_ARG when there is no
+ * such layer ("quantize_layer: no layer named 7"). */
+bg_status bg_quantize_layer(bg_module *model, const char *path, const char *w_spec, const char *a_spec);
+
+/* Quantizer controls over m's whole subtree (one layer, or a whole model). */
+void bg_model_set_quant_mode(bg_module *m, bg_quant_mode mode);
+void bg_model_set_observers(bg_module *m, bool enabled);   /* freeze (false) / unfreeze */
+void bg_model_reset_observers(bg_module *m);               /* forget ranges, re-init learned params */
+/* Metrics tracking (off by default): each FakeQuant forward also sums x^2,
+ * (x-q)^2, x*q, q^2 over its input (one extra pass) and, for ternary and
+ * binary weights, keeps the levels; qat/qat.h "metrics" reads them. */
+void bg_model_track_quant(bg_module *m, bool enabled);
+
+/* The quantized layers of m's tree in pre-order (m itself included). */
+int bg_qlayer_count(const bg_module *m);
+bg_module *bg_qlayer_at(const bg_module *m, int i);
+/* Path of the i-th quantized layer relative to m ("2", "1.0"; "" for m
+ * itself); snprintf rules; -1 when i is out of range. */
+int bg_qlayer_name(const bg_module *m, int i, char *buf, size_t len);
+/* True for QLinear, QConv2d, QEmbedding, BitLinear. */
+bool bg_module_is_qlayer(const bg_module *m);
+/* A qlayer's weight / input quantizer state (NULL when that side is float).
+ * Change its spec with bg_quant_state_set_spec (the forward reads the
+ * state's spec). Also accepts a FakeQuant module (its state for both). */
+struct bg_quant_state *bg_qlayer_weight_state(const bg_module *qlayer);
+struct bg_quant_state *bg_qlayer_input_state(const bg_module *qlayer);
+/* The tracked statistics of a qlayer's weight or input quantizer (owned by
+ * the layer; NULL when that side is float). For qat/metrics.c. */
+struct bg_quant_stats *bg_qlayer_stats(const bg_module *qlayer, bool input);
+
 #ifdef __cplusplus
 }
 #endif

@@ -303,6 +303,41 @@ bg_status bg_module_add_child(bg_module *m, const char *name, bg_module *child) 
     return BG_OK;
 }
 
+/* Swaps child i of m for child (a root), frees the old child and
+ * re-collates the root's buffers (used by qlayers.c to convert a layer in
+ * place). On failure child is freed and the tree is unchanged. */
+bg_status bg_module_replace_child(bg_module *m, int i, bg_module *child) {
+    if (!m || !child || i < 0 || i >= m->n_children) {
+        if (child && !child->parent) free_tree(child);
+        return bg_set_error(BG_ERR_ARG, "module_replace_child: %s", !m ? "module is NULL" : !child ? "child is NULL" : "index out of range");
+    }
+    if (child->parent)
+        return bg_set_error(BG_ERR_STATE, "module_replace_child: this %s already belongs to a %s", kind_of(child),
+                            kind_of(child->parent));
+    bg_module *old = m->children[i];
+    m->children[i] = child;
+    child->parent = m;
+    bg_module *root = m;
+    for (bg_module *p = m; p; p = p->parent) {
+        p->collated = false;
+        root = p;
+    }
+    bg_status st = BG_OK;
+    for (bg_module *p = m; p && st == BG_OK; p = p->parent) st = rebuild_lists(p);
+    if (st == BG_OK) st = bg_module_finalize(root);
+    if (st != BG_OK) {   // put the old child back
+        m->children[i] = old;
+        child->parent = NULL;
+        free_tree(child);
+        for (bg_module *p = m; p; p = p->parent) rebuild_lists(p);
+        bg_module_finalize(root);
+        return st;
+    }
+    old->parent = NULL;
+    free_tree(old);
+    return BG_OK;
+}
+
 // ---------------------------------------------------------------------------
 // collation
 

@@ -57,6 +57,7 @@
 #define BG_QAT_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -409,6 +410,74 @@ bg_tensor *bg_teacher_forward(bg_ctx *ctx, struct bg_module *teacher, bg_tensor 
  * via `grad` = false for a teacher). NULL + ctx error on a bad index. */
 bg_tensor *bg_sequential_forward_capture(bg_ctx *ctx, struct bg_module *seq, bg_tensor *x,
                                          const int *idx, int n_idx, bg_tensor **hidden, bool grad);
+
+// ---------------------------------------------------------------------------
+// metrics (metrics.c): quantization error per layer, cheap enough to log
+//
+//     bg_model_track_quant(net, true);          // layers/layers.h: sums on each forward
+//     ... a training step ...
+//     bg_qat_layer_metrics m[16];
+//     int n = bg_qat_metrics(net, m, 16);       // also advances the flip reference
+//     bg_qat_metrics_print(m, n, stdout);
+//
+// Definitions over one tensor x and its fake-quantized q (n elements):
+//   MSE     = sum (x-q)^2 / n
+//   SQNR dB = 10 log10(sum x^2 / sum (x-q)^2); +INFINITY when q == x exactly
+//             (also for an all-zero x), -INFINITY when x is all zero and q not
+//   cosine  = sum x q / sqrt(sum x^2 sum q^2); 1 when both are all zero, 0
+//             when only one is
+// Sums are accumulated in double, in one pass over (x, q).
+// Ternary / binary weights: zero fraction = #(q == 0)/n; flip fraction =
+// #(level changed)/n between the last tracked forward and the last tracked
+// forward seen by the previous bg_qat_metrics call (0 on the first call).
+
+#define BG_QAT_NAME_MAX 128
+
+struct bg_module;   /* layers/layers.h */
+
+/* Sums of the last tracked forward of one quantizer (owned by its layer). */
+typedef struct bg_quant_stats {
+    int64_t n;                  /* elements (0: nothing tracked yet) */
+    double sum_x2, sum_err2, sum_xq, sum_q2;
+    int64_t zeros;              /* elements with q == 0 */
+    int64_t version;            /* bumped by each tracked forward */
+    int8_t *levels;             /* ternary/binary: sign(q) of the last tracked forward, [n] */
+    int8_t *prev_levels;        /* the levels at the previous metrics call */
+    int64_t prev_version;       /* version of prev_levels; -1 = none */
+    int64_t n_levels;
+} bg_quant_stats;
+
+/* Overwrites the sums of s with those of (x, q) (n elements, one pass);
+ * with levels non-NULL also writes sign(q) into levels[0..n). */
+void bg_quant_stats_compute(bg_quant_stats *s, const float *x, const float *q, int64_t n, int8_t *levels);
+
+typedef struct bg_quant_error {
+    double mse, sqnr_db, cosine;
+} bg_quant_error;
+
+/* MSE, SQNR and cosine from the sums (see the definitions above); NaN for
+ * all three when s->n == 0. */
+void bg_quant_error_from_stats(const bg_quant_stats *s, bg_quant_error *out);
+/* The same for two arrays directly. */
+void bg_quant_error_compute(const float *x, const float *q, int64_t n, bg_quant_error *out);
+
+typedef struct bg_qat_layer_metrics {
+    char name[BG_QAT_NAME_MAX];   /* path in the model ("0", "2.1") */
+    const char *kind;             /* "QLinear", "BitLinear", ... (static) */
+    int w_bits, a_bits;           /* spec bits (ternary 2, binary 1); 0 = float */
+    bool has_weight, has_input;   /* a tracked forward exists for that side */
+    bg_quant_error weight, input;
+    bool ternary;                 /* weight kind ternary or binary */
+    double zero_frac, flip_frac;  /* ternary / binary weights only, else 0 */
+} bg_qat_layer_metrics;
+
+/* Fills out[0..min(count, max)) for the quantized layers of model (pre-order,
+ * see bg_qlayer_at) and returns their count (call with max 0 to size).
+ * Advances each ternary layer's flip reference to its last tracked forward. */
+int bg_qat_metrics(struct bg_module *model, bg_qat_layer_metrics *out, int max);
+/* One line per layer: name, kind, bits, weight / input SQNR, MSE, cosine,
+ * and the zero and flip fractions for ternary layers. */
+void bg_qat_metrics_print(const bg_qat_layer_metrics *m, int n, FILE *f);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,564 @@
+/* qlayers.c — quantization-aware layers: the FakeQuant module (a quantizer
+ * state whose learned parameters are module parameters), QLinear, QConv2d,
+ * QEmbedding, BitLinear (BitNet b1.58), whole-model conversion, quant modes
+ * and the iteration over a model's quantized layers. Calls autograd/ (ops),
+ * qat/ (specs, states, stats) and the module core (module.c). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layers/layers.h"
+#include "qat/qat.h"
+
+#define FQ_KIND "FakeQuant"
+/* BitLinear's RMSNorm epsilon (LLaMA / BitNet's 1e-6). */
+#define BITLINEAR_NORM_EPS 1e-6f
+
+// ---------------------------------------------------------------------------
+// FakeQuant: y = fake_quant(x) under its state's spec
+
+typedef struct fq_mod {
+    bg_quant_state *st;
+    bool is_weight;       /* keeps ternary/binary levels for the flip metric */
+    bool track;
+    bg_quant_stats stats;
+} fq_mod;
+
+static void fq_free(void *p) {
+    fq_mod *f = p;
+    if (!f) return;
+    bg_quant_state_free(f->st);
+    free(f->stats.levels);
+    free(f->stats.prev_levels);
+    free(f);
+}
+
+static void fq_track(bg_ctx *ctx, fq_mod *f, bg_tensor *x, bg_tensor *y) {
+    bg_tensor *xc = bg_contiguous(ctx, x), *yc = bg_contiguous(ctx, y);
+    if (!xc || !yc) return;
+    int64_t n = bg_numel(xc);
+    const bg_quant_spec *spec = bg_quant_state_spec(f->st);
+    int8_t *levels = NULL;
+    if (f->is_weight && (spec->kind == BG_QUANT_TERNARY || spec->kind == BG_QUANT_BINARY)) {
+        if (f->stats.n_levels != n) {
+            free(f->stats.levels);
+            free(f->stats.prev_levels);
+            f->stats.levels = malloc((size_t)(n ? n : 1));
+            f->stats.prev_levels = malloc((size_t)(n ? n : 1));
+            f->stats.n_levels = f->stats.levels && f->stats.prev_levels ? n : 0;
+            f->stats.prev_version = -1;
+        }
+        if (f->stats.n_levels == n) levels = f->stats.levels;
+    }
+    bg_quant_stats_compute(&f->stats, bg_f32(xc), bg_f32(yc), n, levels);
+    f->stats.version++;
+}
+
+static bg_tensor *fq_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+    fq_mod *f = bg_module_state(m);
+    bg_tensor *y = bg_fake_quant(ctx, x, bg_quant_state_spec(f->st), f->st);
+    if (y && y != x && f->track) fq_track(ctx, f, x, y);
+    return y;
+}
+
+static int fq_describe(const bg_module *m, char *buf, size_t len) {
+    const fq_mod *f = bg_module_state(m);
+    char s[BG_QUANT_SPEC_STR_MAX];
+    bg_quant_spec_format(bg_quant_state_spec(f->st), s, sizeof s);
+    return snprintf(buf, len, "FakeQuant(%s)", s);
+}
+
+static const bg_module_type fq_type = {
+    .kind = FQ_KIND, .forward = fq_forward, .describe = fq_describe, .free_state = fq_free,
+};
+
+/* A FakeQuant module, not finalized (the caller adopts or finalizes it). */
+static bg_module *fq_build(const bg_quant_spec *spec, int ndim, const int64_t *shape, bool is_weight) {
+    if (!spec) {
+        bg_set_error(BG_ERR_ARG, "FakeQuant: spec is NULL");
+        return NULL;
+    }
+    fq_mod *f = calloc(1, sizeof *f);
+    if (!f) {
+        bg_set_error(BG_ERR_NOMEM, "FakeQuant: out of memory");
+        return NULL;
+    }
+    f->is_weight = is_weight;
+    f->stats.prev_version = -1;
+    if (bg_quant_state_new(spec, ndim, shape, &f->st) != BG_OK) {
+        free(f);
+        return NULL;
+    }
+    bg_module *m = bg_module_new(&fq_type, f);
+    if (!m) return NULL;
+    for (int i = 0; i < bg_quant_state_num_params(f->st); i++) {
+        const bg_tensor *own = bg_quant_state_param(f->st, i);
+        bg_tensor *p = bg_module_add_param(m, bg_quant_state_param_name(f->st, i), own->ndim, own->shape);
+        if (!p || bg_quant_state_bind_param(f->st, i, p) != BG_OK) {
+            bg_module_free(m);
+            return NULL;
+        }
+    }
+    return m;
+}
+
+bg_module *bg_fake_quant_new(const bg_quant_spec *spec, int ndim, const int64_t *shape) {
+    bg_module *m = fq_build(spec, ndim, shape, false);
+    if (m && bg_module_finalize(m) != BG_OK) {
+        bg_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static bool is_fq(const bg_module *m) { return m && strcmp(bg_module_kind(m), FQ_KIND) == 0; }
+
+// ---------------------------------------------------------------------------
+// quantized layers
+
+typedef enum ql_kind { QL_LINEAR, QL_CONV, QL_EMBEDDING, QL_BIT } ql_kind;
+
+static const char *const ql_kinds[] = {
+    [QL_LINEAR] = "QLinear", [QL_CONV] = "QConv2d", [QL_EMBEDDING] = "QEmbedding", [QL_BIT] = "BitLinear",
+};
+
+typedef struct qlayer {
+    ql_kind kind;
+    int64_t in, out, kh, kw;   /* Embedding: in = num, out = dim */
+    bg_conv2d_opts opts;
+    bg_tensor *weight, *bias;
+    bg_module *wq, *aq;        /* FakeQuant children, or NULL (float) */
+} qlayer;
+
+static bg_tensor *ql_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+    qlayer *q = bg_module_state(m);
+    const char *kind = ql_kinds[q->kind];
+    char a[BG_SHAPE_STR_MAX];
+    if ((q->kind == QL_LINEAR || q->kind == QL_BIT) && (x->ndim < 1 || x->shape[x->ndim - 1] != q->in))
+        return bg_ctx_fail(ctx, BG_ERR_SHAPE, "%s: input features differ: x is %s, in_features is %lld", kind,
+                           bg_shape_str(x, a, sizeof a), (long long)q->in);
+    if (q->kind == QL_CONV && (x->ndim != 4 || x->shape[1] != q->in))
+        return bg_ctx_fail(ctx, BG_ERR_SHAPE, "%s: input must be [N,%lld,H,W]: x is %s", kind, (long long)q->in,
+                           bg_shape_str(x, a, sizeof a));
+    // BitNet b1.58: every BitLinear input is an RMSNorm output (SubLN; the
+    // Training-Tips FAQ puts it inside the layer). No gain (see layers.h).
+    if (q->kind == QL_BIT) x = bg_rmsnorm(ctx, x, NULL, BITLINEAR_NORM_EPS);
+    if (x && q->aq) x = bg_module_forward(ctx, q->aq, x);
+    bg_tensor *w = q->wq ? bg_module_forward(ctx, q->wq, q->weight) : q->weight;
+    if (!x || !w) return NULL;
+    switch (q->kind) {
+    case QL_CONV: return bg_conv2d(ctx, x, w, q->bias, &q->opts);
+    case QL_EMBEDDING: return bg_embedding(ctx, w, x);
+    default: return bg_linear(ctx, x, w, q->bias);
+    }
+}
+
+static int ql_describe(const bg_module *m, char *buf, size_t len) {
+    const qlayer *q = bg_module_state(m);
+    char ws[BG_QUANT_SPEC_STR_MAX] = "float", as[BG_QUANT_SPEC_STR_MAX] = "float";
+    if (q->wq) bg_quant_spec_format(bg_quant_state_spec(bg_qlayer_weight_state(m)), ws, sizeof ws);
+    if (q->aq) bg_quant_spec_format(bg_quant_state_spec(bg_qlayer_input_state(m)), as, sizeof as);
+    switch (q->kind) {
+    case QL_CONV:
+        return snprintf(buf, len, "QConv2d(%lld, %lld, kernel_size=(%lld, %lld), stride=(%lld, %lld), padding=(%lld, %lld), "
+                        "bias=%s, w=%s, a=%s)", (long long)q->in, (long long)q->out, (long long)q->kh, (long long)q->kw,
+                        (long long)q->opts.stride[0], (long long)q->opts.stride[1], (long long)q->opts.padding[0],
+                        (long long)q->opts.padding[1], q->bias ? "true" : "false", ws, as);
+    case QL_EMBEDDING:
+        return snprintf(buf, len, "QEmbedding(%lld, %lld, w=%s)", (long long)q->in, (long long)q->out, ws);
+    case QL_BIT:
+        return snprintf(buf, len, "BitLinear(in_features=%lld, out_features=%lld, w=%s, a=%s)", (long long)q->in,
+                        (long long)q->out, ws, as);
+    default:
+        return snprintf(buf, len, "QLinear(in_features=%lld, out_features=%lld, bias=%s, w=%s, a=%s)", (long long)q->in,
+                        (long long)q->out, q->bias ? "true" : "false", ws, as);
+    }
+}
+
+static const bg_module_type ql_types[] = {
+    [QL_LINEAR] = {.kind = "QLinear", .forward = ql_forward, .describe = ql_describe, .free_state = free},
+    [QL_CONV] = {.kind = "QConv2d", .forward = ql_forward, .describe = ql_describe, .free_state = free},
+    [QL_EMBEDDING] = {.kind = "QEmbedding", .forward = ql_forward, .describe = ql_describe, .free_state = free},
+    [QL_BIT] = {.kind = "BitLinear", .forward = ql_forward, .describe = ql_describe, .free_state = free},
+};
+
+bool bg_module_is_qlayer(const bg_module *m) {
+    if (!m) return false;
+    const char *k = bg_module_kind(m);
+    for (int i = 0; i < 4; i++)
+        if (strcmp(k, ql_kinds[i]) == 0) return true;
+    return false;
+}
+
+/* Checks an activation spec for a layer of this kind; BG_OK or BG_ERR_ARG. */
+static bg_status check_act_spec(ql_kind kind, const bg_quant_spec *a) {
+    const char *k = ql_kinds[kind];
+    char s[BG_QUANT_SPEC_STR_MAX];
+    if (!a) return BG_OK;
+    bg_quant_spec_format(a, s, sizeof s);
+    if (kind == QL_EMBEDDING)
+        return bg_set_error(BG_ERR_ARG, "%s: ids are integers and take no input quantizer: \"%s\"", k, s);
+    if (a->granularity == BG_QUANT_PER_GROUP)
+        return bg_set_error(BG_ERR_ARG, "%s: per_group input quantization is not supported: \"%s\"", k, s);
+    if (a->granularity == BG_QUANT_PER_CHANNEL) {
+        bool ok = kind == QL_CONV ? (a->axis == 1 || a->axis == -3) : a->axis == -1;
+        if (!ok)
+            return bg_set_error(BG_ERR_ARG, "%s: per_channel input quantization must use the feature axis (%s): \"%s\"",
+                                k, kind == QL_CONV ? "1" : "-1", s);
+    }
+    return BG_OK;
+}
+
+/* Builds a finalized qlayer with zero parameters (the caller fills them). */
+static bg_module *ql_build(ql_kind kind, int64_t in, int64_t out, int64_t kh, int64_t kw, const bg_conv2d_opts *opts,
+                           bool bias, const bg_quant_spec *w_spec, const bg_quant_spec *a_spec) {
+    const char *k = ql_kinds[kind];
+    if (in <= 0 || out <= 0 || (kind == QL_CONV && (kh <= 0 || kw <= 0))) {
+        bg_set_error(BG_ERR_ARG, "%s: sizes must be positive: %lld, %lld", k, (long long)in, (long long)out);
+        return NULL;
+    }
+    if (check_act_spec(kind, a_spec) != BG_OK) return NULL;
+    qlayer *q = calloc(1, sizeof *q);
+    if (!q) {
+        bg_set_error(BG_ERR_NOMEM, "%s: out of memory", k);
+        return NULL;
+    }
+    q->kind = kind;
+    q->in = in, q->out = out, q->kh = kh, q->kw = kw;
+    q->opts = opts ? *opts : BG_CONV2D_DEFAULTS;
+    if (kind == QL_CONV && (q->opts.groups <= 0 || in % q->opts.groups || out % q->opts.groups)) {
+        free(q);
+        bg_set_error(BG_ERR_ARG, "%s: channels must be divisible by groups: in %lld, out %lld, groups %lld", k,
+                     (long long)in, (long long)out, (long long)(opts ? opts->groups : 1));
+        return NULL;
+    }
+    bg_module *m = bg_module_new(&ql_types[kind], q);
+    if (!m) return NULL;
+    int64_t wshape[4];
+    int wnd = 2;
+    if (kind == QL_CONV) {
+        wshape[0] = out, wshape[1] = in / q->opts.groups, wshape[2] = kh, wshape[3] = kw, wnd = 4;
+    } else if (kind == QL_EMBEDDING) {
+        wshape[0] = in, wshape[1] = out;
+    } else {
+        wshape[0] = out, wshape[1] = in;
+    }
+    q->weight = bg_module_add_param(m, "weight", wnd, wshape);
+    if (!q->weight || (bias && !(q->bias = bg_module_add_param(m, "bias", BG_SHAPE(out))))) goto fail;
+    if (w_spec) {
+        bg_module *c = fq_build(w_spec, wnd, wshape, true);
+        if (!c) goto fail;
+        q->wq = c;
+        if (bg_module_add_child(m, "weight_quant", c) != BG_OK) {
+            q->wq = NULL;
+            goto fail;
+        }
+    }
+    if (a_spec) {
+        bool pc = a_spec->granularity == BG_QUANT_PER_CHANNEL;
+        const int64_t conv_shape[4] = {1, in, 1, 1}, lin_shape[1] = {in};
+        bg_module *c = kind == QL_CONV ? fq_build(a_spec, pc ? 4 : 0, conv_shape, false)
+                                       : fq_build(a_spec, pc ? 1 : 0, lin_shape, false);
+        if (!c) goto fail;
+        q->aq = c;
+        if (bg_module_add_child(m, "input_quant", c) != BG_OK) {
+            q->aq = NULL;
+            goto fail;
+        }
+    }
+    if (bg_module_finalize(m) != BG_OK) goto fail;
+    return m;
+fail:
+    bg_module_free(m);
+    return NULL;
+}
+
+/* PyTorch's Linear/Conv2d bias init: U(+-1/sqrt(fan_in)). */
+static void init_bias(bg_tensor *b, const bg_tensor *w, bg_rng *rng) {
+    int64_t fan_in = bg_fan_in(w);
+    float bound = fan_in > 0 ? (float)(1.0 / sqrt((double)fan_in)) : 0.0f;
+    bg_init_uniform(b, rng, -bound, bound);
+}
+
+static bg_module *need_rng(const char *kind) {
+    bg_set_error(BG_ERR_ARG, "%s: rng is NULL", kind);
+    return NULL;
+}
+
+bg_module *bg_qlinear_new(int64_t in_features, int64_t out_features, bool bias, const bg_quant_spec *w_spec,
+                          const bg_quant_spec *a_spec, bg_rng *rng) {
+    if (!rng) return need_rng("QLinear");
+    bg_module *m = ql_build(QL_LINEAR, in_features, out_features, 0, 0, NULL, bias, w_spec, a_spec);
+    if (!m) return NULL;
+    qlayer *q = bg_module_state(m);
+    bg_init_torch_default(q->weight, rng);
+    if (bias) init_bias(q->bias, q->weight, rng);
+    return m;
+}
+
+bg_module *bg_qconv2d_new(int64_t in_channels, int64_t out_channels, int64_t kernel_h, int64_t kernel_w,
+                          const bg_conv2d_opts *opts, bool bias, const bg_quant_spec *w_spec,
+                          const bg_quant_spec *a_spec, bg_rng *rng) {
+    if (!rng) return need_rng("QConv2d");
+    bg_module *m = ql_build(QL_CONV, in_channels, out_channels, kernel_h, kernel_w, opts, bias, w_spec, a_spec);
+    if (!m) return NULL;
+    qlayer *q = bg_module_state(m);
+    bg_init_torch_default(q->weight, rng);
+    if (bias) init_bias(q->bias, q->weight, rng);
+    return m;
+}
+
+bg_module *bg_qembedding_new(int64_t num_embeddings, int64_t dim, const bg_quant_spec *w_spec, bg_rng *rng) {
+    if (!rng) return need_rng("QEmbedding");
+    bg_module *m = ql_build(QL_EMBEDDING, num_embeddings, dim, 0, 0, NULL, false, w_spec, NULL);
+    if (!m) return NULL;
+    bg_init_normal(((qlayer *)bg_module_state(m))->weight, rng, 0.0f, 1.0f);
+    return m;
+}
+
+static bg_status bitnet_specs(bg_quant_spec *w, bg_quant_spec *a) {
+    bg_status st = bg_quant_spec_parse("ternary:absmean", w);
+    return st != BG_OK ? st : bg_quant_spec_parse("int8:per_token:absmax", a);
+}
+
+bg_module *bg_bitlinear_new(int64_t in_features, int64_t out_features, bg_rng *rng) {
+    if (!rng) return need_rng("BitLinear");
+    bg_quant_spec w, a;
+    if (bitnet_specs(&w, &a) != BG_OK) return NULL;
+    bg_module *m = ql_build(QL_BIT, in_features, out_features, 0, 0, NULL, false, &w, &a);
+    if (m) bg_init_torch_default(((qlayer *)bg_module_state(m))->weight, rng);
+    return m;
+}
+
+/* Copies "weight" (and "bias" when both have one) from src into m. */
+static bg_module *copy_params(bg_module *m, const bg_module *src) {
+    if (!m) return NULL;
+    qlayer *q = bg_module_state(m);
+    const bg_tensor *w = bg_module_find_param(src, "weight"), *b = bg_module_find_param(src, "bias");
+    if (!w || bg_copy(q->weight, w) != BG_OK || (q->bias && (!b || bg_copy(q->bias, b) != BG_OK))) {
+        bg_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+bg_module *bg_bitlinear_from(const bg_module *linear) {
+    if (!linear || strcmp(bg_module_kind(linear), "Linear") != 0) {
+        bg_set_error(BG_ERR_ARG, "bitlinear_from: not a Linear: %s", linear ? bg_module_kind(linear) : "(null)");
+        return NULL;
+    }
+    const bg_tensor *w = bg_module_find_param(linear, "weight");
+    bg_quant_spec ws, as;
+    if (!w || bitnet_specs(&ws, &as) != BG_OK) return NULL;
+    return copy_params(ql_build(QL_BIT, w->shape[1], w->shape[0], 0, 0, NULL, false, &ws, &as), linear);
+}
+
+bg_module *bg_quantize_module(const bg_module *layer, const bg_quant_spec *w_spec, const bg_quant_spec *a_spec) {
+    const char *k = layer ? bg_module_kind(layer) : "(null)";
+    const bg_tensor *w = layer ? bg_module_find_param(layer, "weight") : NULL;
+    bool bias = layer && bg_module_find_param(layer, "bias") != NULL;
+    if (w && strcmp(k, "Linear") == 0)
+        return copy_params(ql_build(QL_LINEAR, w->shape[1], w->shape[0], 0, 0, NULL, bias, w_spec, a_spec), layer);
+    if (w && strcmp(k, "Embedding") == 0)
+        return copy_params(ql_build(QL_EMBEDDING, w->shape[0], w->shape[1], 0, 0, NULL, false, w_spec, a_spec), layer);
+    if (w && strcmp(k, "Conv2d") == 0) {
+        bg_conv2d_opts o;
+        if (bg_conv2d_get_opts(layer, &o) != BG_OK) return NULL;
+        return copy_params(ql_build(QL_CONV, w->shape[1] * o.groups, w->shape[0], w->shape[2], w->shape[3], &o, bias,
+                                    w_spec, a_spec),
+                           layer);
+    }
+    bg_set_error(BG_ERR_ARG, "quantize_module: not a Linear, Conv2d or Embedding: %s", k);
+    return NULL;
+}
+
+// ---------------------------------------------------------------------------
+// accessors
+
+static const qlayer *as_qlayer(const bg_module *m) { return bg_module_is_qlayer(m) ? bg_module_state(m) : NULL; }
+
+static fq_mod *fq_of(const bg_module *m, bool input) {
+    if (is_fq(m)) return bg_module_state(m);
+    const qlayer *q = as_qlayer(m);
+    const bg_module *c = q ? (input ? q->aq : q->wq) : NULL;
+    return c ? bg_module_state(c) : NULL;
+}
+
+bg_quant_state *bg_qlayer_weight_state(const bg_module *qlayer) {
+    fq_mod *f = fq_of(qlayer, false);
+    return f ? f->st : NULL;
+}
+
+bg_quant_state *bg_qlayer_input_state(const bg_module *qlayer) {
+    fq_mod *f = fq_of(qlayer, true);
+    return f ? f->st : NULL;
+}
+
+bg_quant_stats *bg_qlayer_stats(const bg_module *qlayer, bool input) {
+    fq_mod *f = fq_of(qlayer, input);
+    return f ? &f->stats : NULL;
+}
+
+// ---------------------------------------------------------------------------
+// controls over a subtree
+
+typedef void (*fq_visit)(fq_mod *f, int arg);
+
+static void walk_fq(bg_module *m, fq_visit fn, int arg) {
+    if (!m) return;
+    if (is_fq(m)) fn(bg_module_state(m), arg);
+    for (int i = 0; i < bg_module_num_children(m); i++) walk_fq(bg_module_child(m, i), fn, arg);
+}
+
+static void set_mode(fq_mod *f, int mode) {
+    bg_quant_state_set_enabled(f->st, mode != BG_QUANT_MODE_FP32);
+    if (mode != BG_QUANT_MODE_FP32) bg_quant_state_set_observer(f->st, mode == BG_QUANT_MODE_TRAIN);
+}
+static void set_obs(fq_mod *f, int on) { bg_quant_state_set_observer(f->st, on != 0); }
+static void reset_obs(fq_mod *f, int unused) {
+    (void)unused;
+    bg_quant_state_reset(f->st);
+}
+static void set_track(fq_mod *f, int on) { f->track = on != 0; }
+
+void bg_model_set_quant_mode(bg_module *m, bg_quant_mode mode) { walk_fq(m, set_mode, (int)mode); }
+void bg_model_set_observers(bg_module *m, bool enabled) { walk_fq(m, set_obs, enabled); }
+void bg_model_reset_observers(bg_module *m) { walk_fq(m, reset_obs, 0); }
+void bg_model_track_quant(bg_module *m, bool enabled) { walk_fq(m, set_track, enabled); }
+
+// ---------------------------------------------------------------------------
+// iteration (pre-order, m included)
+
+/* Finds the target-th qlayer under m; *k counts those seen. Writes its path
+ * into path (prefix already there, length plen). */
+static const bg_module *find_q(const bg_module *m, int target, int *k, char *path, size_t cap, size_t plen) {
+    if (bg_module_is_qlayer(m)) {
+        if ((*k)++ == target) return m;
+        return NULL;   // no qlayer inside a qlayer
+    }
+    for (int i = 0; i < bg_module_num_children(m); i++) {
+        const char *nm = bg_module_child_name(m, i);
+        int w = snprintf(path + plen, cap - plen, "%s%s", plen ? "." : "", nm);
+        size_t nl = w > 0 && plen + (size_t)w < cap ? plen + (size_t)w : cap - 1;
+        const bg_module *r = find_q(bg_module_child(m, i), target, k, path, cap, nl);
+        if (r) return r;
+        path[plen] = '\0';
+    }
+    return NULL;
+}
+
+int bg_qlayer_count(const bg_module *m) {
+    char path[BG_PARAM_NAME_MAX];
+    path[0] = '\0';
+    int k = 0;
+    if (m) find_q(m, -1, &k, path, sizeof path, 0);
+    return k;
+}
+
+bg_module *bg_qlayer_at(const bg_module *m, int i) {
+    char path[BG_PARAM_NAME_MAX];
+    path[0] = '\0';
+    int k = 0;
+    return m && i >= 0 ? (bg_module *)find_q(m, i, &k, path, sizeof path, 0) : NULL;
+}
+
+int bg_qlayer_name(const bg_module *m, int i, char *buf, size_t len) {
+    char path[BG_PARAM_NAME_MAX];
+    path[0] = '\0';
+    int k = 0;
+    if (!m || i < 0 || !find_q(m, i, &k, path, sizeof path, 0)) return -1;
+    return snprintf(buf, len, "%s", path);
+}
+
+// ---------------------------------------------------------------------------
+// conversion
+
+static bg_status last_status(void) {
+    bg_status st = bg_last_status();
+    return st != BG_OK ? st : BG_ERR_ARG;
+}
+
+static bg_status parse_opt(const char *s, bg_quant_spec *spec, bool *has) {
+    *has = s && s[0];
+    return *has ? bg_quant_spec_parse(s, spec) : BG_OK;
+}
+
+/* Replaces the Linear/Conv2d children under m (recursively); bitnet: Linear -> BitLinear. */
+static bg_status convert_tree(bg_module *m, const bg_quant_spec *w, const bg_quant_spec *a, bool bitnet) {
+    for (int i = 0; i < bg_module_num_children(m); i++) {
+        bg_module *c = bg_module_child(m, i);
+        const char *k = bg_module_kind(c);
+        bool lin = strcmp(k, "Linear") == 0, conv = strcmp(k, "Conv2d") == 0;
+        bg_module *r = NULL;
+        if (bitnet && lin)
+            r = bg_bitlinear_from(c);
+        else if (!bitnet && (lin || conv))
+            r = bg_quantize_module(c, w, a);
+        else if (!bg_module_is_qlayer(c)) {
+            bg_status st = convert_tree(c, w, a, bitnet);
+            if (st != BG_OK) return st;
+            continue;
+        } else
+            continue;
+        if (!r) return last_status();
+        bg_status st = bg_module_replace_child(m, i, r);
+        if (st != BG_OK) return st;
+    }
+    return BG_OK;
+}
+
+bg_status bg_quantize_model(bg_module *model, const char *w_spec, const char *a_spec) {
+    if (!model) return bg_set_error(BG_ERR_ARG, "quantize_model: model is NULL");
+    bg_quant_spec w, a;
+    bool hw, ha;
+    bg_status st = parse_opt(w_spec, &w, &hw);
+    if (st == BG_OK) st = parse_opt(a_spec, &a, &ha);
+    if (st != BG_OK) return st;
+    const char *k = bg_module_kind(model);
+    if (strcmp(k, "Linear") == 0 || strcmp(k, "Conv2d") == 0)
+        return bg_set_error(BG_ERR_ARG, "quantize_model: the model is itself a %s; put it in a Sequential", k);
+    return convert_tree(model, hw ? &w : NULL, ha ? &a : NULL, false);
+}
+
+bg_status bg_bitnet_model(bg_module *model) {
+    if (!model) return bg_set_error(BG_ERR_ARG, "bitnet_model: model is NULL");
+    if (strcmp(bg_module_kind(model), "Linear") == 0)
+        return bg_set_error(BG_ERR_ARG, "bitnet_model: the model is itself a Linear; put it in a Sequential");
+    return convert_tree(model, NULL, NULL, true);
+}
+
+bg_status bg_quantize_layer(bg_module *model, const char *path, const char *w_spec, const char *a_spec) {
+    if (!model || !path) return bg_set_error(BG_ERR_ARG, "quantize_layer: %s is NULL", model ? "path" : "model");
+    // Walk "a.b.c" down to the parent of the last component.
+    bg_module *parent = NULL, *cur = model;
+    int idx = -1;
+    const char *p = path;
+    while (cur && *p) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        parent = cur, cur = NULL, idx = -1;
+        for (int i = 0; i < bg_module_num_children(parent); i++) {
+            const char *nm = bg_module_child_name(parent, i);
+            if (strlen(nm) == n && strncmp(nm, p, n) == 0) {
+                cur = bg_module_child(parent, i), idx = i;
+                break;
+            }
+        }
+        p = dot ? dot + 1 : p + n;
+    }
+    if (!cur || idx < 0) return bg_set_error(BG_ERR_ARG, "quantize_layer: no layer named %s", path);
+    bg_module *r;
+    if (w_spec && strcmp(w_spec, "bitnet") == 0) {
+        r = bg_bitlinear_from(cur);
+    } else {
+        bg_quant_spec w, a;
+        bool hw, ha;
+        bg_status st = parse_opt(w_spec, &w, &hw);
+        if (st == BG_OK) st = parse_opt(a_spec, &a, &ha);
+        if (st != BG_OK) return st;
+        r = bg_quantize_module(cur, hw ? &w : NULL, ha ? &a : NULL);
+    }
+    if (!r) return last_status();
+    return bg_module_replace_child(parent, idx, r);
+}
