@@ -309,8 +309,10 @@ bg_status bg_quantize(bg_ctx *ctx, const bg_quant_spec *spec, bg_quant_state *st
 // e.g. "fp32@0,int8@100,int4@200,int2@300,ternary@400;[fc3*]int8@0".
 // SPEC is "fp32" (quantizer disabled: fp32 warm-up / delay), a bare kind
 // ("int4", "ternary", "binary": only the kind and bits of the layer's current
-// spec change, so per-channel, per-group, LSQ ... stay) or a full spec string
-// ("int4:per_group=64:lsq", replacing the spec). Before a rule's first phase
+// spec change, so per-channel, per-group, LSQ ... stay; an observed range
+// becomes absmean for ternary / binary and minmax again for an int kind after
+// absmean) or a full spec string ("int4:per_group=64:lsq", replacing the
+// spec). Before a rule's first phase
 // the layer is fp32 (a quantization delay). A layer follows the first rule
 // whose PATTERN ('*' any run, '?' one character) matches its name, else the
 // rule without a pattern, else the schedule leaves it alone. Phase steps
@@ -378,6 +380,11 @@ bg_status bg_schedule_apply(bg_schedule *s, int64_t step, bg_quant_state *const 
  * and back: a restored schedule takes the same decisions as the original. */
 int bg_schedule_save(const bg_schedule *s, char *buf, size_t len);
 bg_status bg_schedule_load(const char *str, bg_schedule *out);
+/* After a restore: puts each state in its rule's current phase (enabled or
+ * not, the phase's spec) without re-initialising anything when the spec is
+ * already right (a checkpoint's restored ranges and steps stay). Layers of
+ * a rule never applied are left alone. Errors as for apply. */
+bg_status bg_schedule_sync(const bg_schedule *s, bg_quant_state *const *states, const char *const *names, int n);
 
 // ---------------------------------------------------------------------------
 // distillation (distill.c)
@@ -405,9 +412,11 @@ bg_tensor *bg_detach(bg_ctx *ctx, bg_tensor *x);
  * no gradient reaches the teacher. Returns the output (arena) or NULL. */
 bg_tensor *bg_teacher_forward(bg_ctx *ctx, struct bg_module *teacher, bg_tensor *x);
 /* Runs a Sequential child by child and also returns the outputs of the
- * children listed in idx (n_idx of them, in that order) in hidden[]. Records
- * on the tape like bg_module_forward (wrap in bg_teacher_forward's no-grad
- * via `grad` = false for a teacher). NULL + ctx error on a bad index. */
+ * children listed in idx (n_idx of them, in that order) in hidden[] (arena
+ * tensors). grad true records on the tape like bg_module_forward (a
+ * student); false runs with grad disabled (a frozen teacher). NULL + ctx
+ * error on a bad index ("sequential_forward_capture: child index 3 out of
+ * range for 3 children"). A module without children runs whole. */
 bg_tensor *bg_sequential_forward_capture(bg_ctx *ctx, struct bg_module *seq, bg_tensor *x,
                                          const int *idx, int n_idx, bg_tensor **hidden, bool grad);
 

@@ -238,6 +238,26 @@ static bg_status layer_error(const char *name, int64_t step) {
     return bg_set_error(st, OP ": layer %s at step %" PRId64 ": %s", name ? name : "?", step, why);
 }
 
+static bool is_observer(bg_quant_range r) {
+    return r == BG_QUANT_RANGE_MINMAX || r == BG_QUANT_RANGE_MOVING_MINMAX || r == BG_QUANT_RANGE_PERCENTILE ||
+           r == BG_QUANT_RANGE_MSE;
+}
+
+/* The spec phase ph gives a state whose spec is cur. */
+static bg_quant_spec phase_spec(const bg_schedule_phase *ph, const bg_quant_spec *cur) {
+    if (!ph->kind_only) return ph->spec;
+    bg_quant_spec spec = *cur;
+    bool to_int = ph->spec.kind == BG_QUANT_INT;
+    // An observed range suits integer codes; ternary and binary codes
+    // take their scale from absmean (BitNet, their default), and back.
+    if (!to_int && is_observer(spec.range)) spec.range = BG_QUANT_RANGE_ABSMEAN;
+    if (to_int && spec.range == BG_QUANT_RANGE_ABSMEAN) spec.range = BG_QUANT_RANGE_MINMAX;
+    if (spec.range != cur->range) spec.backward = BG_QUANT_BWD_DEFAULT;
+    spec.kind = ph->spec.kind;
+    spec.bits = ph->spec.bits;
+    return spec;
+}
+
 /* Moves one state to phase p of rule r. */
 static bg_status transition(const bg_schedule_rule *r, int p, bg_quant_state *st, const char *name,
                             const bg_tensor *w, int64_t step) {
@@ -245,13 +265,7 @@ static bg_status transition(const bg_schedule_rule *r, int p, bg_quant_state *st
         bg_quant_state_set_enabled(st, false);
         return BG_OK;
     }
-    const bg_schedule_phase *ph = &r->phases[p];
-    bg_quant_spec spec = ph->spec;
-    if (ph->kind_only) {
-        spec = *bg_quant_state_spec(st);
-        spec.kind = ph->spec.kind;
-        spec.bits = ph->spec.bits;
-    }
+    bg_quant_spec spec = phase_spec(&r->phases[p], bg_quant_state_spec(st));
     if (bg_quant_state_set_spec(st, &spec) != BG_OK) return layer_error(name, step);
     bg_quant_state_set_enabled(st, true);
     if (w && bg_quant_state_init_from(st, w) != BG_OK) return layer_error(name, step);
@@ -335,4 +349,31 @@ bg_status bg_schedule_load(const char *str, bg_schedule *out) {
     }
     free(s);
     return st;
+}
+
+// ---------------------------------------------------------------------------
+// resuming
+
+bg_status bg_schedule_sync(const bg_schedule *s, bg_quant_state *const *states, const char *const *names, int n) {
+    if (!s || (n > 0 && !states)) return bg_set_error(BG_ERR_ARG, OP ": schedule or states is NULL");
+    for (int k = 0; k < n; k++) {
+        if (!states[k]) continue;
+        const char *name = names ? names[k] : NULL;
+        int r = bg_schedule_rule_for(s, name);
+        if (r < 0 || s->rules[r].current == -2) continue;
+        int p = s->rules[r].current;
+        if (p < 0 || s->rules[r].phases[p].fp32) {
+            bg_quant_state_set_enabled(states[k], false);
+            continue;
+        }
+        bg_quant_spec spec = phase_spec(&s->rules[r].phases[p], bg_quant_state_spec(states[k]));
+        if (bg_quant_spec_validate(&spec) != BG_OK) return layer_error(name, s->last_step);
+        // Only a different spec is set (set_spec resets the ranges and the
+        // learned parameters a checkpoint may just have restored).
+        if (!bg_quant_spec_equal(&spec, bg_quant_state_spec(states[k])) &&
+            bg_quant_state_set_spec(states[k], &spec) != BG_OK)
+            return layer_error(name, s->last_step);
+        bg_quant_state_set_enabled(states[k], true);
+    }
+    return BG_OK;
 }

@@ -130,7 +130,8 @@ static void test_transitions(void) {
             int want_bits = step < 200 ? 8 : step < 300 ? 4 : step < 400 ? 2 : 2;
             bg_quant_kind want_kind = step < 400 ? BG_QUANT_INT : BG_QUANT_TERNARY;
             if (!CHECK_MSG(bg_quant_state_enabled(states[1]) && sp->kind == want_kind && sp->bits == want_bits &&
-                               sp->range == BG_QUANT_RANGE_MINMAX && sp->granularity == BG_QUANT_PER_TENSOR,
+                               sp->range == (step < 400 ? BG_QUANT_RANGE_MINMAX : BG_QUANT_RANGE_ABSMEAN) &&
+                               sp->granularity == BG_QUANT_PER_TENSOR,
                            "step %d: kind %d bits %d, want %d %d", (int)step, (int)sp->kind, sp->bits,
                            (int)want_kind, want_bits))
                 break;
@@ -240,6 +241,27 @@ static void test_reinit(void) {
     // no weights given (activations): marked for re-init from the next input
     CHECK(!bg_quant_state_initialized(states[2]));
     free_layers();
+
+    // kind-only phases keep the granularity; ternary takes absmean and an
+    // integer kind after it an observed range again (each with its backward)
+    parse_ok("int8@0,ternary@5,int2@10", 0);
+    make_layers("int8:per_channel");
+    CHECK(bg_schedule_apply(&sched, 0, states, names, (const bg_tensor *const *)weights, NL, &tr) == BG_OK);
+    CHECK(bg_schedule_apply(&sched, 5, states, names, (const bg_tensor *const *)weights, NL, &tr) == BG_OK && tr);
+    const bg_quant_spec *sp = bg_quant_state_spec(states[0]);
+    CHECK(sp->kind == BG_QUANT_TERNARY && sp->range == BG_QUANT_RANGE_ABSMEAN && sp->backward == BG_QUANT_BWD_STE);
+    CHECK(sp->granularity == BG_QUANT_PER_CHANNEL && sp->axis == 0);
+    CHECK(bg_schedule_apply(&sched, 10, states, names, (const bg_tensor *const *)weights, NL, &tr) == BG_OK && tr);
+    sp = bg_quant_state_spec(states[0]);
+    CHECK(sp->kind == BG_QUANT_INT && sp->bits == 2 && sp->range == BG_QUANT_RANGE_MINMAX);
+    CHECK(sp->backward == BG_QUANT_BWD_CLIPPED_STE && sp->granularity == BG_QUANT_PER_CHANNEL);
+    // per-channel int2 sym: scale[c] = max|w[c,:]| / 1.5 (range [-2, 1])
+    for (int c = 0; c < 4; c++) {
+        float m = 0;
+        for (int k = 0; k < 6; k++) m = fmaxf(m, fabsf(bg_f32(weights[0])[c * 6 + k]));
+        CHECK_CLOSE(bg_f32(bg_quant_state_scale(states[0]))[c], m / 1.5f, 0, 1e-6);
+    }
+    free_layers();
 }
 
 static void test_save_restore(void) {
@@ -257,12 +279,19 @@ static void test_save_restore(void) {
     static bg_schedule restored;
     CHECK(bg_schedule_load(saved, &restored) == BG_OK);
     CHECK(memcmp(&restored, &sched, sizeof sched) == 0);
-    // the same layers restored by a checkpoint: copies of the current states
+    // the layers rebuilt from their first spec, then synced to the restored phases
     bg_quant_state *copy[NL];
-    for (int i = 0; i < NL; i++) {
-        CHECK(bg_quant_state_new(bg_quant_state_spec(states[i]), 2, (const int64_t[]){4, 6}, &copy[i]) == BG_OK);
-        bg_quant_state_set_enabled(copy[i], bg_quant_state_enabled(states[i]));
-    }
+    bg_quant_spec int8;
+    CHECK(bg_quant_spec_parse("int8", &int8) == BG_OK);
+    for (int i = 0; i < NL; i++) CHECK(bg_quant_state_new(&int8, 2, (const int64_t[]){4, 6}, &copy[i]) == BG_OK);
+    CHECK(bg_quant_state_init_from(copy[1], weights[1]) == BG_OK);
+    float s1 = bg_f32(bg_quant_state_scale(copy[1]))[0];
+    CHECK(bg_schedule_sync(&restored, copy, names, NL) == BG_OK);
+    for (int i = 0; i < NL; i++)
+        CHECK_MSG(bg_quant_spec_equal(bg_quant_state_spec(states[i]), bg_quant_state_spec(copy[i])) &&
+                      bg_quant_state_enabled(states[i]) == bg_quant_state_enabled(copy[i]),
+                  "sync: layer %d differs", i);
+    CHECK(bg_f32(bg_quant_state_scale(copy[1]))[0] == s1);   // same spec: range kept
     int diffs = 0;
     for (int64_t step = 40; step < 80; step++) {
         bool a, b;
