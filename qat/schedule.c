@@ -172,7 +172,7 @@ int bg_schedule_format(const bg_schedule *s, char *buf, size_t len) {
     size_t n = 0;
 #define PUT(...)                                                                     \
     do {                                                                             \
-        int k_ = snprintf(buf && n < len ? buf + n : NULL, n < len ? len - n : 0, __VA_ARGS__); \
+        int k_ = snprintf(buf && n < len ? buf + n : NULL, buf && n < len ? len - n : 0, __VA_ARGS__); \
         if (k_ > 0) n += (size_t)k_;                                                 \
     } while (0)
     if (buf && len) buf[0] = '\0';
@@ -306,7 +306,7 @@ int bg_schedule_save(const bg_schedule *s, char *buf, size_t len) {
     size_t n = (size_t)bg_schedule_format(s, buf, len);
 #define PUT(...)                                                                     \
     do {                                                                             \
-        int k_ = snprintf(buf && n < len ? buf + n : NULL, n < len ? len - n : 0, __VA_ARGS__); \
+        int k_ = snprintf(buf && n < len ? buf + n : NULL, buf && n < len ? len - n : 0, __VA_ARGS__); \
         if (k_ > 0) n += (size_t)k_;                                                 \
     } while (0)
     PUT("#%" PRId64, s ? s->last_step : -1);

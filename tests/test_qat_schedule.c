@@ -53,6 +53,8 @@ static void test_parse(void) {
     CHECK(n == (int)strlen(buf));
     char small[8];
     CHECK(bg_schedule_format(&sched, small, sizeof small) == n && strlen(small) == 7);
+    CHECK(bg_schedule_format(&sched, NULL, 0) == n);
+    CHECK(bg_schedule_save(&sched, NULL, 0) == n + 9);   // "#-1:-2:-2"
 
     parse_err("", 0, "schedule: empty schedule \"\"");
     parse_err("int8", 0, "schedule: missing '@' in \"int8\"");
@@ -70,6 +72,7 @@ static void test_parse(void) {
     parse_err("[fc1]", 0, "schedule: no phases in \"[fc1]\"");
     parse_err("int8@0;int4@5", 0, "schedule: two rules without a pattern in \"int8@0;int4@5\"");
     parse_err("[a]int8@0;[a]int4@5", 0, "schedule: pattern [a] appears twice");
+    parse_err("int8@0;", 0, "schedule: no phases in \"\"");
 }
 
 // ---------------------------------------------------------------------------
