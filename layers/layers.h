@@ -376,6 +376,16 @@ bool bg_module_is_qlayer(const bg_module *m);
  * state's spec). Also accepts a FakeQuant module (its state for both). */
 struct bg_quant_state *bg_qlayer_weight_state(const bg_module *qlayer);
 struct bg_quant_state *bg_qlayer_input_state(const bg_module *qlayer);
+/* A qlayer's latent weight (its "weight" parameter), or NULL. */
+bg_tensor *bg_qlayer_weight(const bg_module *qlayer);
+/* Every quantizer of m's qlayers, for a schedule (qat.h bg_schedule_apply):
+ * per qlayer in order, its weight state named "<path>.weight_quant" with
+ * weights[k] = its latent weight, then its input state "<path>.input_quant"
+ * with weights[k] = NULL (float sides are skipped). names[k] point into
+ * name_buf, which holds max * BG_PARAM_NAME_MAX chars. weights may be NULL.
+ * Returns the total count (writes at most max). */
+int bg_model_quantizers(const bg_module *m, struct bg_quant_state **states, const char **names, char *name_buf,
+                        const bg_tensor **weights, int max);
 /* The tracked statistics of a qlayer's weight or input quantizer (owned by
  * the layer; NULL when that side is float). For qat/metrics.c. */
 struct bg_quant_stats *bg_qlayer_stats(const bg_module *qlayer, bool input);

@@ -400,6 +400,38 @@ bg_quant_stats *bg_qlayer_stats(const bg_module *qlayer, bool input) {
     return f ? &f->stats : NULL;
 }
 
+bg_tensor *bg_qlayer_weight(const bg_module *layer) {
+    const qlayer *q = as_qlayer(layer);
+    return q ? q->weight : NULL;
+}
+
+int bg_model_quantizers(const bg_module *m, bg_quant_state **states, const char **names, char *name_buf,
+                        const bg_tensor **weights, int max) {
+    int k = 0, n = bg_qlayer_count(m);
+    for (int i = 0; i < n; i++) {
+        const bg_module *l = bg_qlayer_at(m, i);
+        char path[BG_PARAM_NAME_MAX];
+        bg_qlayer_name(m, i, path, sizeof path);
+        for (int side = 0; side < 2; side++) {
+            bg_quant_state *st = side ? bg_qlayer_input_state(l) : bg_qlayer_weight_state(l);
+            if (!st) continue;
+            if (k < max) {
+                if (states) states[k] = st;
+                if (weights) weights[k] = side ? NULL : bg_qlayer_weight(l);
+                if (names && name_buf) {
+                    char *nb = name_buf + (size_t)k * BG_PARAM_NAME_MAX;
+                    if (snprintf(nb, BG_PARAM_NAME_MAX, "%s%s%s", path, path[0] ? "." : "",
+                                 side ? "input_quant" : "weight_quant") >= BG_PARAM_NAME_MAX)
+                        nb[BG_PARAM_NAME_MAX - 1] = '\0';   // truncated (paths that long are not expected)
+                    names[k] = nb;
+                }
+            }
+            k++;
+        }
+    }
+    return k;
+}
+
 // ---------------------------------------------------------------------------
 // controls over a subtree
 

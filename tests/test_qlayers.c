@@ -375,6 +375,30 @@ static void test_quantize_model_and_modes(void) {
     char d[256];
     bg_module_describe(bg_module_child(mlp, 0), d, sizeof d);
     CHECK_STR(str(d), "BitLinear(in_features=8, out_features=16, w=ternary:absmean, a=int8:per_token:absmax)");
+    // The quantizers for a schedule: names, states, weights.
+    {
+        bg_quant_state *sts[8];
+        const char *nms[8];
+        const bg_tensor *wts[8];
+        char buf[8 * BG_PARAM_NAME_MAX];
+        CHECK(bg_model_quantizers(mlp, NULL, NULL, NULL, NULL, 0) == 6);
+        CHECK(bg_model_quantizers(mlp, sts, nms, buf, wts, 8) == 6);
+        CHECK_STR(nms[0], "0.weight_quant");
+        CHECK_STR(nms[5], "4.input_quant");
+        CHECK(sts[2] == bg_qlayer_weight_state(bg_module_child(mlp, 2)) && sts[3] == bg_qlayer_input_state(bg_module_child(mlp, 2)));
+        CHECK(wts[2] == param(mlp, "2.weight") && wts[3] == NULL);
+        // A spec change through the state is what the next forward uses.
+        bg_quant_spec b;
+        CHECK(bg_quant_spec_parse("binary", &b) == BG_OK);
+        CHECK(bg_quant_state_set_spec(sts[2], &b) == BG_OK);
+        bg_ctx_reset(ctx);
+        bg_tensor *xm = bg_empty(ctx, BG_DTYPE_F32, BG_SHAPE(2, 8));
+        bg_init_normal(xm, &rng, 0.0f, 1.0f);
+        bg_model_track_quant(mlp, true);
+        CHECK(bg_module_forward(ctx, mlp, xm) != NULL);
+        bg_quant_stats *st2 = bg_qlayer_stats(bg_module_child(mlp, 2), false);
+        CHECK(st2 && st2->n == 256 && st2->zeros == 0);   // binary: no zero level
+    }
     bg_module_free(mlp);
     bg_tensor_free(x10);
     bg_tensor_free(x);
