@@ -302,6 +302,8 @@ typedef enum bg_quant_mode {
     BG_QUANT_MODE_TRAIN,     /* fake quant on, observers on (the default) */
     BG_QUANT_MODE_EVAL,      /* fake quant on, observers frozen */
 } bg_quant_mode;
+/* (Modes touch only the quantizers; bg_module_train still selects Dropout's
+ * behaviour.) */
 
 /* A module y = fake_quant(x) under spec (copied), with its own state made
  * for tensors shaped (ndim, shape) (ndim 0 for per_tensor / per_token).

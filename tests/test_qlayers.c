@@ -576,7 +576,51 @@ static void test_bitlinear_training(void) {
     bg_module_free(net);
 }
 
+// ---------------------------------------------------------------------------
+// the FakeQuant module on its own (e.g. between two layers)
+
+static void test_fake_quant_module(void) {
+    bg_rng rng;
+    bg_rng_seed(&rng, 6);
+    bg_quant_spec a4;
+    CHECK(bg_quant_spec_parse("int4:lsq", &a4) == BG_OK);
+    bg_module *net = bg_sequential_new(3, (bg_module *[]){
+        bg_linear_new(4, 6, true, &rng), bg_fake_quant_new(&a4, 0, NULL), bg_linear_new(6, 2, true, &rng)});
+    CHECK(net != NULL);
+    if (!net) return;
+    CHECK(bg_module_param_count(net) == 5);
+    CHECK_STR(bg_module_param_name(net, 2), "1.scale");
+    CHECK(bg_qlayer_count(net) == 0);   // a FakeQuant alone is not a qlayer
+    bg_module *fq = bg_module_child(net, 1);
+    CHECK(bg_qlayer_weight_state(fq) != NULL && bg_qlayer_weight_state(fq) == bg_qlayer_input_state(fq));
+    char d[128];
+    bg_module_describe(fq, d, sizeof d);
+    CHECK_STR(str(d), "FakeQuant(int4:lsq)");
+    bg_ctx *ctx = bg_ctx_new(0);
+    bg_tensor *x = bg_empty(ctx, BG_DTYPE_F32, BG_SHAPE(3, 4));
+    bg_init_normal(x, &rng, 0.0f, 1.0f);
+    bg_tensor *y = bg_module_forward(ctx, net, x);
+    CHECK(y && bg_backward(ctx, bg_sum_all(ctx, bg_mul(ctx, y, y))) == BG_OK);
+    CHECK(fabsf(bg_f32(bg_module_param(net, 2)->grad)[0]) > 0);
+    // The hidden activations really are on the 4-bit grid: h = k * s, k in [-8, 7].
+    bg_ctx_reset(ctx);
+    bg_tensor *h = bg_module_forward(ctx, fq, bg_module_forward(ctx, bg_module_child(net, 0), x));
+    float s = bg_f32(bg_module_param(net, 2))[0];
+    bool grid = h != NULL;
+    for (int i = 0; h && i < 18; i++) {
+        float k = bg_f32(h)[i] / s;
+        grid &= fabsf(k - nearbyintf(k)) < 1e-4f && k >= -8.0f && k <= 7.0f;
+    }
+    CHECK(grid);
+    // Modes reach it too.
+    bg_model_set_quant_mode(net, BG_QUANT_MODE_FP32);
+    CHECK(!bg_quant_state_enabled(bg_qlayer_weight_state(fq)));
+    bg_ctx_free(ctx);
+    bg_module_free(net);
+}
+
 int main(void) {
+    test_fake_quant_module();
     test_bitlinear_by_hand();
     test_wrapper_params();
     test_lsq_step_formula();
