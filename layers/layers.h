@@ -349,6 +349,9 @@ bg_status bg_conv2d_get_opts(const bg_module *m, bg_conv2d_opts *opts);
  * quantized wrapper, keeping weights. Spec strings as bg_quant_spec_parse;
  * NULL or "" = float for that side. Returns BG_OK or the parse error. */
 bg_status bg_quantize_model(bg_module *model, const char *w_spec, const char *a_spec);
+/* The same with spec structs (NULL = float for that side). */
+bg_status bg_quantize_model_specs(bg_module *model, const struct bg_quant_spec *w_spec,
+                                  const struct bg_quant_spec *a_spec);
 /* Replaces every Linear of model's tree by a BitLinear with its weights. */
 bg_status bg_bitnet_model(bg_module *model);
 /* One layer by its path ("0", "3.1"): Linear/Conv2d/Embedding -> quantized

@@ -547,10 +547,15 @@ bg_status bg_quantize_model(bg_module *model, const char *w_spec, const char *a_
     bg_status st = parse_opt(w_spec, &w, &hw);
     if (st == BG_OK) st = parse_opt(a_spec, &a, &ha);
     if (st != BG_OK) return st;
+    return bg_quantize_model_specs(model, hw ? &w : NULL, ha ? &a : NULL);
+}
+
+bg_status bg_quantize_model_specs(bg_module *model, const bg_quant_spec *w_spec, const bg_quant_spec *a_spec) {
+    if (!model) return bg_set_error(BG_ERR_ARG, "quantize_model: model is NULL");
     const char *k = bg_module_kind(model);
     if (strcmp(k, "Linear") == 0 || strcmp(k, "Conv2d") == 0)
         return bg_set_error(BG_ERR_ARG, "quantize_model: the model is itself a %s; put it in a Sequential", k);
-    return convert_tree(model, hw ? &w : NULL, ha ? &a : NULL, false);
+    return convert_tree(model, w_spec, a_spec, false);
 }
 
 bg_status bg_bitnet_model(bg_module *model) {

@@ -360,6 +360,19 @@ static void test_quantize_model_and_modes(void) {
     CHECK_STR(bg_last_error(), "quantize_model: the model is itself a Linear; put it in a Sequential");
     bg_module_free(lin);
 
+    // replace_child errors; spec structs.
+    bg_module *seq = bg_sequential_new(2, (bg_module *[]){bg_linear_new(3, 3, false, &rng), bg_relu_new()});
+    CHECK(bg_module_replace_child(seq, 2, bg_relu_new()) == BG_ERR_ARG);
+    CHECK_STR(bg_last_error(), "module_replace_child: index out of range");
+    CHECK(bg_module_replace_child(seq, 1, bg_module_child(seq, 0)) == BG_ERR_STATE);
+    CHECK_STR(bg_last_error(), "module_replace_child: this Linear already belongs to a Sequential");
+    bg_quant_spec t;
+    CHECK(bg_quant_spec_parse("ternary", &t) == BG_OK);
+    CHECK(bg_quantize_model_specs(seq, &t, NULL) == BG_OK);
+    CHECK(bg_qlayer_count(seq) == 1 && bg_qlayer_input_state(bg_qlayer_at(seq, 0)) == NULL);
+    CHECK(bg_quant_state_spec(bg_qlayer_weight_state(bg_qlayer_at(seq, 0)))->kind == BG_QUANT_TERNARY);
+    bg_module_free(seq);
+
     // bitnet: every Linear -> BitLinear (bias dropped), by path too.
     bg_module *mlp = bg_sequential_new(5, (bg_module *[]){
         bg_linear_new(8, 16, true, &rng), bg_relu_new(), bg_linear_new(16, 16, true, &rng), bg_relu_new(),
