@@ -363,6 +363,10 @@ bg_status bg_quantize_layer(bg_module *model, const char *path, const char *w_sp
 void bg_model_set_quant_mode(bg_module *m, bg_quant_mode mode);
 void bg_model_set_observers(bg_module *m, bool enabled);   /* freeze (false) / unfreeze */
 void bg_model_reset_observers(bg_module *m);               /* forget ranges, re-init learned params */
+/* After loading parameters (checkpoint, set_param): marks every learned
+ * quantizer parameter (LSQ step, LSQ+ offset, PACT alpha) as holding its
+ * value, so the next forward does not re-initialise it from its input. */
+void bg_model_set_quant_initialized(bg_module *m, bool initialized);
 /* Metrics tracking (off by default): each FakeQuant forward also sums x^2,
  * (x-q)^2, x*q, q^2 over its input (one extra pass) and, for ternary and
  * binary weights, keeps the levels; qat/qat.h "metrics" reads them. */

@@ -453,11 +453,15 @@ static void reset_obs(fq_mod *f, int unused) {
     bg_quant_state_reset(f->st);
 }
 static void set_track(fq_mod *f, int on) { f->track = on != 0; }
+static void set_init(fq_mod *f, int on) {
+    if (bg_quant_state_num_params(f->st) > 0) bg_quant_state_set_initialized(f->st, on != 0);
+}
 
 void bg_model_set_quant_mode(bg_module *m, bg_quant_mode mode) { walk_fq(m, set_mode, (int)mode); }
 void bg_model_set_observers(bg_module *m, bool enabled) { walk_fq(m, set_obs, enabled); }
 void bg_model_reset_observers(bg_module *m) { walk_fq(m, reset_obs, 0); }
 void bg_model_track_quant(bg_module *m, bool enabled) { walk_fq(m, set_track, enabled); }
+void bg_model_set_quant_initialized(bg_module *m, bool initialized) { walk_fq(m, set_init, initialized); }
 
 // ---------------------------------------------------------------------------
 // iteration (pre-order, m included)

@@ -251,7 +251,7 @@ static void test_lsq_step_formula(void) {
     bg_f32(s)[0] = 0.08f;
     bg_quant_state_set_initialized(bg_qlayer_weight_state(ql), true);
     bg_ctx *ctx = bg_ctx_new(0);
-    bg_tensor *x = bg_empty(ctx, BG_DTYPE_F32, BG_SHAPE(4, 7)), *R = bg_empty(ctx, BG_DTYPE_F32, BG_SHAPE(4, 5));
+    bg_tensor *x = bg_tensor_new(BG_DTYPE_F32, BG_SHAPE(4, 7)), *R = bg_empty(ctx, BG_DTYPE_F32, BG_SHAPE(4, 5));
     bg_init_normal(x, &rng, 0.0f, 1.0f);
     bg_init_normal(R, &rng, 0.0f, 1.0f);
     bg_tensor *y = bg_module_forward(ctx, ql, x);
@@ -272,6 +272,22 @@ static void test_lsq_step_formula(void) {
     CHECK_MSG(clipped > 0, "want some clipped weights, got %d", clipped);
     CHECK_CLOSE(bg_f32(s->grad)[0], gf * ds, 1e-5, 1e-4);
     CHECK_ARRAYS("LSQ dW (masked STE)", bg_f32(w->grad), dW, 35, 1e-5, 1e-5);
+
+    // A restored step survives the next forward once marked initialised;
+    // after a reset the next input re-initialises it (2 mean|W| / sqrt(3)).
+    bg_model_reset_observers(ql);
+    bg_f32(s)[0] = 0.5f;
+    bg_model_set_quant_initialized(ql, true);
+    bg_ctx_reset(ctx);
+    CHECK(bg_module_forward(ctx, ql, x) != NULL);
+    CHECK(bg_f32(s)[0] == 0.5f);
+    bg_model_reset_observers(ql);
+    bg_ctx_reset(ctx);
+    CHECK(bg_module_forward(ctx, ql, x) != NULL);
+    double mabs = 0;
+    for (int i = 0; i < 35; i++) mabs += fabsf(bg_f32(w)[i]);
+    CHECK_CLOSE(bg_f32(s)[0], 2 * mabs / 35 / sqrt(3.0), 1e-6, 1e-5);
+    bg_tensor_free(x);
     bg_ctx_free(ctx);
     bg_module_free(ql);
 }
