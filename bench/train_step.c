@@ -47,15 +47,21 @@ typedef struct bench {
 
 /* One step; false (after printing the error) on failure. */
 static bool train_step(bench *b) {
-    bg_tensor *x, *y;
-    if (!bg_batcher_next(b->batches, b->ctx, &x, &y)) {
-        if (bg_ctx_status(b->ctx) != BG_OK) goto fail;
-        // End of an epoch: the batcher has moved on to the next one.
-        if (!bg_batcher_next(b->batches, b->ctx, &x, &y)) goto fail;
+    bg_tensor *x = NULL, *y = NULL;
+    // The next full batch: past the end of an epoch (next returns false once,
+    // then starts the following epoch) and its short last batch.
+    for (int tries = 0; tries < 4; tries++) {
+        if (bg_batcher_next(b->batches, b->ctx, &x, &y)) {
+            if (x->shape[0] == BATCH) break;
+            bg_ctx_reset(b->ctx);
+        } else if (bg_ctx_status(b->ctx) != BG_OK) {
+            goto fail;
+        }
+        x = NULL;
     }
-    if (x->shape[0] != BATCH) {   // skip the epoch's short last batch
-        bg_ctx_reset(b->ctx);
-        if (!bg_batcher_next(b->batches, b->ctx, &x, &y)) goto fail;
+    if (!x) {
+        fprintf(stderr, "train_step: no full batch of %d from the data set\n", BATCH);
+        return false;
     }
     bg_tensor *loss = bg_cross_entropy(b->ctx, bg_module_forward(b->ctx, b->mlp, x), y, NULL);
     if (!loss || bg_backward(b->ctx, loss) != BG_OK || bg_optim_step(b->opt) != BG_OK) goto fail;
