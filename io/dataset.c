@@ -365,12 +365,15 @@ bool bg_batcher_next(bg_batcher *b, bg_ctx *ctx, bg_tensor **x, bg_tensor **y) {
     float *xd = bg_f32(xt);
     int32_t *yd = yt->data;
     const int64_t *idx = b->order + b->pos;
+    // p/255 as a division (not a multiply by 1/255) so that the values
+    // equal PyTorch's ToTensor and numpy's astype(float32)/255 exactly;
+    // divided once per byte value here, not once per pixel (~5x faster).
+    float scaled[256];
+    for (int v = 0; v < 256; v++) scaled[v] = (float)v / 255.0f;
     for (int64_t i = 0; i < count; i++) {
         const uint8_t *src = ds->pixels + idx[i] * f;
         float *dst = xd + i * f;
-        // p/255 as a division (not a multiply by 1/255) so that the values
-        // equal PyTorch's ToTensor and numpy's astype(float32)/255 exactly.
-        for (int64_t k = 0; k < f; k++) dst[k] = (float)src[k] / 255.0f;
+        for (int64_t k = 0; k < f; k++) dst[k] = scaled[src[k]];
         yd[i] = ds->labels[idx[i]];
     }
     b->last_start = b->pos;
