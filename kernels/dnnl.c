@@ -152,14 +152,6 @@ static gemm_entry *gemm_lookup(const gemm_key *k) {
     return gemm_entry_make(&gemm_cache[slot], k) ? &gemm_cache[slot] : NULL;
 }
 
-/* Below this inner dimension a matmul runs on one thread. With K this small
- * each output costs a few multiply-adds, the product is bound by writing C,
- * and the second thread's share does not pay for the fork and the split:
- * bench/gemm at the MLP's fc3 backward dx = dy w (128x512, K = 10) took
- * 12.6 us on 1 thread and 19.4 us on 2. The other 10-wide products (N or M
- * = 10, K = 512 or 128) do gain from 2 threads and keep them. */
-#define DNNL_ONE_THREAD_K 32
-
 void bg_sgemm_dnnl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                    int64_t ldc) {
@@ -167,13 +159,7 @@ void bg_sgemm_dnnl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
     memset(&k, 0, sizeof k);   /* the key is compared with memcmp */
     k.M = M, k.N = N, k.K = K, k.lda = lda, k.ldb = ldb, k.ldc = ldc;
     k.ta = trans_a, k.tb = trans_b, k.alpha = alpha, k.beta = beta;
-    /* oneDNN sizes its parallel regions from omp_get_max_threads() of the
-     * calling thread: one thread = set that ICV to 1 for this call and put
-     * the caller's value back */
-    const int nthr_caller = omp_get_max_threads();
-    const bool one = nthr_caller > 1 && K < DNNL_ONE_THREAD_K;
-    k.nthr = one ? 1 : nthr_caller;
-    if (one) omp_set_num_threads(1);
+    k.nthr = omp_get_max_threads();
     bool done = false;
     if (ready() && M > 0 && N > 0 && K > 0) {
         mtx_lock(&lock);
@@ -186,7 +172,6 @@ void bg_sgemm_dnnl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
         }
         mtx_unlock(&lock);
     }
-    if (one) omp_set_num_threads(nthr_caller);
     if (!done) bg_sgemm_ref(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
