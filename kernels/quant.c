@@ -9,6 +9,7 @@
 #include <threads.h>
 
 #include "kernels/kernels_internal.h"
+#include "kernels/quant_internal.h"
 
 // ---------------------------------------------------------------------------
 // stochastic rounding draw
@@ -32,22 +33,7 @@ float bg_quant_uniform(uint32_t key, uint64_t index) {
 // ---------------------------------------------------------------------------
 // walking [outer, channels, inner] in flat chunks
 
-/* Chunks of the flat index space: each is processed by one thread, so the
- * result never depends on the thread count (elements are independent). */
-#define CHUNK ((int64_t)1 << 14)
 
-/* Runs the body for each piece [i0, i1) of a row that falls in flat [a, b). */
-#define FOR_SEGMENTS(a, b, inner, ...)                                 \
-    do {                                                               \
-        int64_t f_ = (a);                                              \
-        while (f_ < (b)) {                                             \
-            int64_t row = f_ / (inner), i0 = f_ - row * (inner);       \
-            int64_t i1 = (inner);                                      \
-            if (row * (inner) + i1 > (b)) i1 = (b) - row * (inner);    \
-            __VA_ARGS__;                                               \
-            f_ = row * (inner) + i1;                                   \
-        }                                                              \
-    } while (0)
 
 // ---------------------------------------------------------------------------
 // fake quantization

@@ -9,22 +9,11 @@
 #include <string.h>
 
 #include "kernels/kernels_internal.h"
+#include "kernels/quant_internal.h"
 
-#define CHUNK ((int64_t)1 << 14)   /* as quant.c: elements per thread task */
 #define RN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define RD (_MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)
 
-#define FOR_SEGMENTS(a, b, inner, ...)                                 \
-    do {                                                               \
-        int64_t f_ = (a);                                              \
-        while (f_ < (b)) {                                             \
-            int64_t row = f_ / (inner), i0 = f_ - row * (inner);       \
-            int64_t i1 = (inner);                                      \
-            if (row * (inner) + i1 > (b)) i1 = (b) - row * (inner);    \
-            __VA_ARGS__;                                               \
-            f_ = row * (inner) + i1;                                   \
-        }                                                              \
-    } while (0)
 
 /* Lane j is valid when j < rem (all-ones dword), for maskload. */
 static inline __m256i tail_mask(int64_t rem) {

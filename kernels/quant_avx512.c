@@ -7,8 +7,8 @@
 #include <math.h>
 
 #include "kernels/kernels_internal.h"
+#include "kernels/quant_internal.h"
 
-#define CHUNK ((int64_t)1 << 14)   /* as quant.c: elements per thread task */
 #define RN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define RD (_MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)
 
@@ -16,18 +16,6 @@ static inline __mmask16 tail_mask(int64_t rem) {
     return rem >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rem) - 1u);
 }
 
-/* The pieces of rows [outer*channels rows of inner] in flat [a, b). */
-#define FOR_SEGMENTS(a, b, inner, ...)                                 \
-    do {                                                               \
-        int64_t f_ = (a);                                              \
-        while (f_ < (b)) {                                             \
-            int64_t row = f_ / (inner), i0 = f_ - row * (inner);       \
-            int64_t i1 = (inner);                                      \
-            if (row * (inner) + i1 > (b)) i1 = (b) - row * (inner);    \
-            __VA_ARGS__;                                               \
-            f_ = row * (inner) + i1;                                   \
-        }                                                              \
-    } while (0)
 
 /* 16 lanes of the stochastic draw: hash32(hash32(idx) ^ key) >> 8, * 2^-24. */
 static inline __m512i hash32x16(__m512i h) {
