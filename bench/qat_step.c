@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "bitgrad.h"
+#include "bench/bench_step.h"
 
 #define BATCH 128
 
@@ -41,42 +42,11 @@ static double median(double *v, int n) {
 
 // --- the training step ----------------------------------------------------------
 
-typedef struct net {
-    const char *name;
-    bg_ctx *ctx;
-    bg_module *mlp;
-    bg_optim *opt;
-    bg_batcher *batches;
-} net;
-
-static bool train_step(net *b) {
-    bg_tensor *x = NULL, *y = NULL;
-    for (int tries = 0; tries < 4; tries++) {
-        if (bg_batcher_next(b->batches, b->ctx, &x, &y)) {
-            if (x->shape[0] == BATCH) break;
-            bg_ctx_reset(b->ctx);
-        } else if (bg_ctx_status(b->ctx) != BG_OK) {
-            goto fail;
-        }
-        x = NULL;
-    }
-    if (!x) {
-        fprintf(stderr, "qat_step: no full batch of %d from the data set\n", BATCH);
-        return false;
-    }
-    bg_tensor *loss = bg_cross_entropy(b->ctx, bg_module_forward(b->ctx, b->mlp, x), y, NULL);
-    if (!loss || bg_backward(b->ctx, loss) != BG_OK || bg_optim_step(b->opt) != BG_OK) goto fail;
-    bg_optim_zero_grad(b->opt);
-    bg_ctx_reset(b->ctx);
-    return true;
-fail:
-    fprintf(stderr, "qat_step: %s: %s\n", b->name,
-            bg_ctx_status(b->ctx) != BG_OK ? bg_ctx_error(b->ctx) : bg_last_error());
-    return false;
-}
+typedef bench_net net;
 
 static bool net_init(net *b, const char *name, const bg_dataset *train, bool bitnet) {
     b->name = name;
+    b->batch = BATCH;
     bg_rng rng;
     bg_rng_seed(&rng, 0);
     b->mlp = bg_sequential_new(5, (bg_module *[]){
@@ -167,17 +137,17 @@ int main(int argc, char **argv) {
 
     // 1. steps, in alternating blocks of 10
     for (int i = 0; i < warmup; i++)
-        if (!train_step(&fp) || !train_step(&bit)) goto done;
+        if (!bench_train_step(&fp) || !bench_train_step(&bit)) goto done;
     const int block = 10;
     for (int s = 0; s < steps; s += block) {
         for (int i = s; i < s + block && i < steps; i++) {
             double t0 = now_seconds();
-            if (!train_step(&fp)) goto done;
+            if (!bench_train_step(&fp)) goto done;
             t_fp[i] = 1e3 * (now_seconds() - t0);
         }
         for (int i = s; i < s + block && i < steps; i++) {
             double t0 = now_seconds();
-            if (!train_step(&bit)) goto done;
+            if (!bench_train_step(&bit)) goto done;
             t_bit[i] = 1e3 * (now_seconds() - t0);
         }
     }

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "bitgrad.h"
+#include "bench/bench_step.h"
 
 #define BATCH 128
 
@@ -38,49 +39,15 @@ static double median(double *v, int n) {
 
 // --- the training step ----------------------------------------------------------------
 
-typedef struct bench {
-    bg_ctx *ctx;
-    bg_module *mlp;
-    bg_optim *opt;
-    bg_batcher *batches;
-} bench;
-
-/* One step; false (after printing the error) on failure. */
-static bool train_step(bench *b) {
-    bg_tensor *x = NULL, *y = NULL;
-    // The next full batch: past the end of an epoch (next returns false once,
-    // then starts the following epoch) and its short last batch.
-    for (int tries = 0; tries < 4; tries++) {
-        if (bg_batcher_next(b->batches, b->ctx, &x, &y)) {
-            if (x->shape[0] == BATCH) break;
-            bg_ctx_reset(b->ctx);
-        } else if (bg_ctx_status(b->ctx) != BG_OK) {
-            goto fail;
-        }
-        x = NULL;
-    }
-    if (!x) {
-        fprintf(stderr, "train_step: no full batch of %d from the data set\n", BATCH);
-        return false;
-    }
-    bg_tensor *loss = bg_cross_entropy(b->ctx, bg_module_forward(b->ctx, b->mlp, x), y, NULL);
-    if (!loss || bg_backward(b->ctx, loss) != BG_OK || bg_optim_step(b->opt) != BG_OK) goto fail;
-    bg_optim_zero_grad(b->opt);
-    bg_ctx_reset(b->ctx);
-    return true;
-fail:
-    fprintf(stderr, "train_step: %s\n",
-            bg_ctx_status(b->ctx) != BG_OK ? bg_ctx_error(b->ctx) : bg_last_error());
-    return false;
-}
+typedef bench_net bench;
 
 /* Median ms of one step; -1 on failure. */
 static double time_steps(bench *b, int warmup, int steps, double *scratch) {
     for (int i = 0; i < warmup; i++)
-        if (!train_step(b)) return -1;
+        if (!bench_train_step(b)) return -1;
     for (int i = 0; i < steps; i++) {
         double t0 = now_seconds();
-        if (!train_step(b)) return -1;
+        if (!bench_train_step(b)) return -1;
         scratch[i] = 1e3 * (now_seconds() - t0);
     }
     return median(scratch, steps);
@@ -163,6 +130,8 @@ int main(int argc, char **argv) {
         bg_linear_new(512, 10, true, &rng),
     });
     b.opt = b.mlp ? bg_adam_new(b.mlp, NULL) : NULL;
+    b.name = "train_step";
+    b.batch = BATCH;
     b.ctx = bg_ctx_new(0);
     g.x = filled(BATCH * 784, &rng), g.w1 = filled(512 * 784, &rng);
     g.w2 = filled(512 * 512, &rng), g.w3 = filled(10 * 512, &rng);
@@ -194,7 +163,7 @@ int main(int argc, char **argv) {
             // Measure the steady state once the arena has grown.
             uint64_t before = bg_alloc_count();
             for (int i = 0; i < 20; i++)
-                if (!train_step(&b)) goto done;
+                if (!bench_train_step(&b)) goto done;
             allocs = bg_alloc_count() - before;
         }
         gemm_ms[k] = time_gemms(&g, warmup, steps, scratch);
