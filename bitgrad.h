@@ -9,5 +9,6 @@
 #include "optim/optim.h"
 #include "io/io.h"
 #include "qat/qat.h"
+#include "infer/infer.h"
 
 #endif

@@ -167,6 +167,18 @@ bg_status bg_train_epoch(bg_ctx *ctx, bg_module *model, bg_optim *opt, bg_batche
  * eval mode without a tape (the model is put back into train mode). */
 bg_status bg_evaluate(bg_ctx *ctx, bg_module *model, bg_batcher *batches, double *accuracy);
 
+// ---------------------------------------------------------------------------
+// model descriptions and checkpoints (io/model_desc.c, io/checkpoint.c)
+
+// ---------------------------------------------------------------------------
+// export for inference (io/export.c; the runtime is infer/infer.h)
+
+// ---------------------------------------------------------------------------
+// ONNX export (io/onnx.c)
+
+// ---------------------------------------------------------------------------
+// training logs (io/trainlog.c) and plots (io/plot.c)
+
 #ifdef __cplusplus
 }
 #endif

@@ -260,6 +260,73 @@ extern const bg_quant_kernels bg_quant_kernels_ref_table;
 extern const bg_quant_kernels bg_quant_kernels_avx2_table;
 extern const bg_quant_kernels bg_quant_kernels_avx512_table;
 
+
+// ---------------------------------------------------------------------------
+// integer matmul (igemm.c = the _ref specification, igemm_avx2.c,
+// igemm_vnni.c): exact int32 products of int8 activations with ternary or
+// int8 weights, for the inference runtime (infer/) and the integer forward
+// of quantization-aware layers. Own table, same CPU features + BG_ISA cap
+// (the VNNI variant is the AVX-512 level when the CPU has AVX512_VNNI).
+//
+// K is padded: activation and weight rows are stored with kp =
+// bg_int_padded_k(K) entries, the padding zero, so kernels need no tails.
+//
+// Packed ternary rows (the export's "T2" dtype, README "Export format"):
+// a row of kp weights w in {-1,0,+1} is kp/4 bytes, in blocks of
+// BG_TERNARY_BLOCK = 128 weights = 32 bytes; within a block, byte i
+// (0..31) holds code(w[i]) in bits 0-1, code(w[i+32]) in bits 2-3,
+// code(w[i+64]) in bits 4-5, code(w[i+96]) in bits 6-7, code(w) = w + 1
+// (0, 1, 2; 3 never occurs). Shifts and one mask give 32 consecutive
+// weights as unsigned bytes {0,1,2}, ready for VNNI's u8 x s8 product:
+// sum (w+1) x - sum x.
+
+#define BG_TERNARY_BLOCK 128
+
+/* K rounded up to a multiple of BG_TERNARY_BLOCK (the row stride, in
+ * elements, of every integer-kernel operand). */
+int64_t bg_int_padded_k(int64_t k);
+/* Packs w (int8 [rows, k], values in {-1,0,+1}) into rows * kp/4 bytes,
+ * padding with zero weights. */
+void bg_ternary_pack(uint8_t *dst, const int8_t *w, int64_t rows, int64_t k);
+/* The inverse: int8 [rows, k] from packed rows. */
+void bg_ternary_unpack(int8_t *w, const uint8_t *src, int64_t rows, int64_t k);
+
+typedef struct bg_int_kernels {
+    bg_isa isa_id;
+    const char *isa;   /* "ref", "avx2", "avx512_vnni" (or "avx512" without VNNI) */
+    /* acc[m,n] = sum_k x[m,k] * w[n,k] (int32, writes). x int8 [M, kp],
+     * w packed ternary [N, kp/4 bytes]. OpenMP over N (and M). */
+    void (*gemm_ternary)(int32_t *acc, const int8_t *x, const uint8_t *w, int64_t M, int64_t N,
+                         int64_t kp);
+    /* acc[m,n] = sum_k x[m,k] * w[n,k] (int32, writes). x int8 [M, kp] in
+     * -128..127, w int8 [N, kp] in -127..127 (int8 narrow, int4, int2 ...
+     * codes; |w| <= 127 keeps the u8 x s8 trick exact). */
+    void (*gemm_s8)(int32_t *acc, const int8_t *x, const int8_t *w, int64_t M, int64_t N,
+                    int64_t kp);
+    /* Per-row int8 codes for the activations: q[m,k] = clamp(nearbyintf(
+     * x[m,k] * inv) + z, qmin, qmax), inv = 1.0f / scale[m * scale_stride]
+     * (the fake-quant kernel's arithmetic, so the codes are identical);
+     * scale_stride 1 = per token, 0 = one per-tensor scale. z is an integer
+     * zero point (0 when symmetric; callers correct acc with z * the
+     * weights' row sums). Entries K..kp-1 of each row are written 0 (the
+     * padded weights are zero, so they add nothing). */
+    void (*quantize_rows)(int8_t *q, const float *x, int64_t M, int64_t K, int64_t kp,
+                          const float *scale, int64_t scale_stride, int32_t z, int32_t qmin,
+                          int32_t qmax);
+    /* Per-row absmax (for per-token scales): amax[m] = max_k |x[m,k]|
+     * (NaN skipped, 0 for an all-zero row). */
+    void (*absmax_rows)(float *amax, const float *x, int64_t M, int64_t K);
+} bg_int_kernels;
+
+/* The table for the best ISA (capped by BG_ISA); thread-safe, filled once. */
+const bg_int_kernels *bg_int_kernels_get(void);
+/* The table for one ISA, or NULL when this CPU cannot run it. */
+const bg_int_kernels *bg_int_kernels_for(bg_isa isa);
+/* int8 x int8 -> int32 through oneDNN's matmul (acc = x w^T, same operands
+ * as gemm_s8 but unpadded K allowed); false when oneDNN is not built in. */
+bool bg_gemm_s8_dnnl(int32_t *acc, const int8_t *x, const int8_t *w, int64_t M, int64_t N,
+                     int64_t K, int64_t ldx, int64_t ldw);
+
 #ifdef __cplusplus
 }
 #endif

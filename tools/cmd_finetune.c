@@ -1,0 +1,10 @@
+/* bitgrad finetune — placeholder until its owner lands it. */
+#include <stdio.h>
+
+#include "tools/commands.h"
+
+int bg_cmd_finetune(int argc, char **argv) {
+    (void)argc;
+    fprintf(stderr, "bitgrad %s: not built yet\n", argv[0]);
+    return 2;
+}

@@ -1,0 +1,37 @@
+/* bitgrad — the command-line program: one subcommand per tools/cmd_*.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "tools/commands.h"
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *usage;
+} command;
+
+static const command commands[] = {
+    {"demo", bg_cmd_demo, "train an fp32 teacher, fine-tune a ternary student, export, run, plot"},
+    {"finetune", bg_cmd_finetune, "CKPT --schedule S [--teacher CKPT]: quantization-aware fine-tuning"},
+    {"export", bg_cmd_export, "CKPT OUT [--format bitgrad|onnx]: write a model for inference"},
+    {"infer", bg_cmd_infer, "EXPORT --data fashion-mnist: run an export with the integer runtime"},
+    {"plot", bg_cmd_plot, "LOG [--out DIR]: draw the training figures from a log"},
+};
+static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: bitgrad COMMAND [ARGS]   (bitgrad COMMAND --help for its options)\n\ncommands:\n");
+    for (int i = 0; i < n_commands; i++) fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].usage);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (int i = 0; i < n_commands; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "bitgrad: unknown command \"%s\"\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
