@@ -154,6 +154,10 @@ typedef struct bg_train_opts {
     /* Optional, called before each step with the optimizer's step count (for
      * schedules); a non-BG_OK return stops the epoch with that status. */
     bg_status (*before_step)(int64_t step, void *user);
+    /* Optional, called after each step with the step just taken (the
+     * optimizer's count before it), the batch's mean loss and its size: for
+     * logs and progress lines. */
+    void (*after_step)(int64_t step, double loss, int64_t batch, void *user);
 } bg_train_opts;
 
 /* One epoch of train mode: forward, loss, backward, optimizer step, zero
@@ -169,6 +173,79 @@ bg_status bg_evaluate(bg_ctx *ctx, bg_module *model, bg_batcher *batches, double
 
 // ---------------------------------------------------------------------------
 // model descriptions and checkpoints (io/model_desc.c, io/checkpoint.c)
+//
+//     bg_checkpoint ck = {.model = net, .opt = opt, .schedule = &sched, .rng = &rng,
+//                         .step = step, .epoch = epoch, .batch_in_epoch = b};
+//     if (bg_checkpoint_save("run.ckpt", &ck) != BG_OK) fprintf(stderr, "%s\n", bg_last_error());
+//     ... later, maybe in another process, with the same model and optimizer built again:
+//     if (bg_checkpoint_load("run.ckpt", &ck) != BG_OK) fprintf(stderr, "%s\n", bg_last_error());
+//     // or, knowing nothing about the model: bg_checkpoint_load_model("run.ckpt", &net);
+//
+// A model description is JSON: {"format": "bitgrad-model", "version": 1,
+// "model": NODE}, NODE = {"kind": "Linear", <hyperparameters>, "children":
+// [{"name": "0", "module": NODE}, ...]}. Quantized layers add "weight_spec" /
+// "input_spec" (canonical spec strings, absent = float side) and
+// "weight_enabled" / "input_enabled"; FakeQuant children are implied by
+// their layer and not listed. Kinds: Sequential, Linear, Conv2d, Embedding,
+// LayerNorm, RMSNorm, Dropout, ReLU, LeakyReLU, GELU, SiLU, Tanh, Sigmoid,
+// Flatten, MaxPool2d, AvgPool2d, QLinear, QConv2d, QEmbedding, BitLinear.
+//
+// A checkpoint is a safetensors file (any safetensors reader opens it):
+//   "<param>"                          F32, every module parameter by name
+//                                      (latent weights, biases, LSQ steps ...)
+//   "optim.<buffer>"                   F32 [n], each bg_optim_state buffer,
+//                                      laid out like bg_module_flat_params
+//   "quant.<path>.{weight,input}_quant.{rmin,rmax}"  F32 [P], observed ranges
+//   "quant.<path>.{weight,input}_quant.state"        I32 [8]: flags and calls
+//                                      (bg_quant_state_get_buffers)
+//   "rng"                              U8 [16], the bg_rng words (little-endian)
+// and __metadata__ strings: "format" = "bitgrad-checkpoint", "version" = "1",
+// "model" (the description), "specs" (JSON {"<path>.weight_quant": spec,
+// ...}), "step", "epoch", "batch_in_epoch", "optim" (JSON: kind, lr,
+// options, step_count, lr schedule), "schedule" (bg_schedule_save).
+
+/* A JSON description of model's tree: kinds, hyperparameters (in/out
+ * features, bias, conv options, eps, ...), and for quantized layers their
+ * weight/input quantizer spec strings (bg_quant_spec_format) and current
+ * enabled state. Returns a malloc'd string (release with free()), or NULL +
+ * bg_last_error() (e.g. a custom module kind it cannot describe:
+ * "model_desc: layer 1: cannot describe kind \"Scale\""). */
+char *bg_model_to_json(const bg_module *model);
+/* Builds a model from such a description into *out (a finalized root, freed
+ * with bg_module_free); parameters are freshly initialised (load values
+ * after, e.g. bg_checkpoint_load). On failure *out is NULL, BG_ERR_FORMAT,
+ * and the error names the bad field ("model_desc: layer 2: unknown kind
+ * \"Foo\""; the layer is its path, "" for the root). */
+bg_status bg_model_from_json(const char *json, bg_module **out);
+
+typedef struct bg_checkpoint {
+    bg_module *model;           /* required */
+    bg_optim *opt;              /* optional (NULL): moments, step count, lr, its options */
+    struct bg_schedule *schedule; /* optional (qat.h bg_schedule): progressive schedule +
+                                   progress (bg_schedule_save/load) */
+    bg_rng *rng;                /* optional: the training RNG state */
+    int64_t step, epoch;        /* progress counters, saved and restored */
+    int64_t batch_in_epoch;     /* batches already consumed in the current epoch
+                                   (resume with bg_batcher_seek) */
+} bg_checkpoint;
+
+/* Writes ck atomically (temporary file in path's folder, fsync, rename): on
+ * any failure the previous file at path is untouched. Saves only what is
+ * non-NULL; a later load restores into the same non-NULL members. */
+bg_status bg_checkpoint_save(const char *path, const bg_checkpoint *ck);
+/* Loads into the existing ck->model (+ opt, schedule, rng when non-NULL)
+ * and sets step / epoch / batch_in_epoch: checks the format version, that
+ * the description matches the model, every tensor's name, dtype, shape and
+ * offsets first, then copies; on any error nothing is modified and
+ * bg_last_error() names the path and the problem (BG_ERR_IO for a missing
+ * file, BG_ERR_FORMAT for a corrupt one, BG_ERR_SHAPE/BG_ERR_ARG for one
+ * that does not fit the model, e.g. "checkpoint_load: run.ckpt: 0.weight is
+ * [512,784] in the file, [256,784] in the model"). A member the file lacks
+ * (no optimizer state saved but ck->opt given) is an error too. */
+bg_status bg_checkpoint_load(const char *path, bg_checkpoint *ck);
+/* Builds the model from the file's description (bg_model_from_json) and
+ * loads its parameters and quantizer state; *model is NULL on failure. */
+bg_status bg_checkpoint_load_model(const char *path, bg_module **model);
 
 // ---------------------------------------------------------------------------
 // export for inference (io/export.c; the runtime is infer/infer.h)

@@ -34,10 +34,13 @@ bg_status bg_train_epoch(bg_ctx *ctx, bg_module *model, bg_optim *opt, bg_batche
                                  : bg_cross_entropy(ctx, out, y, NULL);
         if (!loss || bg_backward(ctx, loss) != BG_OK)
             return fail_step(ctx, "train_epoch", BG_ERR_STATE);
+        int64_t step = bg_optim_step_count(opt);
         bg_status st = bg_optim_step(opt);
         if (st != BG_OK) return fail_step(ctx, "train_epoch", st);
-        loss_sum += (double)bg_f32(loss)[0] * (double)y->shape[0];
+        double batch_loss = (double)bg_f32(loss)[0];
+        loss_sum += batch_loss * (double)y->shape[0];
         seen += y->shape[0];
+        if (o.after_step) o.after_step(step, batch_loss, y->shape[0], o.user);
         bg_optim_zero_grad(opt);
         bg_ctx_reset(ctx);
     }
