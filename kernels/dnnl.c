@@ -176,6 +176,96 @@ void bg_sgemm_dnnl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
 }
 
 // ---------------------------------------------------------------------------
+// int8 matmul for bg_gemm_s8_dnnl: acc[M,N] = x[M,K] w[N,K]^T, s8 x s8 ->
+// s32, plain row-major operands with leading dimensions; own small cache,
+// keyed like the f32 one (the thread count included).
+
+typedef struct s8_key {
+    int64_t M, N, K, ldx, ldw, nthr;
+} s8_key;
+
+typedef struct s8_entry {
+    s8_key key;
+    dnnl_primitive_t prim;   /* NULL: slot free */
+    dnnl_memory_t x, w, acc;
+} s8_entry;
+
+enum { S8_CACHE = 32 };
+static s8_entry s8_cache[S8_CACHE];
+static int s8_victim;
+
+static void s8_entry_free(s8_entry *e) {
+    if (e->prim) dnnl_primitive_destroy(e->prim);
+    if (e->x) dnnl_memory_destroy(e->x);
+    if (e->w) dnnl_memory_destroy(e->w);
+    if (e->acc) dnnl_memory_destroy(e->acc);
+    memset(e, 0, sizeof *e);
+}
+
+static bool s8_entry_make(s8_entry *e, const s8_key *k) {
+    dnnl_memory_desc_t x_md, w_md, acc_md;
+    dnnl_dims_t x_dims = {k->M, k->K}, w_dims = {k->K, k->N}, acc_dims = {k->M, k->N};
+    dnnl_dims_t x_str = {k->ldx, 1}, w_str = {1, k->ldw}, acc_str = {k->N, 1};
+    if (dnnl_memory_desc_init_by_strides(&x_md, 2, x_dims, dnnl_s8, x_str) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&w_md, 2, w_dims, dnnl_s8, w_str) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&acc_md, 2, acc_dims, dnnl_s32, acc_str) != dnnl_success)
+        return false;
+    dnnl_matmul_desc_t desc;
+    if (dnnl_matmul_desc_init(&desc, &x_md, &w_md, NULL, &acc_md) != dnnl_success) return false;
+    e->prim = make_primitive(&desc, NULL, NULL, NULL);
+    if (!e->prim) return false;
+    e->x = make_memory(&x_md);
+    e->w = make_memory(&w_md);
+    e->acc = make_memory(&acc_md);
+    e->key = *k;
+    if (!e->x || !e->w || !e->acc) {
+        s8_entry_free(e);
+        return false;
+    }
+    return true;
+}
+
+/* under the lock */
+static s8_entry *s8_lookup(const s8_key *k) {
+    for (int i = 0; i < S8_CACHE; i++)
+        if (s8_cache[i].prim && memcmp(&s8_cache[i].key, k, sizeof *k) == 0) return &s8_cache[i];
+    int slot = -1;
+    for (int i = 0; i < S8_CACHE && slot < 0; i++)
+        if (!s8_cache[i].prim) slot = i;
+    if (slot < 0) {
+        slot = s8_victim;
+        s8_victim = (s8_victim + 1) % S8_CACHE;
+        s8_entry_free(&s8_cache[slot]);
+    }
+    return s8_entry_make(&s8_cache[slot], k) ? &s8_cache[slot] : NULL;
+}
+
+bool bg_gemm_s8_dnnl(int32_t *acc, const int8_t *x, const int8_t *w, int64_t M, int64_t N,
+                     int64_t K, int64_t ldx, int64_t ldw) {
+    if (M <= 0 || N <= 0) return true;
+    if (K <= 0) {
+        memset(acc, 0, (size_t)(M * N) * sizeof *acc);
+        return true;
+    }
+    if (!ready()) return false;
+    s8_key k;
+    memset(&k, 0, sizeof k);   /* the key is compared with memcmp */
+    k.M = M, k.N = N, k.K = K, k.ldx = ldx, k.ldw = ldw;
+    k.nthr = omp_get_max_threads();
+    bool done = false;
+    mtx_lock(&lock);
+    s8_entry *e = s8_lookup(&k);
+    if (e && set_handle(e->x, x) && set_handle(e->w, w) && set_handle(e->acc, acc)) {
+        dnnl_exec_arg_t args[3] = {
+            {DNNL_ARG_SRC, e->x}, {DNNL_ARG_WEIGHTS, e->w}, {DNNL_ARG_DST, e->acc}};
+        done = dnnl_primitive_execute(e->prim, stream, 3, args) == dnnl_success &&
+               dnnl_stream_wait(stream) == dnnl_success;
+    }
+    mtx_unlock(&lock);
+    return done;
+}
+
+// ---------------------------------------------------------------------------
 // convolution. Our tensors are plain NCHW / OIHW (GOIHW with groups); the
 // primitive is created with format "any" so that oneDNN picks its blocked
 // layouts (nChw16c, ...) and its fast JIT kernels instead of the gemm-based
