@@ -1,0 +1,94 @@
+/* common.c — data loading, option parsing and small file helpers shared by
+ * the bitgrad subcommands. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "tools/tools.h"
+
+bool tool_data_load(tool_data *d, const char *dir, int64_t batch, int64_t eval_batch, uint64_t seed) {
+    *d = (tool_data){0};
+    bg_batcher_opts train_opts = {.batch_size = batch, .shuffle = true, .seed = seed};
+    bg_batcher_opts test_opts = {.batch_size = eval_batch};
+    if (bg_fmnist_load(dir, BG_FMNIST_TRAIN, &d->train) != BG_OK ||
+        bg_fmnist_load(dir, BG_FMNIST_TEST, &d->test) != BG_OK ||
+        bg_batcher_new(d->train, &train_opts, &d->train_b) != BG_OK ||
+        bg_batcher_new(d->test, &test_opts, &d->test_b) != BG_OK) {
+        tool_data_free(d);
+        return false;
+    }
+    return true;
+}
+
+void tool_data_free(tool_data *d) {
+    bg_batcher_free(d->train_b);
+    bg_batcher_free(d->test_b);
+    bg_dataset_free(d->train);
+    bg_dataset_free(d->test);
+    *d = (tool_data){0};
+}
+
+static const char *take_value(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "%s: missing value (try --help)\n", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+bool tool_int_arg(int argc, char **argv, int *i, long long lo, long long hi, long long *out) {
+    const char *flag = argv[*i], *v = take_value(argc, argv, i);
+    if (!v) return false;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "%s: expected an integer in %lld..%lld, got '%s'\n", flag, lo, hi, v);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+bool tool_float_arg(int argc, char **argv, int *i, double lo, double hi, float *out) {
+    const char *flag = argv[*i], *v = take_value(argc, argv, i);
+    if (!v) return false;
+    char *end;
+    double x = strtod(v, &end);
+    if (end == v || *end || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "%s: expected a number in %g..%g, got '%s'\n", flag, lo, hi, v);
+        return false;
+    }
+    *out = (float)x;
+    return true;
+}
+
+bool tool_str_arg(int argc, char **argv, int *i, const char **out) {
+    const char *v = take_value(argc, argv, i);
+    if (v) *out = v;
+    return v != NULL;
+}
+
+double tool_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+bool tool_make_dir(const char *dir) {
+    if (mkdir(dir, 0777) == 0 || errno == EEXIST) {
+        struct stat sb;
+        if (stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode)) return true;
+        fprintf(stderr, "%s: exists and is not a folder\n", dir);
+        return false;
+    }
+    fprintf(stderr, "%s: cannot create the folder: %s\n", dir, strerror(errno));
+    return false;
+}
+
+int64_t tool_file_size(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (int64_t)sb.st_size : -1;
+}
