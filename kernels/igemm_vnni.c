@@ -1,11 +1,264 @@
 /* igemm_vnni.c — AVX-512 VNNI variants of the integer matmul kernels
- * (vpdpbusd; igemm.c holds the _ref specification they match bit for bit).
- * Used only when the CPU reports avx512vnni. */
+ * (vpdpbusd: u8 x s8, four products summed into each int32 lane, exact and
+ * non-saturating); igemm.c holds the _ref specification they match bit for
+ * bit. Used only when the CPU reports avx512vnni (igemm.c checks).
+ *
+ * Ternary: a packed block (32 bytes = 128 weights) is broadcast to both
+ * halves of a zmm and masked with [0x03 x32 | 0x0C x32] and [0x30 x32 |
+ * 0xC0 x32]: the lanes then hold code(w[i]) | 4 code(w[i+32]) and
+ * 16 code(w[i+64]) | 64 code(w[i+96]) against x[0..63] and x[64..127]
+ * (no shifts; the products are at most 192*128, exact). The powers of four
+ * are divided out of each int32 lane at the end (exact: every term is a
+ * multiple), and sum code*x - sum x gives sum w*x.
+ * int8: (w + 128) as u8 times x, minus 128 sum x (mod 2^32, exact when
+ * the true sum fits int32). */
 #include <immintrin.h>
+#include <string.h>
 
 #include "kernels/igemm_internal.h"
+#include "kernels/kernels_internal.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* x rows are handled in chunks of this many, with their sums on the stack */
+enum { MCHUNK = 256 };
+
+/* sum of one padded x row (kp a multiple of 128) */
+INLINE int32_t row_sum(const int8_t *x, int64_t kp) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+    for (int64_t k = 0; k < kp; k += 128) {
+        s0 = _mm512_dpbusd_epi32(s0, ones, _mm512_loadu_si512(x + k));
+        s1 = _mm512_dpbusd_epi32(s1, ones, _mm512_loadu_si512(x + k + 64));
+    }
+    return _mm512_reduce_add_epi32(_mm512_add_epi32(s0, s1));
+}
+
+static int32_t wrap_sub(int32_t a, int32_t b) { return (int32_t)((uint32_t)a - (uint32_t)b); }
+
+// ---------------------------------------------------------------------------
+// ternary
+
+INLINE __m512i bcast_block(const uint8_t *p) {
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)p));
+}
+
+/* P x rows (m0..) times R weight rows (n0..), all of kp; two accumulators
+ * per pair (the two masks), divided out at the end. */
+INLINE void ternary_tile(int32_t *acc, const int8_t *x, const uint8_t *w, int64_t m0, int64_t n0,
+                         int64_t N, int64_t kp, const int32_t *xs, const int P, const int R) {
+    const __m512i mlo = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0C), 1);
+    const __m512i mhi = _mm512_inserti64x4(_mm512_set1_epi8(0x30), _mm256_set1_epi8((char)0xC0), 1);
+    const __m512i shlo = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(2), 1);
+    const __m512i shhi = _mm512_inserti64x4(_mm512_set1_epi32(4), _mm256_set1_epi32(6), 1);
+    const int64_t rb = kp / 4;
+    const int8_t *xr = x + m0 * kp;
+    const uint8_t *wr = w + n0 * rb;
+    __m512i a[4][8], b[4][8];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) a[p][r] = b[p][r] = _mm512_setzero_si512();
+    for (int64_t blk = 0; blk < kp / 128; blk++) {
+        __m512i lo[8], hi[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m512i v = bcast_block(wr + r * rb + blk * 32);
+            lo[r] = _mm512_and_si512(v, mlo);
+            hi[r] = _mm512_and_si512(v, mhi);
+        }
+#pragma GCC unroll 4
+        for (int p = 0; p < P; p++) {
+            __m512i x0 = _mm512_loadu_si512(xr + p * kp + blk * 128);
+            __m512i x1 = _mm512_loadu_si512(xr + p * kp + blk * 128 + 64);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                a[p][r] = _mm512_dpbusd_epi32(a[p][r], lo[r], x0);
+                b[p][r] = _mm512_dpbusd_epi32(b[p][r], hi[r], x1);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m512i s = _mm512_add_epi32(_mm512_srav_epi32(a[p][r], shlo),
+                                         _mm512_srav_epi32(b[p][r], shhi));
+            acc[(m0 + p) * N + n0 + r] = _mm512_reduce_add_epi32(s) - xs[p];
+        }
+}
+
+/* A tile of up to 4 x rows (mp of them) by the weight rows [n0, n1). */
+static void ternary_unit(int32_t *acc, const int8_t *x, const uint8_t *w, int64_t m0, int64_t mp,
+                         int64_t n0, int64_t n1, int64_t N, int64_t kp, const int32_t *xs) {
+    int64_t n = n0;
+    if (mp == 1) {
+        for (; n + 8 <= n1; n += 8) ternary_tile(acc, x, w, m0, n, N, kp, xs, 1, 8);
+    }
+    for (; n + 4 <= n1; n += 4) {
+        switch (mp) {
+        case 1: ternary_tile(acc, x, w, m0, n, N, kp, xs, 1, 4); break;
+        case 2: ternary_tile(acc, x, w, m0, n, N, kp, xs, 2, 4); break;
+        case 3: ternary_tile(acc, x, w, m0, n, N, kp, xs, 3, 4); break;
+        default: ternary_tile(acc, x, w, m0, n, N, kp, xs, 4, 4); break;
+        }
+    }
+    for (; n < n1; n++) {
+        switch (mp) {
+        case 1: ternary_tile(acc, x, w, m0, n, N, kp, xs, 1, 1); break;
+        case 2: ternary_tile(acc, x, w, m0, n, N, kp, xs, 2, 1); break;
+        case 3: ternary_tile(acc, x, w, m0, n, N, kp, xs, 3, 1); break;
+        default: ternary_tile(acc, x, w, m0, n, N, kp, xs, 4, 1); break;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// int8
+
+INLINE void s8_tile(int32_t *acc, const int8_t *x, const int8_t *w, int64_t m0, int64_t n0,
+                    int64_t N, int64_t kp, const int32_t *xs, const int P, const int R) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const int8_t *xr = x + m0 * kp, *wr = w + n0 * kp;
+    __m512i a[4][8];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) a[p][r] = _mm512_setzero_si512();
+    for (int64_t k = 0; k < kp; k += 64) {
+        __m512i u[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)   /* w + 128 as u8 (1..255) */
+            u[r] = _mm512_xor_si512(_mm512_loadu_si512(wr + r * kp + k), flip);
+#pragma GCC unroll 4
+        for (int p = 0; p < P; p++) {
+            __m512i xv = _mm512_loadu_si512(xr + p * kp + k);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) a[p][r] = _mm512_dpbusd_epi32(a[p][r], u[r], xv);
+        }
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+            acc[(m0 + p) * N + n0 + r] =
+                wrap_sub(_mm512_reduce_add_epi32(a[p][r]), (int32_t)((uint32_t)xs[p] << 7));
+}
+
+static void s8_unit(int32_t *acc, const int8_t *x, const int8_t *w, int64_t m0, int64_t mp,
+                    int64_t n0, int64_t n1, int64_t N, int64_t kp, const int32_t *xs) {
+    int64_t n = n0;
+    if (mp == 1) {
+        for (; n + 8 <= n1; n += 8) s8_tile(acc, x, w, m0, n, N, kp, xs, 1, 8);
+    }
+    for (; n + 4 <= n1; n += 4) {
+        switch (mp) {
+        case 1: s8_tile(acc, x, w, m0, n, N, kp, xs, 1, 4); break;
+        case 2: s8_tile(acc, x, w, m0, n, N, kp, xs, 2, 4); break;
+        case 3: s8_tile(acc, x, w, m0, n, N, kp, xs, 3, 4); break;
+        default: s8_tile(acc, x, w, m0, n, N, kp, xs, 4, 4); break;
+        }
+    }
+    for (; n < n1; n++) {
+        switch (mp) {
+        case 1: s8_tile(acc, x, w, m0, n, N, kp, xs, 1, 1); break;
+        case 2: s8_tile(acc, x, w, m0, n, N, kp, xs, 2, 1); break;
+        case 3: s8_tile(acc, x, w, m0, n, N, kp, xs, 3, 1); break;
+        default: s8_tile(acc, x, w, m0, n, N, kp, xs, 4, 1); break;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// the partition: x rows in chunks of MCHUNK (their sums on the stack), each
+// chunk cut into units of (4 x rows) x (NT weight rows), flattened with the
+// weight tile outer so that a thread's units share weights.
+
+enum { NT = 32 };
+
+static void run_units(bool ternary, int32_t *acc, const int8_t *x, const void *w, int64_t M,
+                      int64_t N, int64_t kp) {
+    if (M <= 0 || N <= 0) return;
+    if (kp <= 0) {
+        memset(acc, 0, (size_t)(M * N) * sizeof *acc);
+        return;
+    }
+    for (int64_t c0 = 0; c0 < M; c0 += MCHUNK) {
+        const int64_t mc = M - c0 < MCHUNK ? M - c0 : MCHUNK;
+        int32_t xs[MCHUNK];
+        for (int64_t m = 0; m < mc; m++) xs[m] = row_sum(x + (c0 + m) * kp, kp);
+        const int64_t mt = (mc + 3) / 4, nt = (N + NT - 1) / NT, units = mt * nt;
+#pragma omp parallel for schedule(static) if (mc * N * kp >= BG_IGEMM_PAR_MIN && units > 1)
+        for (int64_t u = 0; u < units; u++) {
+            int64_t tn = u / mt, tm = u % mt;
+            int64_t m0 = tm * 4, mp = mc - m0 < 4 ? mc - m0 : 4;
+            int64_t n0 = tn * NT, n1 = n0 + NT < N ? n0 + NT : N;
+            if (ternary)
+                ternary_unit(acc + c0 * N, x + c0 * kp, (const uint8_t *)w, m0, mp, n0, n1, N, kp,
+                             xs + m0);
+            else
+                s8_unit(acc + c0 * N, x + c0 * kp, (const int8_t *)w, m0, mp, n0, n1, N, kp,
+                        xs + m0);
+        }
+    }
+}
+
+static void gemm_ternary_vnni(int32_t *acc, const int8_t *x, const uint8_t *w, int64_t M,
+                              int64_t N, int64_t kp) {
+    run_units(true, acc, x, w, M, N, kp);
+}
+
+static void gemm_s8_vnni(int32_t *acc, const int8_t *x, const int8_t *w, int64_t M, int64_t N,
+                         int64_t kp) {
+    run_units(false, acc, x, w, M, N, kp);
+}
+
+// ---------------------------------------------------------------------------
+// activations: the fake-quant element (roundscale to nearest even, then
+// MAXPS/MINPS selects, NaN -> qmin), 16 at a time, masked tails
+
+static void quantize_rows_vnni(int8_t *q, const float *x, int64_t M, int64_t K, int64_t kp,
+                               const float *scale, int64_t scale_stride, int32_t z, int32_t qmin,
+                               int32_t qmax) {
+    const __m512 lo = _mm512_set1_ps((float)qmin), hi = _mm512_set1_ps((float)qmax);
+    const __m512 zf = _mm512_set1_ps((float)z);
+#pragma omp parallel for schedule(static) if (M * K >= BG_PAR_MIN && M > 1)
+    for (int64_t m = 0; m < M; m++) {
+        const __m512 inv = _mm512_set1_ps(1.0f / scale[m * scale_stride]);
+        const float *xr = x + m * K;
+        int8_t *qr = q + m * kp;
+        for (int64_t k = 0; k < K; k += 16) {
+            __mmask16 msk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(msk, xr + k);
+            v = _mm512_roundscale_ps(_mm512_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, zf), lo), hi);
+            _mm512_mask_cvtepi32_storeu_epi8(qr + k, msk, _mm512_cvtps_epi32(v));
+        }
+        if (kp > K) memset(qr + K, 0, (size_t)(kp - K));
+    }
+}
+
+static void absmax_rows_vnni(float *amax, const float *x, int64_t M, int64_t K) {
+    const __m512i absmask = _mm512_set1_epi32(0x7FFFFFFF);
+#pragma omp parallel for schedule(static) if (M * K >= BG_PAR_MIN && M > 1)
+    for (int64_t m = 0; m < M; m++) {
+        const float *xr = x + m * K;
+        __m512 a = _mm512_setzero_ps();
+        for (int64_t k = 0; k < K; k += 16) {
+            __mmask16 msk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+            __m512 v = _mm512_castsi512_ps(
+                _mm512_and_si512(_mm512_castps_si512(_mm512_maskz_loadu_ps(msk, xr + k)), absmask));
+            a = _mm512_max_ps(v, a);   /* v NaN -> a kept */
+        }
+        amax[m] = _mm512_reduce_max_ps(a);
+    }
+}
 
 const bg_int_kernels bg_int_kernels_vnni_table = {
     .isa_id = BG_ISA_AVX512,
     .isa = "avx512_vnni",
+    .gemm_ternary = gemm_ternary_vnni,
+    .gemm_s8 = gemm_s8_vnni,
+    .quantize_rows = quantize_rows_vnni,
+    .absmax_rows = absmax_rows_vnni,
 };
