@@ -404,3 +404,17 @@ void bg_batcher_set_epoch(bg_batcher *b, int64_t epoch) {
     b->ordered = false;
     b->last_count = 0;
 }
+
+bg_status bg_batcher_seek(bg_batcher *b, int64_t epoch, int64_t batch) {
+    if (!b) return bg_set_error(BG_ERR_ARG, "batcher_seek: batcher is NULL");
+    int64_t nb = bg_batcher_batches(b);
+    if (epoch < 0 || batch < 0 || batch > nb)
+        return bg_set_error(BG_ERR_ARG, "batcher_seek: epoch %lld, batch %lld out of range (0..%lld batches)",
+                            (long long)epoch, (long long)batch, (long long)nb);
+    b->epoch = epoch;
+    make_order(b);
+    int64_t pos = batch * b->opts.batch_size;
+    b->pos = pos < b->ds->n ? pos : b->ds->n;
+    b->last_count = 0;
+    return BG_OK;
+}

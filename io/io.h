@@ -143,6 +143,11 @@ void bg_batcher_set_epoch(bg_batcher *b, int64_t epoch);
  * a checkpoint's epoch / batch_in_epoch mid-epoch). BG_ERR_ARG when out of
  * range. */
 bg_status bg_batcher_seek(bg_batcher *b, int64_t epoch, int64_t batch);
+/* Jumps to batch `batch` (0..bg_batcher_batches) of epoch `epoch`, so the
+ * next bg_batcher_next returns what it would have returned there (resuming
+ * a checkpoint's epoch / batch_in_epoch mid-epoch). BG_ERR_ARG when out of
+ * range. */
+bg_status bg_batcher_seek(bg_batcher *b, int64_t epoch, int64_t batch);
 
 // ---------------------------------------------------------------------------
 // training loops over a batcher (io/train.c): what every program that trains

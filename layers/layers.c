@@ -505,3 +505,41 @@ bg_module *bg_sequential_new(int n, bg_module *const *children) {
     }
     return finish(m);
 }
+
+// ---------------------------------------------------------------------------
+// hyperparameters, for model descriptions (io/model_desc.c)
+
+bg_status bg_layer_hparams_get(const bg_module *m, bg_layer_hparams *out) {
+    if (!m || !out) return bg_set_error(BG_ERR_ARG, "layer_hparams: module or out is NULL");
+    memset(out, 0, sizeof *out);
+    const char *k = bg_module_kind(m);
+    const void *st = bg_module_state(m);
+    if (strcmp(k, "Linear") == 0) {
+        const linear_state *s = st;
+        out->in = s->in, out->out = s->out, out->bias = s->bias != NULL;
+    } else if (strcmp(k, "Conv2d") == 0) {
+        const conv2d_state *s = st;
+        out->in = s->in, out->out = s->out, out->kernel_h = s->kh, out->kernel_w = s->kw;
+        out->conv = s->opts, out->bias = s->bias != NULL;
+    } else if (strcmp(k, "Embedding") == 0) {
+        const embedding_state *s = st;
+        out->in = s->num, out->out = s->dim;
+    } else if (strcmp(k, "LayerNorm") == 0 || strcmp(k, "RMSNorm") == 0) {
+        const norm_state *s = st;
+        out->in = out->out = s->dim, out->eps = s->eps, out->bias = s->weight != NULL;
+    } else if (strcmp(k, "Dropout") == 0) {
+        dropout_state *s = bg_module_state(m);
+        out->p = s->p, out->rng = &s->rng;
+    } else if (strcmp(k, "LeakyReLU") == 0) {
+        out->slope = ((const act_state *)st)->slope;
+    } else if (strcmp(k, "GELU") == 0) {
+        out->tanh_approx = ((const act_state *)st)->tanh_approx;
+    } else if (strcmp(k, "MaxPool2d") == 0 || strcmp(k, "AvgPool2d") == 0) {
+        const pool_state *s = st;
+        out->kernel = s->kernel, out->stride = s->stride, out->padding = s->padding;
+    } else if (strcmp(k, "ReLU") != 0 && strcmp(k, "SiLU") != 0 && strcmp(k, "Tanh") != 0 &&
+               strcmp(k, "Sigmoid") != 0 && strcmp(k, "Flatten") != 0 && strcmp(k, "Sequential") != 0) {
+        return bg_set_error(BG_ERR_ARG, "layer_hparams: not a built-in float layer: %s", k);
+    }
+    return BG_OK;
+}

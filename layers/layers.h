@@ -344,6 +344,27 @@ bg_module *bg_bitlinear_from(const bg_module *linear);
 bg_status bg_module_replace_child(bg_module *m, int i, bg_module *child);
 /* The options of a Conv2d module (layers.c). BG_ERR_ARG for another kind. */
 bg_status bg_conv2d_get_opts(const bg_module *m, bg_conv2d_opts *opts);
+/* The same for a QConv2d (qlayers.c). BG_ERR_ARG for another kind. */
+bg_status bg_qconv2d_get_opts(const bg_module *m, bg_conv2d_opts *opts);
+
+/* The hyperparameters of a built-in float layer (layers.c), for model
+ * descriptions (io/model_desc.c). Fields the kind does not use are zero. */
+typedef struct bg_layer_hparams {
+    int64_t in, out;                   /* Linear in/out features, Conv2d channels, Embedding num/dim, norms dim */
+    int64_t kernel_h, kernel_w;        /* Conv2d */
+    bg_conv2d_opts conv;               /* Conv2d */
+    bool bias;                         /* Linear, Conv2d; LayerNorm: elementwise_affine */
+    float eps;                         /* LayerNorm, RMSNorm */
+    float p;                           /* Dropout */
+    bg_rng *rng;                       /* Dropout: its generator (owned by the module; checkpoints save it) */
+    float slope;                       /* LeakyReLU */
+    bool tanh_approx;                  /* GELU */
+    int64_t kernel, stride, padding;   /* MaxPool2d, AvgPool2d */
+} bg_layer_hparams;
+/* Fills *out for Linear, Conv2d, Embedding, LayerNorm, RMSNorm, Dropout, the
+ * activations, Flatten, the pools and Sequential (nothing to fill). BG_ERR_ARG
+ * for other kinds ("layer_hparams: not a built-in float layer: QLinear"). */
+bg_status bg_layer_hparams_get(const bg_module *m, bg_layer_hparams *out);
 
 /* Replaces every Linear and Conv2d of model's tree (not model itself) by its
  * quantized wrapper, keeping weights. Spec strings as bg_quant_spec_parse;

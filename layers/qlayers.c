@@ -400,6 +400,14 @@ bg_quant_stats *bg_qlayer_stats(const bg_module *qlayer, bool input) {
     return f ? &f->stats : NULL;
 }
 
+bg_status bg_qconv2d_get_opts(const bg_module *m, bg_conv2d_opts *opts) {
+    const qlayer *q = as_qlayer(m);
+    if (!q || q->kind != QL_CONV || !opts)
+        return bg_set_error(BG_ERR_ARG, "qconv2d_get_opts: not a QConv2d: %s", m ? bg_module_kind(m) : "(null)");
+    *opts = q->opts;
+    return BG_OK;
+}
+
 bg_tensor *bg_qlayer_weight(const bg_module *layer) {
     const qlayer *q = as_qlayer(layer);
     return q ? q->weight : NULL;

@@ -222,6 +222,18 @@ void bg_optim_set_schedule(bg_optim *o, const bg_lr_schedule *s) {
     if (s) o->schedule = *s;
 }
 
+void bg_optim_get_opts(const bg_optim *o, bg_sgd_opts *sgd, bg_adam_opts *adam) {
+    if (!o) return;
+    if (sgd) *sgd = o->sgd;
+    if (adam) *adam = o->adam;
+}
+
+bool bg_optim_get_schedule(const bg_optim *o, bg_lr_schedule *s) {
+    if (!o || !o->has_schedule) return false;
+    if (s) *s = o->schedule;
+    return true;
+}
+
 int64_t bg_optim_step_count(const bg_optim *o) { return o ? o->steps : 0; }
 
 bg_status bg_optim_set_step_count(bg_optim *o, int64_t steps) {

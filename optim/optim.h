@@ -138,6 +138,11 @@ void bg_optim_set_lr(bg_optim *o, float lr);
 /* Copies *s; the lr of each step becomes bg_lr_at(s, step_count). NULL
  * detaches. */
 void bg_optim_set_schedule(bg_optim *o, const bg_lr_schedule *s);
+/* For checkpoints: the options the optimizer was made with (*sgd for SGD,
+ * *adam for Adam/AdamW; either may be NULL), and its lr schedule (true and
+ * *s filled, or false when none is attached). */
+void bg_optim_get_opts(const bg_optim *o, bg_sgd_opts *sgd, bg_adam_opts *adam);
+bool bg_optim_get_schedule(const bg_optim *o, bg_lr_schedule *s);
 
 /* Steps taken (PyTorch's state "step"); settable for resuming a checkpoint.
  * SGD's momentum buffer is taken as initialised once step_count > 0. */

@@ -703,3 +703,57 @@ bg_status bg_quantize(bg_ctx *ctx, const bg_quant_spec *spec, bg_quant_state *st
     *codes = c;
     return BG_OK;
 }
+
+// ---------------------------------------------------------------------------
+// non-parameter state, for checkpoints (io/checkpoint.c)
+
+int64_t bg_quant_state_num_scales(const bg_quant_state *st) { return st ? st->n_scales : 0; }
+
+/* True when slot i is one of the spec's learned parameters. */
+static bool is_learned_slot(const bg_quant_state *st, int i) {
+    int slots[P_COUNT];
+    int n = learned_slots(&st->spec, slots);
+    for (int k = 0; k < n; k++)
+        if (slots[k] == i) return true;
+    return false;
+}
+
+bg_status bg_quant_state_get_buffers(const bg_quant_state *st, float *rmin, float *rmax, float *scale,
+                                     float *zero_point, bg_quant_state_flags *flags) {
+    if (!st) return bg_set_error(BG_ERR_ARG, "quant_state_get_buffers: state is NULL");
+    size_t nb = sizeof(float) * (size_t)st->n_scales;
+    if (st->n_scales > 0) {
+        if (rmin) memcpy(rmin, st->rmin, nb);
+        if (rmax) memcpy(rmax, st->rmax, nb);
+        if (scale) memcpy(scale, bg_f32(st->t[P_SCALE]), nb);
+        if (zero_point) memcpy(zero_point, bg_f32(st->t[P_ZERO_POINT]), nb);
+    }
+    if (flags) {
+        flags->observed = st->observed;
+        flags->initialized = st->initialized;
+        flags->observer_on = st->observer_on;
+        flags->enabled = st->enabled;
+        flags->calls = st->calls;
+    }
+    return BG_OK;
+}
+
+bg_status bg_quant_state_set_buffers(bg_quant_state *st, const float *rmin, const float *rmax, const float *scale,
+                                     const float *zero_point, const bg_quant_state_flags *flags) {
+    if (!st) return bg_set_error(BG_ERR_ARG, "quant_state_set_buffers: state is NULL");
+    size_t nb = sizeof(float) * (size_t)st->n_scales;
+    if (st->n_scales > 0) {
+        if (rmin) memcpy(st->rmin, rmin, nb);
+        if (rmax) memcpy(st->rmax, rmax, nb);
+        if (scale && !is_learned_slot(st, P_SCALE)) memcpy(bg_f32(st->t[P_SCALE]), scale, nb);
+        if (zero_point && !is_learned_slot(st, P_ZERO_POINT)) memcpy(bg_f32(st->t[P_ZERO_POINT]), zero_point, nb);
+    }
+    if (flags) {
+        st->observed = flags->observed;
+        st->initialized = flags->initialized;
+        st->observer_on = flags->observer_on;
+        st->enabled = flags->enabled;
+        st->calls = flags->calls;
+    }
+    return BG_OK;
+}

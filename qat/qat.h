@@ -268,6 +268,28 @@ bg_status bg_quant_state_init_from(bg_quant_state *st, const bg_tensor *x);
  * stream also advances with it). */
 int64_t bg_quant_state_calls(const bg_quant_state *st);
 
+/* The non-parameter state, for checkpoints: everything a forward reads or
+ * updates besides the learned parameters (which are module parameters and
+ * saved as such). */
+typedef struct bg_quant_state_flags {
+    bool observed;       /* the observed range holds data */
+    bool initialized;    /* learned parameters hold their values */
+    bool observer_on, enabled;
+    int64_t calls;       /* forwards so far (the stochastic rounding stream) */
+} bg_quant_state_flags;
+/* P, the number of scales (0 for per-token). */
+int64_t bg_quant_state_num_scales(const bg_quant_state *st);
+/* Copies out the observed range rmin[P], rmax[P], the current scale[P] and
+ * zero_point[P] and the flags (any pointer may be NULL to skip it).
+ * BG_ERR_ARG for a NULL state. */
+bg_status bg_quant_state_get_buffers(const bg_quant_state *st, float *rmin, float *rmax, float *scale,
+                                     float *zero_point, bg_quant_state_flags *flags);
+/* Restores them (NULL pointers skip). scale / zero_point are written only
+ * where they are not learned parameters (those are restored as module
+ * parameters). Never fails for a non-NULL state. */
+bg_status bg_quant_state_set_buffers(bg_quant_state *st, const float *rmin, const float *rmax, const float *scale,
+                                     const float *zero_point, const bg_quant_state_flags *flags);
+
 // ---------------------------------------------------------------------------
 // quantization parameters for one input
 
