@@ -139,7 +139,7 @@ static void glyph(canvas *c, int x, int y, char ch, rgb col, int s, bool vertica
     unsigned char u = (unsigned char)ch;
     if (u < 32 || u > 126) u = '?';
     const unsigned char *g = font5x7[u - 32];
-    for (int r = 0; r < 7; r++)
+    for (int r = 0; r < 9; r++)
         for (int k = 0; k < 5; k++)
             if (g[r] & (0x10 >> k)) {
                 if (vertical)   // rotated 90 degrees counter-clockwise: reads bottom to top
@@ -310,7 +310,8 @@ typedef struct legend_entry {
     int style;   /* 0 line, 1 dashed line, 2 filled box */
 } legend_entry;
 
-/* A boxed legend in the top-right (corner 0) or top-left (corner 1) of p. */
+/* A boxed legend inside p at the top right (corner 0) or top left (1), or
+ * outside it, right of the plot area (2). */
 static void draw_legend(canvas *c, const panel *p, const legend_entry *e, int n, int corner) {
     if (n <= 0) return;
     clip_reset(c);
@@ -321,7 +322,8 @@ static void draw_legend(canvas *c, const panel *p, const legend_entry *e, int n,
     }
     w += 40;
     int h = n * lh + 8;
-    int x = corner == 0 ? p->x1 - w - 8 : p->x0 + 8, y = p->y0 + 8;
+    int x = corner == 0 ? p->x1 - w - 8 : corner == 1 ? p->x0 + 8 : p->x1 + 14;
+    int y = corner == 2 ? p->y0 : p->y0 + 20;   // below the phase names
     fill_rect(c, x, y, x + w, y + h, COL_BG);
     rect_outline(c, x, y, x + w, y + h, 0xb0b0b0);
     for (int i = 0; i < n; i++) {
@@ -572,8 +574,10 @@ bg_status bg_plot_training(const bg_trainlog *log, const char *path) {
     for (int64_t i = 0; i < log->n_refs; i++)
         if (!strcmp(log->refs[i].metric, "loss") && isfinite(log->refs[i].value))
             ylo = fmin(ylo, log->refs[i].value), yhi = fmax(yhi, log->refs[i].value);
+    bool from0 = ylo >= 0;
     if (ylo > 0 && ylo < 0.5 * yhi) ylo = 0;   // losses read best from 0
     top.ystep = nice_range(&ylo, &yhi, 6, 0.02);
+    if (from0 && ylo < 0) ylo = 0;
     top.ylo = ylo, top.yhi = yhi;
 
     // bottom: accuracy in percent
@@ -656,7 +660,7 @@ bg_status bg_plot_training(const bg_trainlog *log, const char *path) {
             px0 = x, py0 = y, have_prev = true;
             last = r->acc;
         }
-        snprintf(acc_names[k], sizeof acc_names[k], "%s test accuracy (last %.2f%%)", labels[k][0] ? labels[k] : "model",
+        snprintf(acc_names[k], sizeof acc_names[k], "%.63s test accuracy (last %.2f%%)", labels[k][0] ? labels[k] : "model",
                  100 * last);
         leg_bot[n_leg_bot++] = (legend_entry){acc_names[k], col, 0};
     }
@@ -729,12 +733,12 @@ static void draw_hist_panel(canvas *c, const panel *p0, const bg_trainlog *log, 
     // thresholds dashed, levels solid
     for (int i = 0; i < h->n_thresholds && h->n_thresholds <= 34; i++) {
         double x = px_x(&p, h->thresholds[i]);
-        line(c, x, p.y0, x, p.y1, 0xff7f0e, 2, 5);
+        line(c, x, p.y0, x, p.y1, 0xff7f0e, h->n_thresholds > 8 ? 1 : 2, 5);
     }
     for (int i = 0; i < h->n_levels; i++) {
         if (h->n_levels > 33 && i != 0 && i != h->n_levels - 1) continue;
         double x = px_x(&p, h->levels[i]);
-        line(c, x, p.y0, x, p.y1, 0xd62728, 2, 0);
+        line(c, x, p.y0, x, p.y1, 0xd62728, h->n_levels > 8 ? 1 : 2, 0);
     }
     clip_reset(c);
     char title[160];
@@ -885,6 +889,15 @@ bg_status bg_plot_ternary(const bg_trainlog *log, const char *path) {
 // ---------------------------------------------------------------------------
 // figure (d): SQNR per layer at the end of each phase
 
+/* True when no finite SQNR of that side (0 weights, 1 activations) is < 0. */
+static bool lo_data_nonneg(const bg_trainlog *log, int side) {
+    for (int64_t i = 0; i < log->n_metrics; i++) {
+        double v = side ? log->metrics[i].a_sqnr_db : log->metrics[i].w_sqnr_db;
+        if (isfinite(v) && v < 0) return false;
+    }
+    return true;
+}
+
 bg_status bg_plot_sqnr(const bg_trainlog *log, const char *path) {
     if (!log || !path) return bg_set_error(BG_ERR_ARG, "plot: sqnr: log or path is NULL");
     if (log->n_metrics == 0) return bg_set_error(BG_ERR_ARG, "plot: sqnr: the log has no metrics records");
@@ -930,7 +943,9 @@ bg_status bg_plot_sqnr(const bg_trainlog *log, const char *path) {
     char leg_names[MAX_INTERVALS][128];
     for (int j = 0; j < n_used; j++) {
         int k = used[j];
-        snprintf(leg_names[j], sizeof leg_names[j], "end of %s (step %lld)", iv[k].name, (long long)end_step[k]);
+        char full[160];
+        snprintf(full, sizeof full, "end of %.96s (step %lld)", iv[k].name, (long long)end_step[k]);
+        fit_text(leg_names[j], sizeof leg_names[j], full, c->w - 760 - 50, TICK_S);
         leg[j] = (legend_entry){leg_names[j], spec_color(iv[k].name, j), 2};
     }
     for (int side = 0; side < 2; side++) {
@@ -943,11 +958,9 @@ bg_status bg_plot_sqnr(const bg_trainlog *log, const char *path) {
                 if (isfinite(v)) ylo = fmin(ylo, v), yhi = fmax(yhi, v);
             }
         if (!(yhi > ylo)) yhi = ylo + 10;
-        double ystep = nice_range(&ylo, &yhi, 6, 0);
-        if (yhi < ylo + 0.5) yhi += ystep;
-        // room for the legend above the bars
-        yhi += ystep * (n_used > 2 ? 2 : 1);
-        panel p = {.x0 = 110, .y0 = side ? 400 : 80, .x1 = 970, .y1 = side ? 630 : 310, .xlo = 0, .xhi = 1,
+        double ystep = nice_range(&ylo, &yhi, 6, 0.06);
+        if (ylo < 0 && ylo >= -ystep && lo_data_nonneg(log, side)) ylo = 0;
+        panel p = {.x0 = 110, .y0 = side ? 400 : 80, .x1 = 740, .y1 = side ? 630 : 310, .xlo = 0, .xhi = 1,
                    .ylo = ylo, .yhi = yhi, .ystep = ystep};
         draw_grid(c, &p);
         double gw = (double)(p.x1 - p.x0) / (n_layers ? n_layers : 1);
@@ -987,7 +1000,7 @@ bg_status bg_plot_sqnr(const bg_trainlog *log, const char *path) {
             fill_rect(c, cx, p.y1 + 1, cx, p.y1 + 4, COL_AXIS);
             text(c, cx, p.y1 + 8, nm, COL_TEXT, TICK_S, 1);
         }
-        draw_legend(c, &p, leg, n_used, 1);
+        draw_legend(c, &p, leg, n_used, 2);
     }
     bg_status s = png_save(c, path);
     free(cv.px);

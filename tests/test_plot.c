@@ -192,8 +192,8 @@ static void test_writer_roundtrip(void) {
         {"weights.png", bg_plot_weights, 3 * 360 + 40, 2 * 250 + 60, 800, 90, 1106, 268, 0xd62728, 200},  // levels
         {"ternary.png", bg_plot_ternary, 1000, 720, 110, 80, 970, 330, 0x1f77b4, 100},     // fc1 zeros
         {"ternary.png", bg_plot_ternary, 1000, 720, 110, 400, 970, 650, 0xff7f0e, 100},    // fc2 flips
-        {"sqnr.png", bg_plot_sqnr, 1000, 720, 110, 80, 970, 310, 0xd62728, 1000},          // ternary bars
-        {"sqnr.png", bg_plot_sqnr, 1000, 720, 110, 400, 970, 630, 0x1f77b4, 1000},         // int8 bars
+        {"sqnr.png", bg_plot_sqnr, 1000, 720, 110, 80, 740, 310, 0xd62728, 1000},          // ternary bars
+        {"sqnr.png", bg_plot_sqnr, 1000, 720, 110, 400, 740, 630, 0x1f77b4, 1000},         // int8 bars
     };
     for (size_t k = 0; k < sizeof figs / sizeof figs[0]; k++) {
         char out[600];
