@@ -143,11 +143,6 @@ void bg_batcher_set_epoch(bg_batcher *b, int64_t epoch);
  * a checkpoint's epoch / batch_in_epoch mid-epoch). BG_ERR_ARG when out of
  * range. */
 bg_status bg_batcher_seek(bg_batcher *b, int64_t epoch, int64_t batch);
-/* Jumps to batch `batch` (0..bg_batcher_batches) of epoch `epoch`, so the
- * next bg_batcher_next returns what it would have returned there (resuming
- * a checkpoint's epoch / batch_in_epoch mid-epoch). BG_ERR_ARG when out of
- * range. */
-bg_status bg_batcher_seek(bg_batcher *b, int64_t epoch, int64_t batch);
 
 // ---------------------------------------------------------------------------
 // training loops over a batcher (io/train.c): what every program that trains
@@ -259,9 +254,105 @@ bg_status bg_checkpoint_load_model(const char *path, bg_module **model);
 
 // ---------------------------------------------------------------------------
 // export for inference (io/export.c; the runtime is infer/infer.h)
+//
+// A safetensors file with only what inference needs, per layer: weights as
+// packed ternary ("t2", 2 bits each, the layout of kernels.h), 4-bit codes
+// (two per byte), 8-bit codes or f32 (float layers), their scales and zero
+// points as trained (per-tensor, per-channel, per-group), biases (f32), the
+// activation quantizer (static scale / zero point, or per-token absmax) and
+// BitLinear's RMSNorm eps; __metadata__ holds "format" = "bitgrad-export",
+// "version" = "1", "layers" (the JSON the runtime reads), "input_shape",
+// "output_size" and "model" (bg_model_to_json). doc/export-format.md has
+// every byte.
+//
+//     bg_model_set_quant_mode(net, BG_QUANT_MODE_EVAL);
+//     if (bg_export(net, "mlp.bgx", NULL) != BG_OK) fprintf(stderr, "%s\n", bg_last_error());
+//     bg_infer_model *rt; bg_infer_load("mlp.bgx", &rt);        // infer/infer.h
+
+typedef struct bg_export_opts {
+    /* Shape of one example (without the batch dim), e.g. {784} or {1,28,28};
+     * input_ndim 0 = taken from the first layer (a Linear's in_features; a
+     * model starting with a Conv2d needs it). */
+    int input_ndim;
+    int64_t input_shape[3];
+} bg_export_opts;
+
+/* Writes model (a Sequential, nested Sequentials, or one layer) for the
+ * runtime, as the model computes in BG_QUANT_MODE_EVAL: the codes are those
+ * of each weight quantizer with its observer frozen (an LSQ step never
+ * initialised is initialised from the weights, as the first forward would);
+ * a disabled quantizer (fp32 mode, a schedule's fp32 phase) exports that side
+ * as float; stochastic rounding of activations becomes nearest. Supported
+ * kinds: Linear, Conv2d, QLinear, QConv2d, BitLinear, ReLU, LeakyReLU, GELU,
+ * SiLU, Tanh, Sigmoid, Flatten, MaxPool2d, AvgPool2d, Dropout (identity).
+ * The file is written atomically, and only after every layer was encoded:
+ * on any error nothing is written and bg_last_error() names the layer, e.g.
+ * "export: layer 1: unsupported kind \"Embedding\" (the runtime runs Linear,
+ * Conv2d, their quantized forms, activations, Flatten, pools)".
+ * opts may be NULL. */
+bg_status bg_export(const bg_module *model, const char *path, const bg_export_opts *opts);
+
+/* The 4-bit packing of the export ("i4" / "u4"): row r of k codes becomes
+ * (k+1)/2 bytes, code 2j in bits 0-3 and code 2j+1 in bits 4-7 of byte j
+ * (two's complement for signed codes; a missing last code is 0). */
+void bg_export_pack4(uint8_t *dst, const int8_t *codes, int64_t rows, int64_t k);
+/* The inverse; is_signed sign-extends each nibble. */
+void bg_export_unpack4(int8_t *codes, const uint8_t *src, int64_t rows, int64_t k, bool is_signed);
 
 // ---------------------------------------------------------------------------
 // ONNX export (io/onnx.c)
+//
+//     int64_t shape[2] = {1, 784};                 // dim 0 (batch) is written as "N"
+//     if (bg_export_onnx(net, "mlp.onnx", 2, shape) != BG_OK)
+//         fprintf(stderr, "%s\n", bg_last_error());
+//
+// The graph (opset 13, IR version 7, written through protobuf-c from Debian's
+// onnx.proto) computes what bg_module_forward computes in eval quant mode
+// (observers frozen at their current ranges; dropout off):
+//  - quantized weights (QLinear, QConv2d, BitLinear) are initializers holding
+//    their integer codes — int8 for signed kinds, ternary and binary
+//    (values -1/0/+1) included; uint8 for unsigned ones — with their scales
+//    and zero points, feeding DequantizeLinear: per-tensor, or per-channel on
+//    axis 0. Per-group weights (G consecutive elements of the last axis) are
+//    stored as codes of shape [numel/G, G] with one scale per row (axis 0)
+//    and Reshape'd back after DequantizeLinear, which is exact.
+//  - static activation quantizers (observers, fixed, LSQ, LSQ+, PACT) become
+//    Mul(x, 1/s) -> QuantizeLinear(scale 1, zero point z) -> [Clip to the
+//    code range when it is narrower than 8 bits] -> DequantizeLinear(s, z).
+//    ONNX's QuantizeLinear divides (x / s) while bitgrad multiplies by the
+//    rounded inverse (x * (1/s), as PyTorch does); the two differ in the
+//    last bit and can move a code at an exact half-way point (e.g. pixels
+//    k/255 under scale 1/127.5), so the multiply is kept outside.
+//  - dynamic per-token (or per-tensor) absmax activations, and BitLinear's
+//    RMSNorm (no gain, eps 1e-6) + int8 per-token absmax, are spelled out
+//    with standard ops: the RMSNorm in float64 (Cast, Mul, ReduceMean, Add,
+//    Sqrt, Div, Cast) as bitgrad accumulates it; then s = max(ReduceMax(
+//    Abs(x)), 1e-5) / 127, x * (1 / s), Round (half to even), Clip(-128,
+//    127), * s — the same float operations in the same order.
+//  - then Gemm (transB, no C) + Add bias, or Conv (with its bias), in float;
+//    ReLU, LeakyReLU, Tanh, Sigmoid, SiLU, GELU (erf or tanh form),
+//    Flatten, MaxPool, AveragePool (count_include_pad), Dropout (identity),
+//    and float Linear / Conv2d as plain ops. A quantizer whose state is
+//    disabled (fp32 quant mode) is left out, as in the forward.
+// Remaining differences from bitgrad's forward are float summation orders
+// (matmul, conv, the float64 sum of squares); they are usually far below
+// 1e-4 of the logit range, but a sum that lands on the other side of a
+// rounding half-way point moves one activation code by one step.
+//
+// input_shape: ndim dims of one input batch ({1, 784} for an MLP, {1, 1,
+// 28, 28} for a CNN); dim 0 is the batch, written as the symbolic dim "N"
+// (its value is not used). The output is "logits". The file is written
+// atomically (temporary file in the same folder, fsync, rename).
+// Refused with a clear error (BG_ERR_UNSUPPORTED, nothing written): modules
+// without an ONNX form here (Embedding, norms other than BitLinear's, custom
+// kinds), stochastic rounding (not reproducible), learned quantizers never
+// initialised by a forward, dilated or grouped QConv2d with a per-group
+// weight layout it cannot express. BG_ERR_ARG for a NULL model/path or a bad
+// shape ("onnx_export: Linear 0 expects 784 input features, the input has
+// 780"), BG_ERR_IO when the file cannot be written.
+// Side effect: computing the quantization parameters advances the
+// quantizers' call counters (as one forward would); no range changes.
+bg_status bg_export_onnx(const bg_module *model, const char *path, int ndim, const int64_t *input_shape);
 
 // ---------------------------------------------------------------------------
 // training logs (io/trainlog.c) and plots (io/plot.c)
@@ -340,6 +431,14 @@ bg_status bg_trainlog_hist(bg_trainlog_writer *w, int64_t step, const char *laye
  * (at most max of them) and returns the count qmax - qmin + 1, e.g. for a
  * ternary layer with absmean scale s: (s, 0, -1, 1) -> {-s, 0, s}. */
 int bg_trainlog_levels(float scale, float zero_point, int qmin, int qmax, float *levels, int max);
+/* One hist record per quantized layer of model (bg_qlayer_at order, named by
+ * bg_qlayer_name; "model" for model itself) with a latent weight: its
+ * weights in n_bins bins, and with_levels (pass false in an fp32 phase) the
+ * levels of its weight quantizer from the state's current scale and zero
+ * point (per-channel / per-group: their mean, so the lines are indicative;
+ * ternary {-s,0,s}, binary {-s,s}, int b-bit (qmin..qmax - z) * s). */
+bg_status bg_trainlog_model_hists(bg_trainlog_writer *w, int64_t step, const bg_module *model, int n_bins,
+                                  bool with_levels);
 /* metric "acc" or "loss" (NULL: "acc"). */
 bg_status bg_trainlog_ref(bg_trainlog_writer *w, const char *label, const char *metric, double value);
 

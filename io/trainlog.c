@@ -251,6 +251,61 @@ int bg_trainlog_levels(float scale, float zero_point, int qmin, int qmax, float 
     return count;
 }
 
+/* The code range of a spec (as the quantizers use it). */
+static void code_range(const bg_quant_spec *sp, int *qmin, int *qmax) {
+    if (sp->kind == BG_QUANT_TERNARY || sp->kind == BG_QUANT_BINARY) {
+        *qmin = -1, *qmax = 1;
+    } else if (sp->is_unsigned) {
+        *qmin = sp->narrow ? 1 : 0, *qmax = (1 << sp->bits) - 1;
+    } else {
+        *qmin = -(1 << (sp->bits - 1)) + (sp->narrow ? 1 : 0), *qmax = (1 << (sp->bits - 1)) - 1;
+    }
+}
+
+static double tensor_mean(const bg_tensor *t) {
+    if (!t || t->dtype != BG_DTYPE_F32 || bg_numel(t) <= 0) return NAN;
+    double sum = 0;
+    int64_t n = bg_numel(t);
+    if (!bg_is_contiguous(t)) return NAN;
+    const float *v = bg_f32(t);
+    for (int64_t i = 0; i < n; i++) sum += v[i];
+    return sum / (double)n;
+}
+
+bg_status bg_trainlog_model_hists(bg_trainlog_writer *w, int64_t step, const bg_module *model, int n_bins,
+                                  bool with_levels) {
+    if (!w || !model) return bg_set_error(BG_ERR_ARG, "trainlog: model_hists: writer or model is NULL");
+    int n = bg_qlayer_count(model);
+    for (int i = 0; i < n; i++) {
+        bg_module *q = bg_qlayer_at(model, i);
+        bg_tensor *wt = q ? bg_qlayer_weight(q) : NULL;
+        if (!wt || wt->dtype != BG_DTYPE_F32 || !bg_is_contiguous(wt)) continue;
+        char name[BG_TRAINLOG_NAME_MAX];
+        if (bg_qlayer_name(model, i, name, sizeof name) < 0) continue;
+        if (!name[0]) snprintf(name, sizeof name, "model");
+        float levels[256];
+        int n_levels = 0;
+        const bg_quant_state *st = with_levels ? bg_qlayer_weight_state(q) : NULL;
+        const bg_quant_spec *sp = st ? bg_quant_state_spec(st) : NULL;
+        double scale = st ? tensor_mean(bg_quant_state_scale(st)) : NAN;
+        double zp = st && bg_quant_state_zero_point(st) ? tensor_mean(bg_quant_state_zero_point(st)) : 0;
+        if (sp && isfinite(scale) && scale > 0 && isfinite(zp)) {
+            if (sp->kind == BG_QUANT_BINARY) {
+                levels[0] = (float)-scale, levels[1] = (float)scale;
+                n_levels = 2;
+            } else {
+                int qmin, qmax;
+                code_range(sp, &qmin, &qmax);
+                n_levels = bg_trainlog_levels((float)scale, (float)zp, qmin, qmax, levels, 256);
+                if (n_levels > 256) n_levels = 256;
+            }
+        }
+        bg_status s = bg_trainlog_hist(w, step, name, bg_f32(wt), bg_numel(wt), n_bins, levels, n_levels);
+        if (s) return s;
+    }
+    return BG_OK;
+}
+
 bg_status bg_trainlog_ref(bg_trainlog_writer *w, const char *label, const char *metric, double value) {
     bg_status s = begin(w, "ref");
     if (s || (s = check_name(w, "label", label))) return s;

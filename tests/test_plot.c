@@ -377,6 +377,80 @@ static void test_flush(void) {
     bg_trainlog_close(w);
 }
 
+/* bg_trainlog_model_hists and bg_trainlog_qat_metrics on a real model: a
+ * QLinear with a fixed int8 grid of 0.25 and a BitLinear (absmean ternary). */
+static void test_model_records(void) {
+    bg_rng rng;
+    bg_rng_seed(&rng, 1);
+    bg_quant_spec ws, as;
+    CHECK(bg_quant_spec_parse("int8:scale=0.25", &ws) == BG_OK);
+    CHECK(bg_quant_spec_parse("int8:scale=0.5", &as) == BG_OK);
+    bg_module *net = bg_sequential_new(3, (bg_module *[]){
+        bg_qlinear_new(4, 2, false, &ws, &as, &rng), bg_relu_new(), bg_bitlinear_new(2, 4, &rng)});
+    CHECK(net != NULL);
+    if (!net) return;
+    float w0[8] = {0.25f, -0.5f, 1.0f, 0.0f, -1.25f, 0.75f, 0.5f, 2.0f};
+    memcpy(bg_module_find_param(net, "0.weight")->data, w0, sizeof w0);
+    float w2[8] = {0.8f, -0.8f, 0.0f, 0.4f, 0.8f, 0.02f, -0.8f, 0.4f};   // absmean 4.02/8
+    memcpy(bg_module_find_param(net, "2.weight")->data, w2, sizeof w2);
+    bg_model_track_quant(net, true);
+    bg_ctx *ctx = bg_ctx_new(0);
+    float xv[4] = {0.5f, 1.0f, 0.3f, -0.2f};
+    bg_tensor *x = bg_from_data(ctx, BG_DTYPE_F32, BG_SHAPE(1, 4), xv);
+    CHECK(bg_module_forward(ctx, net, x) != NULL);
+
+    char path[600];
+    path_in(path, sizeof path, "model.jsonl");
+    bg_trainlog_writer *w;
+    CHECK(bg_trainlog_open(path, &w) == BG_OK);
+    CHECK_MSG(bg_trainlog_model_hists(w, 5, net, 10, true) == BG_OK, "%s", bg_last_error());
+    bg_qat_layer_metrics m[4];
+    int n = bg_qat_metrics(net, m, 4);
+    CHECK(n == 2);
+    CHECK(bg_trainlog_qat_metrics(w, 5, m, n) == BG_OK);
+    CHECK(bg_trainlog_close(w) == BG_OK);
+    bg_trainlog *log = NULL;
+    CHECK_MSG(bg_trainlog_read(path, &log) == BG_OK, "%s", bg_last_error());
+    if (log) {
+        CHECK(log->n_hists == 2 && log->n_metrics == 2);
+        if (log->n_hists == 2) {
+            const bg_trainlog_hist_rec *h = &log->hists[0];
+            CHECK_STR(h->layer, "0");
+            CHECK(h->n_bins == 10 && h->n_levels == 256 && h->n_thresholds == 255);
+            if (h->n_levels == 256) {
+                CHECK_CLOSE(h->levels[0], -32, 0, 0);
+                CHECK_CLOSE(h->levels[255], 31.75, 0, 0);
+                CHECK_CLOSE(h->thresholds[128], 0.125, 0, 0);
+            }
+            CHECK(h->lo == -32 && h->hi == 31.75);   // the levels widen the range
+            int64_t total = 0;
+            for (int b = 0; b < h->n_bins; b++) total += h->counts[b];
+            CHECK(total == 8);
+            h = &log->hists[1];
+            CHECK_STR(h->layer, "2");
+            CHECK(h->n_levels == 3 && h->n_thresholds == 2);
+            if (h->n_levels == 3) {
+                CHECK_CLOSE(h->levels[2], 4.02 / 8, 1e-6, 0);
+                CHECK(h->levels[1] == 0 && h->levels[0] == -h->levels[2]);
+                CHECK_CLOSE(h->thresholds[1], 4.02 / 16, 1e-6, 0);
+            }
+        }
+        if (log->n_metrics == 2) {
+            CHECK_STR(log->metrics[0].layer, "0");
+            CHECK(isinf(log->metrics[0].w_sqnr_db) && isnan(log->metrics[0].zero_frac));
+            CHECK_STR(log->metrics[1].layer, "2");
+            CHECK_CLOSE(log->metrics[1].zero_frac, 0.25, 0, 0);
+            CHECK_CLOSE(log->metrics[1].flip_frac, 0, 0, 0);
+            CHECK(isfinite(log->metrics[1].w_sqnr_db) && isfinite(log->metrics[1].a_sqnr_db));
+        }
+        path_in(path, sizeof path, "model_weights.png");
+        CHECK_MSG(bg_plot_weights(log, path) == BG_OK, "%s", bg_last_error());
+        bg_trainlog_free(log);
+    }
+    bg_ctx_free(ctx);
+    bg_module_free(net);
+}
+
 static void rm_tree(const char *p) {
     struct stat st;
     if (lstat(p, &st) != 0) return;
@@ -411,6 +485,7 @@ int main(void) {
     test_text_log();
     test_bad_logs();
     test_flush();
+    test_model_records();
     if (!(keep && *keep)) rm_tree(dir);
     return bg_test_finish();
 }
