@@ -30,6 +30,7 @@ packages=(
     libopenblas-dev libopenblas-openmp-dev libdnnl-dev ocl-icd-opencl-dev
     libpng-dev zlib1g-dev libjansson-dev libcmocka-dev
     dataset-fashion-mnist
+    libprotobuf-c-dev protobuf-c-compiler libonnx-dev python3-onnx nodejs
 )
 if [ "$reference" = 1 ]; then
     packages+=(python3-torch python3-numpy)
@@ -41,9 +42,34 @@ for p in "${packages[@]}"; do
         missing+=("$p")
     fi
 done
+# npm: Debian's package, unless the installed Node.js brings its own (a
+# NodeSource nodejs provides npm and conflicts with Debian's).
+if ! command -v npm >/dev/null 2>&1; then
+    missing+=(npm)
+fi
+
+# onnxruntime-node for tests/test_onnx.c, pinned by tests/onnx/package.json +
+# package-lock.json, installed into tests/onnx/node_modules when that is
+# missing. ONNXRUNTIME_NODE_INSTALL=skip: the CPU binaries ship inside the npm
+# package; skip the optional GPU downloads of its install script.
+install_npm() {
+    local dir
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/onnx"
+    if [ -d "$dir/node_modules/onnxruntime-node" ]; then
+        echo "install-deps.sh: tests/onnx/node_modules is already installed"
+        return 0
+    fi
+    echo "install-deps.sh: installing onnxruntime-node into tests/onnx/node_modules"
+    if [ -f "$dir/package-lock.json" ]; then
+        ONNXRUNTIME_NODE_INSTALL=skip npm ci --prefix "$dir" --no-audit --no-fund
+    else
+        ONNXRUNTIME_NODE_INSTALL=skip npm install --prefix "$dir" --no-audit --no-fund
+    fi
+}
 
 if [ "${#missing[@]}" -eq 0 ]; then
     echo "install-deps.sh: all ${#packages[@]} packages are already installed"
+    install_npm
     exit 0
 fi
 
@@ -61,4 +87,5 @@ echo "install-deps.sh: installing ${missing[*]}"
 apt_opts=(-y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" --no-install-recommends "${missing[@]}"
+install_npm
 echo "install-deps.sh: done"
