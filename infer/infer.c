@@ -1,0 +1,794 @@
+/* infer.c — the inference runtime: loads an export (io/export.c,
+ * doc/export-format.md) into per-layer plans with every buffer allocated
+ * once, and runs them on the kernels of kernels/kernels.h (integer matmuls,
+ * quantize_rows, RMSNorm, f32 gemm, conv, pooling, activations). No tape, no
+ * arena. Calls kernels/, tensor/ (errors, aligned memory) and io/ (the
+ * safetensors reader). */
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infer/infer.h"
+#include "kernels/kernels.h"
+
+#define OP "infer_load"
+#define DEFAULT_MAX_BATCH 256
+#define BITNET_EPS 1e-5f   /* BitNet's clamp of the per-token absmax */
+
+typedef enum lkind {
+    L_LINEAR, L_CONV, L_RELU, L_LEAKY, L_GELU, L_GELU_TANH, L_SILU, L_TANH, L_SIGMOID,
+    L_FLATTEN, L_IDENTITY, L_MAXPOOL, L_AVGPOOL,
+} lkind;
+
+static const struct { const char *name; lkind kind; } kinds[] = {
+    {"linear", L_LINEAR},   {"conv2d", L_CONV},        {"relu", L_RELU},         {"leaky_relu", L_LEAKY},
+    {"gelu", L_GELU},       {"gelu_tanh", L_GELU_TANH}, {"silu", L_SILU},         {"tanh", L_TANH},
+    {"sigmoid", L_SIGMOID}, {"flatten", L_FLATTEN},    {"identity", L_IDENTITY}, {"max_pool2d", L_MAXPOOL},
+    {"avg_pool2d", L_AVGPOOL},
+};
+
+typedef enum amode { A_NONE = 0, A_TOKEN, A_STATIC } amode;
+typedef enum wpath { P_F32 = 0, P_TERNARY, P_S8 } wpath;
+
+typedef struct sparse_fix {   /* a weight -128 stored as -127: acc[:, n] -= x[:, k] */
+    int32_t n, k;
+} sparse_fix;
+
+typedef struct layer {
+    lkind kind;
+    char name[BG_PARAM_NAME_MAX];
+    char kind_name[16];
+    int in_ndim, out_ndim;
+    int64_t in_shape[3], out_shape[3], in_numel, out_numel;
+
+    // Linear / Conv2d
+    int64_t N, K, kp;             /* outputs, inputs per output, padded K */
+    wpath path;
+    uint8_t *wt2;                 /* P_TERNARY: packed [N, kp/4] */
+    int8_t *w8;                   /* P_S8: [N, kp] */
+    float *wf;                    /* P_F32: dequantized [N, K] */
+    float *wscale;                /* int paths: per output [N] */
+    int32_t *rowsum;              /* int paths: sum_k w[n,k] (for the input zero point) */
+    sparse_fix *fixes;
+    int64_t n_fixes;
+    float *bias;                  /* [N] or NULL */
+    bool norm;                    /* RMSNorm (no gain) before the input quantizer */
+    float norm_eps;
+    amode act;
+    int32_t qmin, qmax;           /* the spec's code range */
+    int32_t iq_lo, iq_hi, iz;     /* int path static: shifted range and zero point */
+    float *ascale, *azp;          /* static: [C]; azp NULL = 0 */
+    int64_t n_ascale;
+    bg_conv2d_shape cs;
+    bg_pool2d_shape ps;
+    float slope;
+} layer;
+
+struct bg_infer_model {
+    layer *layers;
+    int n_layers;
+    int64_t in_features, out_size, max_batch;
+    bool use_dnnl;
+    // buffers, sized for max_batch at load
+    float *buf[2], *tmp;
+    int8_t *q;
+    int32_t *acc, *argmax;
+    float *rowscale, *rstd;
+    float *tokscale;   /* per-token scales of the f32 path (rows <= max_batch * max_feat) */
+};
+
+// ---------------------------------------------------------------------------
+// load helpers
+
+typedef struct loader {
+    const char *path;
+    const char *lname;
+    bg_safetensors *st;
+} loader;
+
+static bg_status ferr(const loader *ld, const char *fmt, ...) BG_PRINTF(2, 3);
+static bg_status ferr(const loader *ld, const char *fmt, ...) {
+    char msg[BG_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (ld->lname) return bg_set_error(BG_ERR_FORMAT, OP ": %s: layer %s: %s", ld->path, ld->lname, msg);
+    return bg_set_error(BG_ERR_FORMAT, OP ": %s: %s", ld->path, msg);
+}
+
+static bg_status nomem(const loader *ld) { return bg_set_error(BG_ERR_NOMEM, OP ": %s: out of memory", ld->path); }
+
+static void *zalloc(size_t n) {
+    n = (n + 63) / 64 * 64;
+    void *p = bg_aligned_alloc(n ? n : 64);
+    if (p) memset(p, 0, n ? n : 64);
+    return p;
+}
+
+static const char *shape_text(int ndim, const int64_t *s, char *buf, size_t len) {
+    size_t k = 0;
+    k += (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < ndim && k < len; i++) k += (size_t)snprintf(buf + k, len - k, i ? ",%lld" : "%lld", (long long)s[i]);
+    if (k < len) snprintf(buf + k, len - k, "]");
+    return buf;
+}
+
+/* Tensor "<layer>.<suffix>" with exactly this dtype and shape. */
+static bg_status tensor_of(const loader *ld, const char *suffix, bg_dtype dt, int ndim, const int64_t *shape,
+                           bg_tensor *v) {
+    char name[BG_PARAM_NAME_MAX + 32];
+    snprintf(name, sizeof name, "%s.%s", ld->lname, suffix);
+    if (bg_safetensors_get(ld->st, name, v) != BG_OK) return ferr(ld, "tensor %s is missing", name);
+    bool ok = v->dtype == dt && v->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = v->shape[i] == shape[i];
+    if (!ok) {
+        char a[64], b[64];
+        return ferr(ld, "%s is %s %s, want %s %s", name, bg_dtype_name(v->dtype), shape_text(v->ndim, v->shape, a, sizeof a),
+                    bg_dtype_name(dt), shape_text(ndim, shape, b, sizeof b));
+    }
+    return BG_OK;
+}
+
+static bool get_int(json_t *o, const char *key, int64_t lo, int64_t hi, int64_t *out) {
+    json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v)) return false;
+    json_int_t x = json_integer_value(v);
+    if (x < lo || x > hi) return false;
+    *out = (int64_t)x;
+    return true;
+}
+
+static bool get_pair(json_t *o, const char *key, int64_t lo, int64_t hi, int64_t out[2]) {
+    json_t *v = json_object_get(o, key);
+    if (!json_is_array(v) || json_array_size(v) != 2) return false;
+    for (int i = 0; i < 2; i++) {
+        json_t *e = json_array_get(v, (size_t)i);
+        if (!json_is_integer(e) || json_integer_value(e) < lo || json_integer_value(e) > hi) return false;
+        out[i] = (int64_t)json_integer_value(e);
+    }
+    return true;
+}
+
+static const char *get_str(json_t *o, const char *key) {
+    json_t *v = json_object_get(o, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+#define BIG ((int64_t)1 << 40)
+
+// ---------------------------------------------------------------------------
+// weights
+
+/* Decodes "<layer>.weight" (+ scale, zero point) of a Linear-like layer with
+ * N rows of K and picks its path. */
+static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
+    const char *fmt = get_str(wj, "format");
+    if (!fmt) return ferr(ld, "weight has no \"format\"");
+    const int64_t N = L->N, K = L->K;
+    if (!strcmp(fmt, "f32")) {
+        bg_tensor v;
+        char name[BG_PARAM_NAME_MAX + 32];
+        snprintf(name, sizeof name, "%s.weight", ld->lname);
+        if (bg_safetensors_get(ld->st, name, &v) != BG_OK) return ferr(ld, "tensor %s is missing", name);
+        if (v.dtype != BG_DTYPE_F32 || bg_numel(&v) != N * K)
+            return ferr(ld, "%s is %s with %lld elements, want F32 with %lld", name, bg_dtype_name(v.dtype),
+                        (long long)bg_numel(&v), (long long)(N * K));
+        if (!(L->wf = zalloc(sizeof(float) * (size_t)(N * K)))) return nomem(ld);
+        memcpy(L->wf, v.data, sizeof(float) * (size_t)(N * K));
+        L->path = P_F32;
+        return BG_OK;
+    }
+    int64_t rows, k, qmin, qmax, lay[3];
+    json_t *layout = json_object_get(wj, "layout");
+    if (!get_int(wj, "rows", N, N, &rows) || !get_int(wj, "k", K, K, &k))
+        return ferr(ld, "weight rows/k do not match the layer's [%lld,%lld]", (long long)N, (long long)K);
+    if (!get_int(wj, "qmin", -128, 255, &qmin) || !get_int(wj, "qmax", qmin + 1, 255, &qmax))
+        return ferr(ld, "weight qmin/qmax missing or out of range");
+    if (!json_is_array(layout) || json_array_size(layout) != 3) return ferr(ld, "weight \"layout\" is not [outer,channels,inner]");
+    for (int i = 0; i < 3; i++) {
+        json_t *x = json_array_get(layout, (size_t)i);
+        if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > N * K)
+            return ferr(ld, "weight \"layout\" is not [outer,channels,inner]");
+        lay[i] = (int64_t)json_integer_value(x);
+    }
+    if (lay[0] * lay[1] * lay[2] != N * K)
+        return ferr(ld, "weight layout [%lld,%lld,%lld] does not cover %lld codes", (long long)lay[0], (long long)lay[1],
+                    (long long)lay[2], (long long)(N * K));
+    const int64_t C = lay[1];
+    bg_tensor ts, tz, tw = {0};
+    bg_status s = tensor_of(ld, "weight_scale", BG_DTYPE_F32, 1, &C, &ts);
+    if (s != BG_OK) return s;
+    const float *scale = bg_f32(&ts);
+    for (int64_t c = 0; c < C; c++)
+        if (!(scale[c] > 0.0f) || !isfinite(scale[c])) return ferr(ld, "weight scale %lld is %g", (long long)c, (double)scale[c]);
+    const int32_t *zp = NULL;
+    json_t *hz = json_object_get(wj, "zero_point");
+    if (json_is_true(hz)) {
+        if ((s = tensor_of(ld, "weight_zero_point", BG_DTYPE_I32, 1, &C, &tz)) != BG_OK) return s;
+        zp = tz.data;
+    }
+
+    // the codes, decoded to int16 (-128..255)
+    int16_t *codes = malloc(sizeof(int16_t) * (size_t)(N * K));
+    int8_t *tmp8 = malloc((size_t)(N * K));
+    if (!codes || !tmp8) {
+        free(codes);
+        free(tmp8);
+        return nomem(ld);
+    }
+    bool ternary = !strcmp(fmt, "t2");
+    if (ternary) {
+        const int64_t kp = bg_int_padded_k(K), shape[2] = {N, kp / 4};
+        if ((s = tensor_of(ld, "weight", BG_DTYPE_U8, 2, shape, &tw)) == BG_OK) {
+            const uint8_t *b = tw.data;
+            for (int64_t r = 0; r < N && s == BG_OK; r++)
+                for (int64_t j = 0; j < kp / 4; j++) {
+                    uint8_t byte = b[r * (kp / 4) + j];
+                    for (int f = 0; f < 4; f++) {
+                        int code = (byte >> (2 * f)) & 3;
+                        int64_t e = (j / 32) * 128 + (j % 32) + 32 * f;
+                        if (code == 3 || (e >= K && code != 1)) {
+                            s = ferr(ld, "weight row %lld: packed byte %lld holds %s", (long long)r, (long long)j,
+                                     code == 3 ? "the invalid code 3" : "a non-zero padding weight");
+                            break;
+                        }
+                    }
+                    if (s != BG_OK) break;
+                }
+            if (s == BG_OK) {
+                bg_ternary_unpack(tmp8, b, N, K);
+                for (int64_t i = 0; i < N * K; i++) codes[i] = tmp8[i];
+            }
+        }
+    } else if (!strcmp(fmt, "i4") || !strcmp(fmt, "u4")) {
+        const int64_t shape[2] = {N, (K + 1) / 2};
+        if ((s = tensor_of(ld, "weight", BG_DTYPE_U8, 2, shape, &tw)) == BG_OK) {
+            bg_export_unpack4(tmp8, tw.data, N, K, fmt[0] == 'i');
+            for (int64_t i = 0; i < N * K; i++) codes[i] = fmt[0] == 'i' ? tmp8[i] : (int16_t)(uint8_t)tmp8[i];
+        }
+    } else if (!strcmp(fmt, "i8") || !strcmp(fmt, "u8")) {
+        const int64_t shape[2] = {N, K};
+        if ((s = tensor_of(ld, "weight", fmt[0] == 'i' ? BG_DTYPE_I8 : BG_DTYPE_U8, 2, shape, &tw)) == BG_OK)
+            for (int64_t i = 0; i < N * K; i++)
+                codes[i] = fmt[0] == 'i' ? ((const int8_t *)tw.data)[i] : ((const uint8_t *)tw.data)[i];
+    } else {
+        s = ferr(ld, "unknown weight format \"%s\"", fmt);
+    }
+    for (int64_t i = 0; s == BG_OK && i < N * K; i++)
+        if (codes[i] < qmin || codes[i] > qmax)
+            s = ferr(ld, "weight code %lld is %d, outside [%lld,%lld]", (long long)i, codes[i], (long long)qmin,
+                     (long long)qmax);
+    free(tmp8);
+    if (s != BG_OK) {
+        free(codes);
+        return s;
+    }
+
+    // Integer path: one scale per output row (per-tensor or per-output-channel)
+    // and w - z within int8; K small enough for int32 sums.
+    bool per_row = (C == 1) || (lay[0] == 1 && C == N && lay[2] == K);
+    bool fits = K <= 131072;
+    for (int64_t i = 0; fits && i < N * K; i++) {
+        int64_t c = C == 1 ? 0 : i / K;
+        int32_t w = codes[i] - (zp ? zp[c] : 0);
+        fits = w >= -128 && w <= 127;
+    }
+    if (per_row && fits && !force_f32) {
+        const int64_t kp = L->kp;
+        L->wscale = zalloc(sizeof(float) * (size_t)N);
+        L->rowsum = zalloc(sizeof(int32_t) * (size_t)N);
+        if (!L->wscale || !L->rowsum) goto oom;
+        int64_t n_fix = 0;
+        for (int64_t n = 0; n < N; n++) {
+            int64_t c = C == 1 ? 0 : n;
+            L->wscale[n] = scale[c];
+            int32_t sum = 0;
+            for (int64_t j = 0; j < K; j++) {
+                int32_t w = codes[n * K + j] - (zp ? zp[c] : 0);
+                sum += w;
+                n_fix += w == -128;
+            }
+            L->rowsum[n] = sum;
+        }
+        if (ternary && !zp) {
+            L->path = P_TERNARY;
+            if (!(L->wt2 = zalloc((size_t)(N * kp / 4)))) goto oom;
+            memcpy(L->wt2, tw.data, (size_t)(N * kp / 4));
+        } else {
+            L->path = P_S8;
+            if (!(L->w8 = zalloc((size_t)(N * kp)))) goto oom;
+            if (n_fix && !(L->fixes = malloc(sizeof(sparse_fix) * (size_t)n_fix))) goto oom;
+            for (int64_t n = 0; n < N; n++) {
+                int64_t c = C == 1 ? 0 : n;
+                for (int64_t j = 0; j < K; j++) {
+                    int32_t w = codes[n * K + j] - (zp ? zp[c] : 0);
+                    if (w == -128) {
+                        L->fixes[L->n_fixes++] = (sparse_fix){(int32_t)n, (int32_t)j};
+                        w = -127;
+                    }
+                    L->w8[n * kp + j] = (int8_t)w;
+                }
+            }
+        }
+    } else {
+        L->path = P_F32;
+        if (!(L->wf = zalloc(sizeof(float) * (size_t)(N * K)))) goto oom;
+        // element (o, c, i) of the [outer, channels, inner] view uses scale[c]
+        for (int64_t i = 0; i < N * K; i++) {
+            int64_t c = (i / lay[2]) % C;
+            L->wf[i] = (float)(codes[i] - (zp ? zp[c] : 0)) * scale[c];
+        }
+    }
+    free(codes);
+    return BG_OK;
+oom:
+    free(codes);
+    return nomem(ld);
+}
+
+/* The input quantizer of a Linear-like layer with C input channels. */
+static bg_status load_input(loader *ld, layer *L, json_t *aj, int64_t C) {
+    if (!aj || json_is_null(aj)) return BG_OK;
+    const char *mode = get_str(aj, "mode");
+    int64_t qmin, qmax;
+    if (!mode) return ferr(ld, "input_quant has no \"mode\"");
+    if (!get_int(aj, "qmin", -128, 255, &qmin) || !get_int(aj, "qmax", qmin + 1, 255, &qmax))
+        return ferr(ld, "input_quant qmin/qmax missing or out of range");
+    L->qmin = (int32_t)qmin, L->qmax = (int32_t)qmax;
+    if (!strcmp(mode, "per_token_absmax")) {
+        if (qmax <= 0 || qmin >= 0) return ferr(ld, "per_token_absmax needs a signed range, got [%lld,%lld]", (long long)qmin, (long long)qmax);
+        L->act = A_TOKEN;
+        L->iq_lo = L->qmin, L->iq_hi = L->qmax, L->iz = 0;
+        return BG_OK;
+    }
+    if (strcmp(mode, "static") != 0) return ferr(ld, "unknown input_quant mode \"%s\"", mode);
+    const char *g = get_str(aj, "granularity");
+    if (!g || (strcmp(g, "per_tensor") && strcmp(g, "per_channel")))
+        return ferr(ld, "input_quant granularity must be per_tensor or per_channel");
+    int64_t P = strcmp(g, "per_tensor") ? C : 1;
+    bg_tensor ts, tz;
+    bg_status s = tensor_of(ld, "input_scale", BG_DTYPE_F32, 1, &P, &ts);
+    if (s != BG_OK) return s;
+    L->act = A_STATIC;
+    L->n_ascale = P;
+    if (!(L->ascale = zalloc(sizeof(float) * (size_t)P))) return nomem(ld);
+    memcpy(L->ascale, ts.data, sizeof(float) * (size_t)P);
+    for (int64_t c = 0; c < P; c++)
+        if (!(L->ascale[c] > 0.0f) || !isfinite(L->ascale[c]))
+            return ferr(ld, "input scale %lld is %g", (long long)c, (double)L->ascale[c]);
+    if (json_is_true(json_object_get(aj, "zero_point"))) {
+        if ((s = tensor_of(ld, "input_zero_point", BG_DTYPE_I32, 1, &P, &tz)) != BG_OK) return s;
+        if (!(L->azp = zalloc(sizeof(float) * (size_t)P))) return nomem(ld);
+        for (int64_t c = 0; c < P; c++) {
+            int32_t z = ((const int32_t *)tz.data)[c];
+            if (z < qmin || z > qmax) return ferr(ld, "input zero point %lld is %d, outside [%lld,%lld]", (long long)c, z, (long long)qmin, (long long)qmax);
+            L->azp[c] = (float)z;
+        }
+    }
+    // Unsigned codes are shifted by -128 into int8: (code - z) is unchanged.
+    int32_t shift = qmax > 127 ? 128 : 0;
+    L->iq_lo = (int32_t)qmin - shift, L->iq_hi = (int32_t)qmax - shift;
+    L->iz = (L->azp ? (int32_t)L->azp[0] : 0) - shift;
+    return BG_OK;
+}
+
+static bg_status load_matmul(loader *ld, layer *L, json_t *lj, bool conv, bool force_f32) {
+    int64_t in, out;
+    if (!get_int(lj, "in", 1, BIG, &in) || !get_int(lj, "out", 1, BIG, &out)) return ferr(ld, "\"in\"/\"out\" missing");
+    L->N = out;
+    if (conv) {
+        int64_t kern[2], stride[2], pad[2], dil[2], groups;
+        if (!get_pair(lj, "kernel", 1, 1 << 16, kern) || !get_pair(lj, "stride", 1, 1 << 16, stride) ||
+            !get_pair(lj, "padding", 0, 1 << 16, pad) || !get_pair(lj, "dilation", 1, 1 << 16, dil) ||
+            !get_int(lj, "groups", 1, in, &groups) || in % groups || out % groups)
+            return ferr(ld, "conv2d options missing or invalid");
+        if (L->in_ndim != 3 || L->in_shape[0] != in) {
+            char a[64];
+            return ferr(ld, "conv2d expects [%lld,H,W], the previous layer gives %s", (long long)in,
+                        shape_text(L->in_ndim, L->in_shape, a, sizeof a));
+        }
+        L->cs = (bg_conv2d_shape){.n = 1, .c = in, .h = L->in_shape[1], .w = L->in_shape[2], .oc = out, .kh = kern[0],
+                                  .kw = kern[1], .stride_h = stride[0], .stride_w = stride[1], .pad_h = pad[0],
+                                  .pad_w = pad[1], .dil_h = dil[0], .dil_w = dil[1], .groups = groups};
+        if (!bg_conv2d_shape_infer(&L->cs)) return ferr(ld, "conv2d output would be empty");
+        L->K = in / groups * kern[0] * kern[1];
+        L->out_ndim = 3;
+        L->out_shape[0] = out, L->out_shape[1] = L->cs.oh, L->out_shape[2] = L->cs.ow;
+        force_f32 = true;   // convolutions run in f32 (infer.h)
+    } else {
+        if (L->in_ndim != 1 || L->in_shape[0] != in) {
+            char a[64];
+            return ferr(ld, "linear expects [%lld], the previous layer gives %s", (long long)in,
+                        shape_text(L->in_ndim, L->in_shape, a, sizeof a));
+        }
+        L->K = in;
+        L->out_ndim = 1;
+        L->out_shape[0] = out;
+    }
+    L->kp = bg_int_padded_k(L->K);
+    json_t *norm = json_object_get(lj, "norm");
+    if (norm && !json_is_null(norm)) {
+        json_t *eps = json_object_get(norm, "eps");
+        const char *nk = get_str(norm, "kind");
+        if (!nk || strcmp(nk, "rmsnorm") || !json_is_number(eps) || !(json_number_value(eps) > 0))
+            return ferr(ld, "\"norm\" must be {\"kind\":\"rmsnorm\",\"eps\":>0}");
+        L->norm = true;
+        L->norm_eps = (float)json_number_value(eps);
+    }
+    json_t *wj = json_object_get(lj, "weight");
+    if (!json_is_object(wj)) return ferr(ld, "no \"weight\" object");
+    bg_status s = load_input(ld, L, json_object_get(lj, "input_quant"), in);
+    if (s != BG_OK) return s;
+    // int paths need integer activations with one scale per row
+    bool int_ok = !force_f32 && (L->act == A_TOKEN || (L->act == A_STATIC && L->n_ascale == 1));
+    if ((s = load_weight(ld, L, wj, !int_ok)) != BG_OK) return s;
+    json_t *hb = json_object_get(lj, "bias");
+    if (json_is_true(hb)) {
+        bg_tensor tb;
+        if ((s = tensor_of(ld, "bias", BG_DTYPE_F32, 1, &out, &tb)) != BG_OK) return s;
+        if (!(L->bias = zalloc(sizeof(float) * (size_t)out))) return nomem(ld);
+        memcpy(L->bias, tb.data, sizeof(float) * (size_t)out);
+    }
+    return BG_OK;
+}
+
+static bg_status load_layer(loader *ld, layer *L, json_t *lj, bool force_f32) {
+    const char *k = get_str(lj, "kind");
+    if (!k) return ferr(ld, "no \"kind\"");
+    bool found = false;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (!strcmp(k, kinds[i].name)) L->kind = kinds[i].kind, found = true;
+    if (!found) return ferr(ld, "unknown kind \"%s\"", k);
+    snprintf(L->kind_name, sizeof L->kind_name, "%s", k);
+    L->out_ndim = L->in_ndim;
+    memcpy(L->out_shape, L->in_shape, sizeof L->out_shape);
+    switch (L->kind) {
+    case L_LINEAR: return load_matmul(ld, L, lj, false, force_f32);
+    case L_CONV: return load_matmul(ld, L, lj, true, force_f32);
+    case L_FLATTEN:
+        L->out_ndim = 1;
+        L->out_shape[0] = L->in_numel;
+        return BG_OK;
+    case L_LEAKY: {
+        json_t *v = json_object_get(lj, "negative_slope");
+        if (!json_is_number(v)) return ferr(ld, "leaky_relu has no \"negative_slope\"");
+        L->slope = (float)json_number_value(v);
+        return BG_OK;
+    }
+    case L_MAXPOOL:
+    case L_AVGPOOL: {
+        int64_t kern, stride, pad;
+        if (!get_int(lj, "kernel", 1, 1 << 16, &kern) || !get_int(lj, "stride", 1, 1 << 16, &stride) ||
+            !get_int(lj, "padding", 0, kern / 2, &pad))
+            return ferr(ld, "pool options missing or invalid");
+        if (L->in_ndim != 3) return ferr(ld, "%s expects [C,H,W]", k);
+        L->ps = (bg_pool2d_shape){.n = 1, .c = L->in_shape[0], .h = L->in_shape[1], .w = L->in_shape[2], .kh = kern,
+                                  .kw = kern, .stride_h = stride, .stride_w = stride, .pad_h = pad, .pad_w = pad,
+                                  .dil_h = 1, .dil_w = 1};
+        if (!bg_pool2d_shape_infer(&L->ps)) return ferr(ld, "%s output would be empty", k);
+        L->out_shape[1] = L->ps.oh, L->out_shape[2] = L->ps.ow;
+        return BG_OK;
+    }
+    default: return BG_OK;
+    }
+}
+
+static void layer_free(layer *L) {
+    bg_aligned_free(L->wt2);
+    bg_aligned_free(L->w8);
+    bg_aligned_free(L->wf);
+    bg_aligned_free(L->wscale);
+    bg_aligned_free(L->rowsum);
+    bg_aligned_free(L->bias);
+    bg_aligned_free(L->ascale);
+    bg_aligned_free(L->azp);
+    free(L->fixes);
+}
+
+void bg_infer_free(bg_infer_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_layers; i++) layer_free(&m->layers[i]);
+    free(m->layers);
+    bg_aligned_free(m->buf[0]);
+    bg_aligned_free(m->buf[1]);
+    bg_aligned_free(m->tmp);
+    bg_aligned_free(m->q);
+    bg_aligned_free(m->acc);
+    bg_aligned_free(m->argmax);
+    bg_aligned_free(m->rowscale);
+    bg_aligned_free(m->rstd);
+    bg_aligned_free(m->tokscale);
+    free(m);
+}
+
+static int64_t numel_of(int ndim, const int64_t *s) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= s[i];
+    return n;
+}
+
+bg_status bg_infer_load(const char *path, bg_infer_model **out) { return bg_infer_load_opts(path, NULL, out); }
+
+bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_infer_model **out) {
+    if (!out) return bg_set_error(BG_ERR_ARG, OP ": out is NULL");
+    *out = NULL;
+    if (!path) return bg_set_error(BG_ERR_ARG, OP ": path is NULL");
+    if (opts && opts->max_batch < 0)
+        return bg_set_error(BG_ERR_ARG, OP ": max_batch must be >= 0, got %lld", (long long)opts->max_batch);
+    loader ld = {.path = path};
+    bg_status s = bg_safetensors_open(path, &ld.st);
+    if (s != BG_OK) return s;   // the reader's message names the path
+    json_t *layers = NULL, *ishape = NULL;
+    bg_infer_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        s = nomem(&ld);
+        goto done;
+    }
+    m->max_batch = opts && opts->max_batch ? opts->max_batch : DEFAULT_MAX_BATCH;
+    m->use_dnnl = opts && opts->use_dnnl;
+    const char *fmt = bg_safetensors_metadata(ld.st, "format"), *ver = bg_safetensors_metadata(ld.st, "version");
+    if (!fmt || strcmp(fmt, "bitgrad-export") != 0) {
+        s = ferr(&ld, "not a bitgrad export (metadata \"format\" is %s%s%s, want \"bitgrad-export\")", fmt ? "\"" : "",
+                 fmt ? fmt : "missing", fmt ? "\"" : "");
+        goto done;
+    }
+    if (!ver || strcmp(ver, "1") != 0) {
+        s = ferr(&ld, "unsupported export version %s (this runtime reads version 1)", ver ? ver : "(missing)");
+        goto done;
+    }
+    const char *ls = bg_safetensors_metadata(ld.st, "layers"), *is = bg_safetensors_metadata(ld.st, "input_shape");
+    json_error_t jerr;
+    if (!ls || !(layers = json_loads(ls, 0, &jerr)) || !json_is_array(layers) || json_array_size(layers) == 0 ||
+        json_array_size(layers) > 4096) {
+        s = ferr(&ld, "metadata \"layers\" is missing or not a non-empty JSON array");
+        goto done;
+    }
+    if (!is || !(ishape = json_loads(is, 0, &jerr)) || !json_is_array(ishape) ||
+        (json_array_size(ishape) != 1 && json_array_size(ishape) != 3)) {
+        s = ferr(&ld, "metadata \"input_shape\" is missing or not [F] / [C,H,W]");
+        goto done;
+    }
+    int ndim = (int)json_array_size(ishape);
+    int64_t shape[3];
+    for (int i = 0; i < ndim; i++) {
+        json_t *v = json_array_get(ishape, (size_t)i);
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > (1 << 24)) {
+            s = ferr(&ld, "metadata \"input_shape\" has a bad dimension");
+            goto done;
+        }
+        shape[i] = (int64_t)json_integer_value(v);
+    }
+    m->n_layers = (int)json_array_size(layers);
+    if (!(m->layers = calloc((size_t)m->n_layers, sizeof *m->layers))) {
+        s = nomem(&ld);
+        goto done;
+    }
+    m->in_features = numel_of(ndim, shape);
+    int64_t max_feat = m->in_features, max_kp = 1, max_n = 1;
+    for (int i = 0; i < m->n_layers; i++) {
+        layer *L = &m->layers[i];
+        json_t *lj = json_array_get(layers, (size_t)i);
+        const char *nm = json_is_object(lj) ? get_str(lj, "name") : NULL;
+        snprintf(L->name, sizeof L->name, "%s", nm ? nm : "?");
+        ld.lname = L->name;
+        if (!nm) {
+            s = ferr(&ld, "entry %d is not an object with a \"name\"", i);
+            goto done;
+        }
+        L->in_ndim = ndim;
+        memcpy(L->in_shape, shape, sizeof shape);
+        L->in_numel = numel_of(ndim, shape);
+        if ((s = load_layer(&ld, L, lj, opts && opts->force_f32)) != BG_OK) goto done;
+        ndim = L->out_ndim;
+        memcpy(shape, L->out_shape, sizeof shape);
+        L->out_numel = numel_of(ndim, shape);
+        if (L->out_numel > (1 << 26)) {
+            s = ferr(&ld, "output of %lld elements per example is implausible", (long long)L->out_numel);
+            goto done;
+        }
+        max_feat = L->out_numel > max_feat ? L->out_numel : max_feat;
+        if (L->kind == L_LINEAR || L->kind == L_CONV) {
+            max_kp = L->kp > max_kp ? L->kp : max_kp;
+            max_n = L->N > max_n ? L->N : max_n;
+        }
+    }
+    ld.lname = NULL;
+    m->out_size = numel_of(ndim, shape);
+    const char *os = bg_safetensors_metadata(ld.st, "output_size");
+    if (os && strtoll(os, NULL, 10) != m->out_size) {
+        s = ferr(&ld, "metadata \"output_size\" is %s, the layers give %lld", os, (long long)m->out_size);
+        goto done;
+    }
+    const size_t B = (size_t)m->max_batch;
+    m->buf[0] = zalloc(sizeof(float) * B * (size_t)max_feat);
+    m->buf[1] = zalloc(sizeof(float) * B * (size_t)max_feat);
+    m->tmp = zalloc(sizeof(float) * B * (size_t)max_feat);
+    m->argmax = zalloc(sizeof(int32_t) * B * (size_t)max_feat);
+    m->q = zalloc(B * (size_t)max_kp);
+    m->acc = zalloc(sizeof(int32_t) * B * (size_t)max_n);
+    m->rowscale = zalloc(sizeof(float) * B);
+    m->rstd = zalloc(sizeof(float) * B);
+    m->tokscale = zalloc(sizeof(float) * B * (size_t)max_feat);
+    if (!m->buf[0] || !m->buf[1] || !m->tmp || !m->argmax || !m->q || !m->acc || !m->rowscale || !m->rstd ||
+        !m->tokscale)
+        s = nomem(&ld);
+done:
+    json_decref(layers);
+    json_decref(ishape);
+    bg_safetensors_free(ld.st);
+    if (s != BG_OK) {
+        bg_infer_free(m);
+        return s;
+    }
+    *out = m;
+    return BG_OK;
+}
+
+// ---------------------------------------------------------------------------
+// running
+
+/* y = fake_quant(x) under the layer's input quantizer, as the training
+ * kernels compute it (rows x cols is the per-token view; C channels of
+ * `inner` elements per example for per-channel). */
+static void fake_quant_input(const layer *L, float *y, const float *x, int64_t M, int64_t inner, float *rowscale) {
+    const bg_quant_kernels *qk = bg_quant_kernels_get();
+    const int64_t per = L->in_numel;
+    if (L->act == A_TOKEN) {
+        int64_t cols = L->kind == L_CONV ? L->in_shape[2] : L->K, rows = M * per / cols;
+        (void)inner;
+        qk->absmax(rowscale, x, 1, rows, cols);
+        for (int64_t r = 0; r < rows; r++) {
+            float a = rowscale[r] >= BITNET_EPS ? rowscale[r] : BITNET_EPS;
+            rowscale[r] = a / (float)L->qmax;
+        }
+        qk->fake_quant(y, NULL, NULL, x, 1, rows, cols, rowscale, NULL, L->qmin, L->qmax);
+    } else if (L->n_ascale == 1) {
+        qk->fake_quant(y, NULL, NULL, x, 1, 1, M * per, L->ascale, L->azp, L->qmin, L->qmax);
+    } else {
+        qk->fake_quant(y, NULL, NULL, x, M, L->n_ascale, inner, L->ascale, L->azp, L->qmin, L->qmax);
+    }
+}
+
+static void run_matmul(bg_infer_model *mod, const layer *L, const float *x, float *y, int64_t M) {
+    const int64_t N = L->N, K = L->K, kp = L->kp;
+    if (L->norm) {   // RMSNorm without gain, the kernel BitLinear's forward uses
+        bg_kernels_get()->rmsnorm_forward(mod->tmp, mod->rstd, x, NULL, M, K, L->norm_eps);
+        x = mod->tmp;
+    }
+    if (L->path == P_F32) {
+        if (L->act != A_NONE) {
+            float *dst = mod->tmp;   // in place when x is already tmp (element-wise)
+            fake_quant_input(L, dst, x, M, L->kind == L_CONV ? L->in_shape[1] * L->in_shape[2] : 1,
+                             mod->tokscale);
+            x = dst;
+        }
+        if (L->kind == L_CONV) {
+            bg_conv2d_shape cs = L->cs;
+            cs.n = M;
+            bg_conv2d_forward(&cs, y, x, L->wf, L->bias);
+            return;
+        }
+        bg_sgemm(false, true, M, N, K, 1.0f, x, K, L->wf, K, 0.0f, y, N);
+        if (L->bias)
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t n = 0; n < N; n++) y[m * N + n] += L->bias[n];
+        return;
+    }
+    const bg_int_kernels *ik = bg_int_kernels_get();
+    float *sx = mod->rowscale;
+    if (L->act == A_TOKEN) {
+        ik->absmax_rows(sx, x, M, K);
+        for (int64_t m = 0; m < M; m++) {
+            float a = sx[m] >= BITNET_EPS ? sx[m] : BITNET_EPS;
+            sx[m] = a / (float)L->qmax;
+        }
+        ik->quantize_rows(mod->q, x, M, K, kp, sx, 1, 0, L->iq_lo, L->iq_hi);
+    } else {
+        for (int64_t m = 0; m < M; m++) sx[m] = L->ascale[0];
+        ik->quantize_rows(mod->q, x, M, K, kp, L->ascale, 0, L->iz, L->iq_lo, L->iq_hi);
+    }
+    int32_t *acc = mod->acc;
+    if (L->path == P_TERNARY) {
+        ik->gemm_ternary(acc, mod->q, L->wt2, M, N, kp);
+    } else if (!(mod->use_dnnl && bg_gemm_s8_dnnl(acc, mod->q, L->w8, M, N, kp, kp, kp))) {
+        ik->gemm_s8(acc, mod->q, L->w8, M, N, kp);
+    }
+    for (int64_t f = 0; f < L->n_fixes; f++) {   // the -128 weights carried as -127
+        const int64_t n = L->fixes[f].n, k = L->fixes[f].k;
+        for (int64_t m = 0; m < M; m++) acc[m * N + n] -= mod->q[m * kp + k];
+    }
+    // y = (acc - zx * rowsum(w)) * sx * sw + b: one rescale per output
+    const int32_t zx = L->act == A_STATIC ? L->iz : 0;
+    for (int64_t m = 0; m < M; m++) {
+        const float s = sx[m];
+        const int32_t *a = acc + m * N;
+        float *yr = y + m * N;
+        if (zx)
+            for (int64_t n = 0; n < N; n++) yr[n] = (float)(a[n] - zx * L->rowsum[n]) * (s * L->wscale[n]);
+        else
+            for (int64_t n = 0; n < N; n++) yr[n] = (float)a[n] * (s * L->wscale[n]);
+        if (L->bias)
+            for (int64_t n = 0; n < N; n++) yr[n] += L->bias[n];
+    }
+}
+
+bg_status bg_infer_run(bg_infer_model *mod, const float *x, int64_t n, float *out) {
+    if (!mod || (n > 0 && (!x || !out)))
+        return bg_set_error(BG_ERR_ARG, "infer_run: %s is NULL", !mod ? "model" : !x ? "x" : "out");
+    if (n < 0) return bg_set_error(BG_ERR_ARG, "infer_run: n must be >= 0, got %lld", (long long)n);
+    const bg_kernels *k = bg_kernels_get();
+    for (int64_t start = 0; start < n; start += mod->max_batch) {
+        const int64_t M = n - start < mod->max_batch ? n - start : mod->max_batch;
+        const float *cur = x + start * mod->in_features;
+        int which = 0;
+        for (int i = 0; i < mod->n_layers; i++) {
+            const layer *L = &mod->layers[i];
+            float *y = mod->buf[which];
+            const int64_t ne = M * L->in_numel;
+            switch (L->kind) {
+            case L_FLATTEN:
+            case L_IDENTITY: continue;   // same memory, new shape
+            case L_LINEAR:
+            case L_CONV: run_matmul(mod, L, cur, y, M); break;
+            case L_RELU: k->relu_forward(y, cur, ne); break;
+            case L_LEAKY:
+                for (int64_t j = 0; j < ne; j++) y[j] = cur[j] > 0.0f ? cur[j] : cur[j] * L->slope;
+                break;
+            case L_GELU: k->gelu_forward(y, cur, ne); break;
+            case L_GELU_TANH: k->gelu_tanh_forward(y, cur, ne); break;
+            case L_SILU: k->silu_forward(y, cur, ne); break;
+            case L_TANH: k->tanh_forward(y, cur, ne); break;
+            case L_SIGMOID: k->sigmoid_forward(y, cur, ne); break;
+            case L_MAXPOOL:
+            case L_AVGPOOL: {
+                bg_pool2d_shape ps = L->ps;
+                ps.n = M;
+                if (L->kind == L_MAXPOOL) bg_max_pool2d_forward(&ps, y, mod->argmax, cur);
+                else bg_avg_pool2d_forward(&ps, y, cur);
+                break;
+            }
+            }
+            cur = y;
+            which ^= 1;
+        }
+        memcpy(out + start * mod->out_size, cur, sizeof(float) * (size_t)(M * mod->out_size));
+    }
+    return BG_OK;
+}
+
+// ---------------------------------------------------------------------------
+// accessors
+
+int64_t bg_infer_input_features(const bg_infer_model *m) { return m ? m->in_features : 0; }
+int64_t bg_infer_output_size(const bg_infer_model *m) { return m ? m->out_size : 0; }
+int bg_infer_num_layers(const bg_infer_model *m) { return m ? m->n_layers : 0; }
+
+const char *bg_infer_layer_name(const bg_infer_model *m, int i) {
+    return m && i >= 0 && i < m->n_layers ? m->layers[i].name : NULL;
+}
+const char *bg_infer_layer_kind(const bg_infer_model *m, int i) {
+    return m && i >= 0 && i < m->n_layers ? m->layers[i].kind_name : NULL;
+}
+const char *bg_infer_layer_path(const bg_infer_model *m, int i) {
+    if (!m || i < 0 || i >= m->n_layers) return NULL;
+    const layer *L = &m->layers[i];
+    if (L->kind != L_LINEAR && L->kind != L_CONV) return "f32";
+    return L->path == P_TERNARY ? "int ternary" : L->path == P_S8 ? "int s8" : "f32";
+}
+
+void bg_infer_print(const bg_infer_model *m, FILE *f) {
+    if (!m || !f) return;
+    for (int i = 0; i < m->n_layers; i++) {
+        const layer *L = &m->layers[i];
+        char a[64], b[64];
+        fprintf(f, "  %-6s %-10s %-14s -> %-14s %s%s%s\n", L->name, L->kind_name,
+                shape_text(L->in_ndim, L->in_shape, a, sizeof a), shape_text(L->out_ndim, L->out_shape, b, sizeof b),
+                bg_infer_layer_path(m, i),
+                L->act == A_TOKEN ? ", per-token int8 input" : L->act == A_STATIC ? ", static input quant" : "",
+                L->norm ? ", rmsnorm" : "");
+    }
+}

@@ -1,0 +1,561 @@
+/* export.c — bg_export: writes a model for the inference runtime (infer/) as
+ * a safetensors file of packed weight codes, scales, zero points, biases and
+ * activation quantizer parameters, with a JSON layer list in __metadata__
+ * (doc/export-format.md is the byte-level contract). Calls layers/ (module
+ * tree, qlayer states), qat/ (bg_quantize for the codes), kernels/ (the
+ * ternary packer) and io/safetensors.c (the atomic writer). */
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/io.h"
+#include "kernels/kernels.h"
+#include "qat/qat.h"
+
+#define OP "export"
+#define EXPORT_FORMAT "bitgrad-export"
+#define EXPORT_VERSION "1"
+/* BitLinear's RMSNorm epsilon (layers.h: "The RMSNorm (eps 1e-6 ...)"). */
+#define BITLINEAR_NORM_EPS 1e-6f
+#define MAX_LAYERS 256
+#define NAME_MAX_LEN BG_PARAM_NAME_MAX
+
+// ---------------------------------------------------------------------------
+// 4-bit packing
+
+void bg_export_pack4(uint8_t *dst, const int8_t *codes, int64_t rows, int64_t k) {
+    const int64_t rb = (k + 1) / 2;
+    for (int64_t r = 0; r < rows; r++) {
+        const int8_t *c = codes + r * k;
+        uint8_t *d = dst + r * rb;
+        for (int64_t j = 0; j < rb; j++) {
+            uint8_t lo = (uint8_t)c[2 * j] & 0x0f;
+            uint8_t hi = 2 * j + 1 < k ? ((uint8_t)c[2 * j + 1] & 0x0f) : 0;
+            d[j] = (uint8_t)(lo | hi << 4);
+        }
+    }
+}
+
+void bg_export_unpack4(int8_t *codes, const uint8_t *src, int64_t rows, int64_t k, bool is_signed) {
+    const int64_t rb = (k + 1) / 2;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t e = 0; e < k; e++) {
+            int v = (src[r * rb + e / 2] >> (4 * (e & 1))) & 0x0f;
+            if (is_signed && v >= 8) v -= 16;
+            codes[r * k + e] = (int8_t)v;
+        }
+}
+
+// ---------------------------------------------------------------------------
+// the export being built: queued tensors (their data owned here until the
+// save), the JSON layer list, and an arena for bg_quantize
+
+typedef struct leaf {
+    const bg_module *m;
+    char path[NAME_MAX_LEN];
+} leaf;
+
+typedef struct exporter {
+    bg_safetensors_writer *w;
+    void **bufs;
+    int n_bufs, cap_bufs;
+    bg_ctx *ctx;
+    json_t *layers;
+    leaf leaves[MAX_LAYERS];
+    int n_leaves;
+    const char *lname;    /* the layer being encoded, for messages */
+} exporter;
+
+static bg_status fail(exporter *e, bg_status s, const char *fmt, ...) BG_PRINTF(3, 4);
+static bg_status fail(exporter *e, bg_status s, const char *fmt, ...) {
+    char msg[BG_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return bg_set_error(s, OP ": layer %s: %s", e->lname ? e->lname : "?", msg);
+}
+
+static void *own(exporter *e, size_t n) {
+    if (e->n_bufs == e->cap_bufs) {
+        int cap = e->cap_bufs ? 2 * e->cap_bufs : 32;
+        void **b = realloc(e->bufs, sizeof *b * (size_t)cap);
+        if (!b) return NULL;
+        e->bufs = b;
+        e->cap_bufs = cap;
+    }
+    void *p = calloc(1, n ? n : 1);
+    if (p) e->bufs[e->n_bufs++] = p;
+    return p;
+}
+
+/* Queues data (owned by e or by the model, alive until the save) as a tensor
+ * "<layer>.<suffix>". */
+static bg_status put(exporter *e, const char *suffix, bg_dtype dtype, int ndim, const int64_t *shape, void *data) {
+    char name[NAME_MAX_LEN + 32];
+    snprintf(name, sizeof name, "%s.%s", e->lname, suffix);
+    bg_tensor t;
+    memset(&t, 0, sizeof t);
+    t.dtype = dtype;
+    t.ndim = ndim;
+    int64_t stride = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        t.shape[d] = shape[d];
+        t.stride[d] = stride;
+        stride *= shape[d];
+    }
+    t.data = data;
+    return bg_safetensors_writer_add(e->w, name, &t);
+}
+
+static json_t *json_shape(int ndim, const int64_t *shape) {
+    json_t *a = json_array();
+    for (int d = 0; a && d < ndim; d++) json_array_append_new(a, json_integer(shape[d]));
+    return a;
+}
+
+static bg_status nomem(exporter *e) { return fail(e, BG_ERR_NOMEM, "out of memory"); }
+
+// ---------------------------------------------------------------------------
+// the model's leaves (Sequentials flattened)
+
+static bg_status collect(exporter *e, const bg_module *m, const char *path) {
+    if (strcmp(bg_module_kind(m), "Sequential") == 0) {
+        for (int i = 0; i < bg_module_num_children(m); i++) {
+            char p[NAME_MAX_LEN];
+            const char *cn = bg_module_child_name(m, i);
+            int n = *path ? snprintf(p, sizeof p, "%s.%s", path, cn) : snprintf(p, sizeof p, "%s", cn);
+            if (n < 0 || (size_t)n >= sizeof p)
+                return bg_set_error(BG_ERR_ARG, OP ": layer path too long: %s.%s", path, cn);
+            bg_status s = collect(e, bg_module_child(m, i), p);
+            if (s != BG_OK) return s;
+        }
+        return BG_OK;
+    }
+    if (e->n_leaves == MAX_LAYERS)
+        return bg_set_error(BG_ERR_ARG, OP ": more than %d layers", MAX_LAYERS);
+    e->leaves[e->n_leaves].m = m;
+    snprintf(e->leaves[e->n_leaves].path, NAME_MAX_LEN, "%s", *path ? path : "0");
+    e->n_leaves++;
+    return BG_OK;
+}
+
+// ---------------------------------------------------------------------------
+// weights
+
+/* Weight W (viewed as rows x k) of a Linear-like layer under its weight
+ * state st (NULL or disabled: f32). Adds "<layer>.weight" (+ scale, zero
+ * point) and returns the "weight" JSON object in *out. */
+static bg_status export_weight(exporter *e, bg_quant_state *st, const bg_tensor *W, int64_t rows, int64_t k,
+                               json_t **out) {
+    *out = NULL;
+    if (!st || !bg_quant_state_enabled(st)) {
+        bg_status s = put(e, "weight", BG_DTYPE_F32, W->ndim, W->shape, W->data);
+        if (s != BG_OK) return s;
+        *out = json_pack("{s:s, s:o}", "format", "f32", "shape", json_shape(W->ndim, W->shape));
+        return *out ? BG_OK : nomem(e);
+    }
+    const bg_quant_spec *spec = bg_quant_state_spec(st);
+    if (spec->kind == BG_QUANT_INT && spec->bits > 8)
+        return fail(e, BG_ERR_ARG, "weights of %d bits cannot be exported", spec->bits);
+    // What the eval-mode forward uses: the observer frozen.
+    bool obs = bg_quant_state_observer_enabled(st);
+    bg_quant_state_set_observer(st, false);
+    bg_tensor *codes = NULL;
+    bg_quant_params p;
+    bg_ctx_reset(e->ctx);
+    bg_status s = bg_quantize(e->ctx, spec, st, W, &codes, &p);
+    bg_quant_state_set_observer(st, obs);
+    if (s != BG_OK) return fail(e, s, "weight quantizer: %s", bg_ctx_error(e->ctx));
+
+    const char *fmt;
+    int64_t pshape[2] = {rows, 0};
+    uint8_t *packed;
+    if (spec->kind == BG_QUANT_TERNARY || spec->kind == BG_QUANT_BINARY) {
+        fmt = "t2";
+        pshape[1] = bg_int_padded_k(k) / 4;
+        if (!(packed = own(e, (size_t)(rows * pshape[1])))) return nomem(e);
+        bg_ternary_pack(packed, codes->data, rows, k);
+        s = put(e, "weight", BG_DTYPE_U8, 2, pshape, packed);
+    } else if (spec->bits <= 4) {
+        fmt = p.qmin < 0 ? "i4" : "u4";
+        pshape[1] = (k + 1) / 2;
+        if (!(packed = own(e, (size_t)(rows * pshape[1])))) return nomem(e);
+        bg_export_pack4(packed, codes->data, rows, k);
+        s = put(e, "weight", BG_DTYPE_U8, 2, pshape, packed);
+    } else {
+        fmt = p.qmin < 0 ? "i8" : "u8";
+        pshape[1] = k;
+        if (!(packed = own(e, (size_t)(rows * k)))) return nomem(e);
+        memcpy(packed, codes->data, (size_t)(rows * k));
+        s = put(e, "weight", p.qmin < 0 ? BG_DTYPE_I8 : BG_DTYPE_U8, 2, pshape, packed);
+    }
+    if (s != BG_OK) return s;
+
+    float *scale = own(e, sizeof(float) * (size_t)p.channels);
+    if (!scale) return nomem(e);
+    memcpy(scale, p.scale, sizeof(float) * (size_t)p.channels);
+    s = put(e, "weight_scale", BG_DTYPE_F32, 1, &p.channels, scale);
+    if (s != BG_OK) return s;
+    bool has_zp = false;
+    for (int64_t c = 0; p.zero_point && c < p.channels; c++) has_zp |= p.zero_point[c] != 0.0f;
+    if (has_zp) {
+        int32_t *zp = own(e, sizeof(int32_t) * (size_t)p.channels);
+        if (!zp) return nomem(e);
+        for (int64_t c = 0; c < p.channels; c++) zp[c] = (int32_t)p.zero_point[c];
+        if ((s = put(e, "weight_zero_point", BG_DTYPE_I32, 1, &p.channels, zp)) != BG_OK) return s;
+    }
+    char sstr[BG_QUANT_SPEC_STR_MAX];
+    bg_quant_spec_format(spec, sstr, sizeof sstr);
+    json_t *o = json_pack("{s:s, s:o, s:I, s:I, s:i, s:i, s:s, s:[I,I,I], s:b, s:s}", "format", fmt, "shape",
+                          json_shape(W->ndim, W->shape), "rows", (json_int_t)rows, "k", (json_int_t)k, "qmin",
+                          (int)p.qmin, "qmax", (int)p.qmax, "granularity",
+                          bg_quant_granularity_name(spec->granularity), "layout", (json_int_t)p.outer,
+                          (json_int_t)p.channels, (json_int_t)p.inner, "zero_point", has_zp, "spec", sstr);
+    if (!o) return nomem(e);
+    if (spec->granularity == BG_QUANT_PER_CHANNEL) json_object_set_new(o, "axis", json_integer(spec->axis));
+    if (spec->granularity == BG_QUANT_PER_GROUP) json_object_set_new(o, "group_size", json_integer(spec->group_size));
+    *out = o;
+    return BG_OK;
+}
+
+// ---------------------------------------------------------------------------
+// activation quantizers
+
+static float positive(float v) { return v >= BG_QUANT_EPS ? v : BG_QUANT_EPS; }
+
+static float learned(const bg_quant_state *st, const char *name, float dflt) {
+    for (int i = 0; i < bg_quant_state_num_params(st); i++)
+        if (strcmp(bg_quant_state_param_name(st, i), name) == 0) return bg_f32(bg_quant_state_param(st, i))[0];
+    return dflt;
+}
+
+/* The input quantizer st (NULL or disabled: none) of a layer with C input
+ * channels; conv tells the channel axis (1) from a Linear's (-1). Adds
+ * "<layer>.input_scale" / "input_zero_point" for static ones; *out is the
+ * "input_quant" JSON (json null when there is none). */
+static bg_status export_input(exporter *e, bg_quant_state *st, int64_t C, bool conv, json_t **out) {
+    *out = NULL;
+    if (!st || !bg_quant_state_enabled(st)) {
+        *out = json_null();
+        return BG_OK;
+    }
+    const bg_quant_spec *spec = bg_quant_state_spec(st);
+    char sstr[BG_QUANT_SPEC_STR_MAX];
+    bg_quant_spec_format(spec, sstr, sizeof sstr);
+    int32_t qmin, qmax;
+    bg_quant_spec_qrange(spec, &qmin, &qmax);
+    if (spec->kind != BG_QUANT_INT || spec->bits > 8)
+        return fail(e, BG_ERR_ARG, "input quantizer \"%s\": the runtime quantizes inputs to integers of <= 8 bits",
+                    sstr);
+    if (spec->granularity == BG_QUANT_PER_TOKEN) {
+        if (spec->range != BG_QUANT_RANGE_ABSMAX || !spec->symmetric)
+            return fail(e, BG_ERR_ARG, "input quantizer \"%s\": per_token inputs must use absmax (symmetric)", sstr);
+        *out = json_pack("{s:s, s:i, s:i, s:s}", "mode", "per_token_absmax", "qmin", (int)qmin, "qmax", (int)qmax,
+                         "spec", sstr);
+        return *out ? BG_OK : nomem(e);
+    }
+    if (spec->granularity != BG_QUANT_PER_TENSOR && spec->granularity != BG_QUANT_PER_CHANNEL)
+        return fail(e, BG_ERR_ARG, "input quantizer \"%s\": granularity %s is not supported", sstr,
+                    bg_quant_granularity_name(spec->granularity));
+    if (spec->range == BG_QUANT_RANGE_ABSMAX || spec->range == BG_QUANT_RANGE_ABSMEAN)
+        return fail(e, BG_ERR_ARG, "input quantizer \"%s\": a dynamic %s range is only supported per_token", sstr,
+                    bg_quant_range_name(spec->range));
+    int64_t P = spec->granularity == BG_QUANT_PER_TENSOR ? 1 : C;
+    float *scale = own(e, sizeof(float) * (size_t)P);
+    int32_t *zp = own(e, sizeof(int32_t) * (size_t)P);
+    if (!scale || !zp) return nomem(e);
+    bool is_learned = bg_quant_spec_is_learned(spec);
+    if (bg_quant_spec_is_stateful(spec) && !is_learned && bg_quant_state_calls(st) == 0)
+        return fail(e, BG_ERR_STATE, "input quantizer \"%s\" has not observed any data (run forwards first)", sstr);
+    if (is_learned && !bg_quant_state_initialized(st))
+        return fail(e, BG_ERR_STATE, "input quantizer \"%s\" was never initialised (run a forward first)", sstr);
+    if (spec->range == BG_QUANT_RANGE_FIXED) {
+        for (int64_t c = 0; c < P; c++) scale[c] = spec->scale, zp[c] = spec->zero_point;
+    } else if (spec->range == BG_QUANT_RANGE_PACT) {
+        // the forward's s = alpha / qmax, z = 0 (qat/observer.c)
+        float alpha = positive(learned(st, "alpha", 1.0f));
+        for (int64_t c = 0; c < P; c++) scale[c] = alpha / (float)qmax, zp[c] = 0;
+    } else if (spec->range == BG_QUANT_RANGE_LSQ || spec->range == BG_QUANT_RANGE_LSQ_PLUS) {
+        const bg_tensor *ts = NULL, *tz = NULL;
+        for (int i = 0; i < bg_quant_state_num_params(st); i++) {
+            if (!strcmp(bg_quant_state_param_name(st, i), "scale")) ts = bg_quant_state_param(st, i);
+            if (!strcmp(bg_quant_state_param_name(st, i), "zero_point")) tz = bg_quant_state_param(st, i);
+        }
+        if (!ts || bg_numel(ts) != P) return fail(e, BG_ERR_STATE, "input quantizer \"%s\": no step of %lld", sstr, (long long)P);
+        for (int64_t c = 0; c < P; c++) {
+            scale[c] = positive(bg_f32(ts)[c]);
+            float z = tz && isfinite(bg_f32(tz)[c]) ? nearbyintf(bg_f32(tz)[c]) : 0.0f;   // the forward's clamp(round(z))
+            zp[c] = (int32_t)(z < (float)qmin ? (float)qmin : z > (float)qmax ? (float)qmax : z);
+        }
+    } else {   // observers: the state's current (frozen) scale and zero point
+        const bg_tensor *ts = bg_quant_state_scale(st), *tz = bg_quant_state_zero_point(st);
+        if (!ts || bg_numel(ts) != P)
+            return fail(e, BG_ERR_STATE, "input quantizer \"%s\" holds %lld scales, want %lld", sstr,
+                        (long long)(ts ? bg_numel(ts) : 0), (long long)P);
+        for (int64_t c = 0; c < P; c++) {
+            scale[c] = bg_f32(ts)[c];
+            zp[c] = tz && !spec->symmetric ? (int32_t)bg_f32(tz)[c] : 0;
+        }
+    }
+    bool has_zp = false;
+    for (int64_t c = 0; c < P; c++) {
+        if (!(scale[c] > 0.0f) || !isfinite(scale[c]))
+            return fail(e, BG_ERR_STATE, "input quantizer \"%s\": scale %lld is %g", sstr, (long long)c, (double)scale[c]);
+        has_zp |= zp[c] != 0;
+    }
+    bg_status s = put(e, "input_scale", BG_DTYPE_F32, 1, &P, scale);
+    if (s == BG_OK && has_zp) s = put(e, "input_zero_point", BG_DTYPE_I32, 1, &P, zp);
+    if (s != BG_OK) return s;
+    *out = json_pack("{s:s, s:s, s:i, s:i, s:b, s:s}", "mode", "static", "granularity",
+                     P == 1 && spec->granularity == BG_QUANT_PER_TENSOR ? "per_tensor" : "per_channel", "qmin",
+                     (int)qmin, "qmax", (int)qmax, "zero_point", has_zp, "spec", sstr);
+    if (*out && spec->granularity == BG_QUANT_PER_CHANNEL) json_object_set_new(*out, "axis", json_integer(conv ? 1 : -1));
+    return *out ? BG_OK : nomem(e);
+}
+
+// ---------------------------------------------------------------------------
+// layers
+
+typedef struct shape3 {
+    int ndim;
+    int64_t d[3];
+} shape3;
+
+static void shape_str(const shape3 *s, char *buf, size_t len) {
+    if (s->ndim == 1) snprintf(buf, len, "[%lld]", (long long)s->d[0]);
+    else snprintf(buf, len, "[%lld,%lld,%lld]", (long long)s->d[0], (long long)s->d[1], (long long)s->d[2]);
+}
+
+static int64_t shape_numel(const shape3 *s) {
+    int64_t n = 1;
+    for (int i = 0; i < s->ndim; i++) n *= s->d[i];
+    return n;
+}
+
+static bg_status linear_layer(exporter *e, const bg_module *m, bool quant, shape3 *sh, json_t *lj) {
+    const bg_tensor *W = quant ? bg_qlayer_weight(m) : bg_module_find_param(m, "weight");
+    const bg_tensor *b = bg_module_find_param(m, "bias");
+    if (!W || W->ndim != 2) return fail(e, BG_ERR_ARG, "%s has no 2-d weight", bg_module_kind(m));
+    int64_t out = W->shape[0], in = W->shape[1];
+    char a[64];
+    shape_str(sh, a, sizeof a);
+    if (sh->ndim != 1 || sh->d[0] != in)
+        return fail(e, BG_ERR_SHAPE, "%s expects [%lld] per example, the previous layer gives %s%s", bg_module_kind(m),
+                    (long long)in, a, sh->ndim != 1 ? " (add a Flatten)" : "");
+    json_t *wj, *aj;
+    bg_status s = export_weight(e, quant ? bg_qlayer_weight_state(m) : NULL, W, out, in, &wj);
+    if (s != BG_OK) return s;
+    json_object_set_new(lj, "weight", wj);
+    if ((s = export_input(e, quant ? bg_qlayer_input_state(m) : NULL, in, false, &aj)) != BG_OK) return s;
+    json_object_set_new(lj, "input_quant", aj);
+    json_object_set_new(lj, "kind", json_string("linear"));
+    json_object_set_new(lj, "in", json_integer(in));
+    json_object_set_new(lj, "out", json_integer(out));
+    json_object_set_new(lj, "bias", json_boolean(b != NULL));
+    if (b && (s = put(e, "bias", BG_DTYPE_F32, 1, &out, b->data)) != BG_OK) return s;
+    if (strcmp(bg_module_kind(m), "BitLinear") == 0)
+        json_object_set_new(lj, "norm", json_pack("{s:s, s:f}", "kind", "rmsnorm", "eps", (double)BITLINEAR_NORM_EPS));
+    sh->d[0] = out;
+    return BG_OK;
+}
+
+static bg_status conv_layer(exporter *e, const bg_module *m, bool quant, shape3 *sh, json_t *lj) {
+    const bg_tensor *W = quant ? bg_qlayer_weight(m) : bg_module_find_param(m, "weight");
+    const bg_tensor *b = bg_module_find_param(m, "bias");
+    bg_conv2d_opts o;
+    bg_status s = quant ? bg_qconv2d_get_opts(m, &o) : bg_conv2d_get_opts(m, &o);
+    if (s != BG_OK) return fail(e, s, "%s", bg_last_error());
+    if (!W || W->ndim != 4) return fail(e, BG_ERR_ARG, "%s has no 4-d weight", bg_module_kind(m));
+    int64_t oc = W->shape[0], in = W->shape[1] * o.groups, kh = W->shape[2], kw = W->shape[3];
+    char a[64];
+    shape_str(sh, a, sizeof a);
+    bg_conv2d_shape cs = {.n = 1, .c = in, .h = sh->d[1], .w = sh->d[2], .oc = oc, .kh = kh, .kw = kw,
+                          .stride_h = o.stride[0], .stride_w = o.stride[1], .pad_h = o.padding[0],
+                          .pad_w = o.padding[1], .dil_h = o.dilation[0], .dil_w = o.dilation[1], .groups = o.groups};
+    if (sh->ndim != 3 || sh->d[0] != in || !bg_conv2d_shape_infer(&cs))
+        return fail(e, BG_ERR_SHAPE, "%s expects [%lld,H,W] per example, the previous layer gives %s", bg_module_kind(m),
+                    (long long)in, a);
+    json_t *wj, *aj;
+    if ((s = export_weight(e, quant ? bg_qlayer_weight_state(m) : NULL, W, oc, W->shape[1] * kh * kw, &wj)) != BG_OK)
+        return s;
+    json_object_set_new(lj, "weight", wj);
+    if ((s = export_input(e, quant ? bg_qlayer_input_state(m) : NULL, in, true, &aj)) != BG_OK) return s;
+    json_object_set_new(lj, "input_quant", aj);
+    json_t *c = json_pack("{s:s, s:I, s:I, s:[I,I], s:[I,I], s:[I,I], s:[I,I], s:I, s:b}", "kind", "conv2d", "in",
+                          (json_int_t)in, "out", (json_int_t)oc, "kernel", (json_int_t)kh, (json_int_t)kw, "stride",
+                          (json_int_t)o.stride[0], (json_int_t)o.stride[1], "padding", (json_int_t)o.padding[0],
+                          (json_int_t)o.padding[1], "dilation", (json_int_t)o.dilation[0], (json_int_t)o.dilation[1],
+                          "groups", (json_int_t)o.groups, "bias", b != NULL);
+    if (!c) return nomem(e);
+    json_object_update(lj, c);
+    json_decref(c);
+    if (b && (s = put(e, "bias", BG_DTYPE_F32, 1, &oc, b->data)) != BG_OK) return s;
+    sh->d[0] = oc, sh->d[1] = cs.oh, sh->d[2] = cs.ow;
+    return BG_OK;
+}
+
+static bg_status pool_layer(exporter *e, const bg_module *m, bool max, shape3 *sh, json_t *lj) {
+    bg_layer_hparams hp;
+    if (bg_layer_hparams_get(m, &hp) != BG_OK) return fail(e, bg_last_status(), "%s", bg_last_error());
+    int64_t stride = hp.stride ? hp.stride : hp.kernel;
+    bg_pool2d_shape ps = {.n = 1, .c = sh->d[0], .h = sh->d[1], .w = sh->d[2], .kh = hp.kernel, .kw = hp.kernel,
+                          .stride_h = stride, .stride_w = stride, .pad_h = hp.padding, .pad_w = hp.padding,
+                          .dil_h = 1, .dil_w = 1};
+    char a[64];
+    shape_str(sh, a, sizeof a);
+    if (sh->ndim != 3 || !bg_pool2d_shape_infer(&ps))
+        return fail(e, BG_ERR_SHAPE, "%s expects [C,H,W] per example, the previous layer gives %s", bg_module_kind(m), a);
+    json_object_set_new(lj, "kind", json_string(max ? "max_pool2d" : "avg_pool2d"));
+    json_object_set_new(lj, "kernel", json_integer(hp.kernel));
+    json_object_set_new(lj, "stride", json_integer(stride));
+    json_object_set_new(lj, "padding", json_integer(hp.padding));
+    sh->d[1] = ps.oh, sh->d[2] = ps.ow;
+    return BG_OK;
+}
+
+static bg_status export_layer(exporter *e, const bg_module *m, shape3 *sh, json_t *lj) {
+    const char *k = bg_module_kind(m);
+    if (!strcmp(k, "Linear")) return linear_layer(e, m, false, sh, lj);
+    if (!strcmp(k, "QLinear") || !strcmp(k, "BitLinear")) return linear_layer(e, m, true, sh, lj);
+    if (!strcmp(k, "Conv2d")) return conv_layer(e, m, false, sh, lj);
+    if (!strcmp(k, "QConv2d")) return conv_layer(e, m, true, sh, lj);
+    if (!strcmp(k, "MaxPool2d")) return pool_layer(e, m, true, sh, lj);
+    if (!strcmp(k, "AvgPool2d")) return pool_layer(e, m, false, sh, lj);
+    if (!strcmp(k, "Flatten")) {
+        int64_t n = shape_numel(sh);
+        sh->ndim = 1, sh->d[0] = n;
+        json_object_set_new(lj, "kind", json_string("flatten"));
+        return BG_OK;
+    }
+    static const char *const acts[][2] = {{"ReLU", "relu"}, {"SiLU", "silu"}, {"Tanh", "tanh"},
+                                          {"Sigmoid", "sigmoid"}, {"Dropout", "identity"}};
+    for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
+        if (!strcmp(k, acts[i][0])) {
+            json_object_set_new(lj, "kind", json_string(acts[i][1]));
+            return BG_OK;
+        }
+    if (!strcmp(k, "LeakyReLU") || !strcmp(k, "GELU")) {
+        bg_layer_hparams hp;
+        if (bg_layer_hparams_get(m, &hp) != BG_OK) return fail(e, bg_last_status(), "%s", bg_last_error());
+        if (k[0] == 'L') {
+            json_object_set_new(lj, "kind", json_string("leaky_relu"));
+            json_object_set_new(lj, "negative_slope", json_real(hp.slope));
+        } else {
+            json_object_set_new(lj, "kind", json_string(hp.tanh_approx ? "gelu_tanh" : "gelu"));
+        }
+        return BG_OK;
+    }
+    return fail(e, BG_ERR_ARG,
+                "unsupported kind \"%s\" (the runtime runs Linear, Conv2d, their quantized forms, activations, Flatten, "
+                "pools)",
+                k);
+}
+
+// ---------------------------------------------------------------------------
+// bg_export
+
+static void exporter_free(exporter *e) {
+    bg_safetensors_writer_free(e->w);
+    for (int i = 0; i < e->n_bufs; i++) free(e->bufs[i]);
+    free(e->bufs);
+    bg_ctx_free(e->ctx);
+    json_decref(e->layers);
+}
+
+bg_status bg_export(const bg_module *model, const char *path, const bg_export_opts *opts) {
+    if (!model || !path) return bg_set_error(BG_ERR_ARG, OP ": %s is NULL", !model ? "model" : "path");
+    if (opts && (opts->input_ndim < 0 || opts->input_ndim > 3 || opts->input_ndim == 2))
+        return bg_set_error(BG_ERR_ARG, OP ": input_ndim must be 1 ([features]) or 3 ([C,H,W]), got %d",
+                            opts->input_ndim);
+    exporter *e = calloc(1, sizeof *e);
+    if (!e) return bg_set_error(BG_ERR_NOMEM, OP ": out of memory");
+    bg_status s = BG_OK;
+    char *desc = NULL, *layers_str = NULL;
+    e->w = bg_safetensors_writer_new();
+    e->ctx = bg_ctx_new(0);
+    e->layers = json_array();
+    if (!e->w || !e->ctx || !e->layers) {
+        s = bg_set_error(BG_ERR_NOMEM, OP ": out of memory");
+        goto done;
+    }
+    if ((s = collect(e, model, "")) != BG_OK) goto done;
+
+    shape3 sh = {0};
+    if (opts && opts->input_ndim) {
+        sh.ndim = opts->input_ndim;
+        for (int i = 0; i < sh.ndim; i++) sh.d[i] = opts->input_shape[i];
+        for (int i = 0; i < sh.ndim; i++)
+            if (sh.d[i] <= 0) {
+                s = bg_set_error(BG_ERR_ARG, OP ": input_shape[%d] must be positive, got %lld", i, (long long)sh.d[i]);
+                goto done;
+            }
+    } else if (e->n_leaves > 0) {
+        const bg_module *f = e->leaves[0].m;
+        const bg_tensor *W = bg_module_is_qlayer(f) ? bg_qlayer_weight(f) : bg_module_find_param(f, "weight");
+        const char *k = bg_module_kind(f);
+        if (W && W->ndim == 2 && (!strcmp(k, "Linear") || !strcmp(k, "QLinear") || !strcmp(k, "BitLinear"))) {
+            sh.ndim = 1, sh.d[0] = W->shape[1];
+        } else {
+            s = bg_set_error(BG_ERR_ARG, OP ": the model starts with a %s: give the input shape (bg_export_opts)", k);
+            goto done;
+        }
+    }
+    if (e->n_leaves == 0) {
+        s = bg_set_error(BG_ERR_ARG, OP ": the model has no layers");
+        goto done;
+    }
+    json_t *in_shape = json_shape(sh.ndim, sh.d);
+    for (int i = 0; i < e->n_leaves; i++) {
+        e->lname = e->leaves[i].path;
+        json_t *lj = json_pack("{s:s, s:s}", "name", e->lname, "source", bg_module_kind(e->leaves[i].m));
+        if (!lj) {
+            s = nomem(e);
+            break;
+        }
+        if ((s = export_layer(e, e->leaves[i].m, &sh, lj)) != BG_OK) {
+            json_decref(lj);
+            break;
+        }
+        json_object_set_new(lj, "out_shape", json_shape(sh.ndim, sh.d));
+        json_array_append_new(e->layers, lj);
+    }
+    e->lname = NULL;
+    if (s != BG_OK) {
+        json_decref(in_shape);
+        goto done;
+    }
+    char buf[64];
+    char *in_str = json_dumps(in_shape, JSON_COMPACT);
+    json_decref(in_shape);
+    layers_str = json_dumps(e->layers, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    desc = bg_model_to_json(model);
+    if (!desc) {
+        s = bg_set_error(bg_last_status() != BG_OK ? bg_last_status() : BG_ERR_ARG, OP ": model description: %s",
+                         bg_last_error());
+        free(in_str);
+        goto done;
+    }
+    snprintf(buf, sizeof buf, "%lld", (long long)shape_numel(&sh));
+    if (!in_str || !layers_str || bg_safetensors_writer_meta(e->w, "format", EXPORT_FORMAT) != BG_OK ||
+        bg_safetensors_writer_meta(e->w, "version", EXPORT_VERSION) != BG_OK ||
+        bg_safetensors_writer_meta(e->w, "input_shape", in_str) != BG_OK ||
+        bg_safetensors_writer_meta(e->w, "output_size", buf) != BG_OK ||
+        bg_safetensors_writer_meta(e->w, "layers", layers_str) != BG_OK ||
+        bg_safetensors_writer_meta(e->w, "model", desc) != BG_OK) {
+        free(in_str);
+        s = bg_set_error(BG_ERR_NOMEM, OP ": %s: out of memory", path);
+        goto done;
+    }
+    free(in_str);
+    s = bg_safetensors_writer_save(e->w, path);
+done:
+    free(desc);
+    free(layers_str);
+    exporter_free(e);
+    free(e);
+    return s;
+}
