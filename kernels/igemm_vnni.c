@@ -95,12 +95,13 @@ static void ternary_unit(int32_t *acc, const int8_t *x, const uint8_t *w, int64_
     if (mp == 1) {
         for (; n + 8 <= n1; n += 8) ternary_tile(acc, x, w, m0, n, N, kp, xs, 1, 8);
     }
-    for (; n + 4 <= n1; n += 4) {
+    /* two accumulators per pair: 4 x rows by 2 weight rows fill 16 zmm */
+    for (; n + 2 <= n1; n += 2) {
         switch (mp) {
-        case 1: ternary_tile(acc, x, w, m0, n, N, kp, xs, 1, 4); break;
-        case 2: ternary_tile(acc, x, w, m0, n, N, kp, xs, 2, 4); break;
-        case 3: ternary_tile(acc, x, w, m0, n, N, kp, xs, 3, 4); break;
-        default: ternary_tile(acc, x, w, m0, n, N, kp, xs, 4, 4); break;
+        case 1: ternary_tile(acc, x, w, m0, n, N, kp, xs, 1, 2); break;
+        case 2: ternary_tile(acc, x, w, m0, n, N, kp, xs, 2, 2); break;
+        case 3: ternary_tile(acc, x, w, m0, n, N, kp, xs, 3, 2); break;
+        default: ternary_tile(acc, x, w, m0, n, N, kp, xs, 4, 2); break;
         }
     }
     for (; n < n1; n++) {

@@ -1,0 +1,203 @@
+/* infer.c — the integer matmul kernels against f32 baselines measured in the
+ * same run, on one 4096 x 4096 weight matrix: the ternary x int8 and the
+ * int8 x int8 kernels (bg_int_kernels, every ISA this CPU runs) at batch 1
+ * (matrix-vector, against cblas_sgemv) and at batch 8 and 128 (against
+ * cblas_sgemm), with oneDNN's f32 matmul (bg_sgemm's DNNL backend) and its
+ * s8 matmul (bg_gemm_s8_dnnl) beside them. Medians over repeats; the ratio
+ * is baseline time / kernel time (> 1: the integer kernel is faster).
+ *
+ *     ./build/bench/infer [--threads N] [--reps N]
+ *
+ * OpenBLAS picks its kernels from the CPU it detects (printed); Debian's
+ * build may not know this CPU and fall back to slow ones:
+ * OPENBLAS_CORETYPE=SkylakeX ./build/bench/infer gives its AVX-512 ones. */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels/kernels.h"
+#include "tensor/tensor.h"
+
+char *openblas_get_corename(void);   /* OpenBLAS's cblas.h has it, netlib's not */
+
+enum { DIM = 4096 };
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* what one timed call does */
+typedef enum op {
+    OP_SGEMV,          /* cblas_sgemv */
+    OP_SGEMM_BLAS,     /* cblas_sgemm, y = x w^T */
+    OP_SGEMM_DNNL,     /* bg_sgemm_with(DNNL) */
+    OP_TERNARY,        /* ik->gemm_ternary */
+    OP_S8,             /* ik->gemm_s8 */
+    OP_S8_DNNL,        /* bg_gemm_s8_dnnl */
+    OP_LAYER_TERNARY,  /* absmax_rows + quantize_rows + gemm_ternary + rescale: a whole layer */
+} op;
+
+typedef struct bufs {
+    float *wf, *xf, *yf;      /* f32 weights [DIM, DIM], inputs [128, DIM], outputs [128, DIM] */
+    uint8_t *wt;              /* packed ternary [DIM, DIM/4] */
+    int8_t *ws, *xq;          /* int8 weights [DIM, DIM], codes [128, DIM] */
+    int32_t *acc;             /* [128, DIM] */
+    float amax[128], scale[128];
+} bufs;
+
+static void run(op o, const bg_int_kernels *ik, bufs *b, int64_t M) {
+    const int64_t N = DIM, K = DIM;
+    switch (o) {
+    case OP_SGEMV:
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)N, (int)K, 1.0f, b->wf, (int)K, b->xf, 1,
+                    0.0f, b->yf, 1);
+        break;
+    case OP_SGEMM_BLAS:
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, b->xf,
+                    (int)K, b->wf, (int)K, 0.0f, b->yf, (int)N);
+        break;
+    case OP_SGEMM_DNNL:
+        bg_sgemm_with(BG_GEMM_DNNL, false, true, M, N, K, 1.0f, b->xf, K, b->wf, K, 0.0f, b->yf, N);
+        break;
+    case OP_TERNARY: ik->gemm_ternary(b->acc, b->xq, b->wt, M, N, K); break;
+    case OP_S8: ik->gemm_s8(b->acc, b->xq, b->ws, M, N, K); break;
+    case OP_S8_DNNL: bg_gemm_s8_dnnl(b->acc, b->xq, b->ws, M, N, K, K, K); break;
+    case OP_LAYER_TERNARY:
+        /* per-token absmax int8 activations, ternary weights with one scale */
+        ik->absmax_rows(b->amax, b->xf, M, K);
+        for (int64_t m = 0; m < M; m++) b->scale[m] = b->amax[m] > 0 ? b->amax[m] / 127.0f : 1.0f;
+        ik->quantize_rows(b->xq, b->xf, M, K, K, b->scale, 1, 0, -128, 127);
+        ik->gemm_ternary(b->acc, b->xq, b->wt, M, N, K);
+        for (int64_t m = 0; m < M; m++) {
+            const float s = b->scale[m] * 0.02f;
+            for (int64_t n = 0; n < N; n++) b->yf[m * N + n] = (float)b->acc[m * N + n] * s;
+        }
+        break;
+    }
+}
+
+/* median seconds per call over reps timed batches of >= ~5 ms each */
+static double time_op(op o, const bg_int_kernels *ik, bufs *b, int64_t M, int reps) {
+    run(o, ik, b, M);   /* warm-up: caches, oneDNN primitive creation */
+    double t0 = now_seconds();
+    run(o, ik, b, M);
+    double one = now_seconds() - t0;
+    int inner = one > 0 ? (int)(5e-3 / one) : 1000;
+    if (inner < 1) inner = 1;
+    if (inner > 1000) inner = 1000;
+    double t[64];
+    if (reps > 64) reps = 64;
+    for (int r = 0; r < reps; r++) {
+        t0 = now_seconds();
+        for (int i = 0; i < inner; i++) run(o, ik, b, M);
+        t[r] = (now_seconds() - t0) / inner;
+    }
+    qsort(t, (size_t)reps, sizeof t[0], cmp_double);
+    return t[reps / 2];
+}
+
+static void *xalloc(size_t n) {
+    void *p = aligned_alloc(64, (n + 63) / 64 * 64);
+    if (!p) {
+        fprintf(stderr, "infer: out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+static void row(const char *what, int64_t M, double t, double base) {
+    double ops = 2.0 * (double)M * DIM * DIM;
+    printf("  %-34s %10.1f us  %8.1f GOP/s  %7.2fx\n", what, t * 1e6, ops / t * 1e-9, base / t);
+}
+
+int main(int argc, char **argv) {
+    int threads = 0, reps = 11;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: %s [--threads N] [--reps N]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (reps < 1) reps = 1;
+    bg_set_num_threads(threads);
+
+    bufs b;
+    b.wf = xalloc((size_t)DIM * DIM * sizeof(float));
+    b.xf = xalloc((size_t)128 * DIM * sizeof(float));
+    b.yf = xalloc((size_t)128 * DIM * sizeof(float));
+    b.wt = xalloc((size_t)DIM * DIM / 4);
+    b.ws = xalloc((size_t)DIM * DIM);
+    b.xq = xalloc((size_t)128 * DIM);
+    b.acc = xalloc((size_t)128 * DIM * sizeof(int32_t));
+    int8_t *tern = xalloc((size_t)DIM * DIM);
+    bg_rng rng;
+    bg_rng_seed(&rng, 1);
+    for (int64_t i = 0; i < (int64_t)DIM * DIM; i++) {
+        tern[i] = (int8_t)((int)bg_rng_below(&rng, 3) - 1);
+        b.ws[i] = (int8_t)((int)bg_rng_below(&rng, 255) - 127);
+        b.wf[i] = 0.02f * (float)tern[i];
+    }
+    bg_ternary_pack(b.wt, tern, DIM, DIM);
+    free(tern);
+    for (int64_t i = 0; i < (int64_t)128 * DIM; i++) {
+        b.xf[i] = bg_rng_normal(&rng);
+        b.xq[i] = (int8_t)((int)bg_rng_below(&rng, 256) - 128);
+    }
+
+    const bg_int_kernels *best = bg_int_kernels_get();
+    printf("bench/infer: %d x %d weights, %d threads, median of %d, int kernels: %s, OpenBLAS core: %s\n",
+           DIM, DIM, bg_get_num_threads(), reps, best->isa, openblas_get_corename());
+    printf("  (ratio = f32 baseline (first line of each block) / time; OPENBLAS_CORETYPE=%s)\n",
+           getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "unset");
+
+    const int64_t batches[] = {1, 8, 128};
+    for (int bi = 0; bi < 3; bi++) {
+        const int64_t M = batches[bi];
+        double tblas = time_op(M == 1 ? OP_SGEMV : OP_SGEMM_BLAS, NULL, &b, M, reps);
+        double tdnnl = time_op(OP_SGEMM_DNNL, NULL, &b, M, reps);
+        printf("\nbatch %lld  (y[%lld, %d] = x w^T)\n", (long long)M, (long long)M, DIM);
+        row(M == 1 ? "f32 cblas_sgemv" : "f32 cblas_sgemm", M, tblas, tblas);
+        row("f32 oneDNN matmul (bg_sgemm)", M, tdnnl, tblas);
+        double best_t = 0, best_s8 = 0;
+        for (int isa = BG_ISA_COUNT - 1; isa >= BG_ISA_REF; isa--) {
+            const bg_int_kernels *ik = bg_int_kernels_for((bg_isa)isa);
+            if (!ik || (isa == BG_ISA_REF && M > 8)) continue;   /* the reference is slow */
+            char name[64];
+            double t = time_op(OP_TERNARY, ik, &b, M, isa == BG_ISA_REF ? 3 : reps);
+            snprintf(name, sizeof name, "ternary x int8 (%s)", ik->isa);
+            row(name, M, t, tblas);
+            if (ik == best) best_t = t;
+        }
+        for (int isa = BG_ISA_COUNT - 1; isa >= BG_ISA_REF; isa--) {
+            const bg_int_kernels *ik = bg_int_kernels_for((bg_isa)isa);
+            if (!ik || (isa == BG_ISA_REF && M > 8)) continue;
+            char name[64];
+            double t = time_op(OP_S8, ik, &b, M, isa == BG_ISA_REF ? 3 : reps);
+            snprintf(name, sizeof name, "int8 x int8 (%s)", ik->isa);
+            row(name, M, t, tblas);
+            if (ik == best) best_s8 = t;
+        }
+        double tsd = time_op(OP_S8_DNNL, NULL, &b, M, reps);
+        row("int8 x int8 (oneDNN s8 matmul)", M, tsd, tblas);
+        double tl = time_op(OP_LAYER_TERNARY, best, &b, M, reps);
+        row("ternary layer (quantize+gemm+scale)", M, tl, tblas);
+        printf("  => ternary %s: %.2fx %s, %.2fx oneDNN f32; int8: %.2fx %s, %.2fx oneDNN f32\n",
+               best->isa, tblas / best_t, M == 1 ? "cblas_sgemv" : "cblas_sgemm", tdnnl / best_t,
+               tblas / best_s8, M == 1 ? "cblas_sgemv" : "cblas_sgemm", tdnnl / best_s8);
+    }
+    free(b.wf), free(b.xf), free(b.yf), free(b.wt), free(b.ws), free(b.xq), free(b.acc);
+    return 0;
+}
