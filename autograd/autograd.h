@@ -51,6 +51,8 @@ typedef enum bg_op {
     BG_OP_CONV2D, BG_OP_MAX_POOL2D, BG_OP_AVG_POOL2D,
     // quantization (ops_quant.c)
     BG_OP_FAKE_QUANT,
+    // integer forward of a fake-quantized linear (ops_qlinear.c)
+    BG_OP_QLINEAR_INT,
     BG_OP_COUNT
 } bg_op;
 
@@ -138,6 +140,17 @@ bg_tensor *bg_embedding(bg_ctx *ctx, bg_tensor *weight, bg_tensor *ids);
 bg_tensor *bg_matmul(bg_ctx *ctx, bg_tensor *a, bg_tensor *b, bool trans_a, bool trans_b);
 /* x W^T + b: x [..., K], W [M,K], b [M] or NULL -> [..., M]. */
 bg_tensor *bg_linear(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, bg_tensor *b);
+/* bg_linear of fake-quantized operands on integer kernels (ops_qlinear.c):
+ * y = (cx cw^T) * sx * sw + b with the codes cx = nearbyint(xq/sx) clamped
+ * to [-128,127] and cw = nearbyint(wq/sw) clamped to [-127,127], the int32
+ * products exact (oneDNN s8 matmul, else the integer kernel table). When xq
+ * and wq are the output of symmetric fake quants with these scales (BitNet's
+ * per-token int8 and ternary, int8 sym ...) y equals bg_linear(xq, wq, b) up
+ * to float rounding; the backward is bg_linear's (dxq = dy wq, dwq = dy^T
+ * xq). x_scale: 1 or rows (per token) values, w_scale: 1 or M (per output
+ * channel), all finite and > 0 (else BG_ERR_ARG). */
+bg_tensor *bg_qlinear_int(bg_ctx *ctx, bg_tensor *xq, bg_tensor *wq, bg_tensor *b, const bg_tensor *x_scale,
+                          const bg_tensor *w_scale);
 /* Scaled dot-product attention softmax(q k^T / sqrt(D) + mask) v, built from
  * the ops above. q [..., Tq, D], k and v [..., Tk, D]; causal masks j > i. */
 bg_tensor *bg_attention(bg_ctx *ctx, bg_tensor *q, bg_tensor *k, bg_tensor *v, bool causal);

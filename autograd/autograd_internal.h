@@ -108,5 +108,6 @@ BG_DECLARE_BACKWARD(max_pool2d);
 BG_DECLARE_BACKWARD(avg_pool2d);
 // quantization (ops_quant.c)
 BG_DECLARE_BACKWARD(fake_quant);
+BG_DECLARE_BACKWARD(qlinear_int);   // ops_qlinear.c
 
 #endif

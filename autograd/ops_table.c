@@ -51,6 +51,8 @@ const bg_op_def bg_op_table[BG_OP_COUNT] = {
     OP(AVG_POOL2D,    avg_pool2d,    1),
     // ops_quant.c (x, then the learned parameters of the spec: 1 to 3 inputs)
     OP(FAKE_QUANT,    fake_quant,    -1),
+    // ops_qlinear.c
+    OP(QLINEAR_INT,   qlinear_int,   3),
 };
 
 const char *bg_op_name(bg_op op) {

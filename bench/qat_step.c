@@ -3,9 +3,12 @@
  *  1. the training step of the Fashion-MNIST MLP (784-512-512-10 ReLU, batch
  *     128, Adam) with BitLinear on the hidden layers (ternary absmean weights,
  *     per-token int8 absmax activations, RMSNorm) against the same step in
- *     fp32: medians over --steps steps after --warmup warm-up steps, the two
+ *     fp32: medians over --steps steps after --warmup warm-up steps, the
  *     models measured in alternating blocks so that a change of machine load
- *     hits both (target: ratio <= 1.15);
+ *     hits all (target: ratio <= 1.15). The BitLinear step runs its forward
+ *     products on the integer kernels (bg_qlinear_int, the default) and, as
+ *     a third model, in f32 on the fake-quantized tensors
+ *     (bg_model_set_int_forward(false));
  *  2. the fake-quant kernel (bg_quant_kernels_get()->fake_quant, int8 codes)
  *     over one buffer of --mib MiB per-tensor, per-channel (1024 channels) and
  *     per-group (G = 64), writing y only and y + codes + STE mask, beside a
@@ -44,7 +47,7 @@ static double median(double *v, int n) {
 
 typedef bench_net net;
 
-static bool net_init(net *b, const char *name, const bg_dataset *train, bool bitnet) {
+static bool net_init(net *b, const char *name, const bg_dataset *train, bool bitnet, bool int_forward) {
     b->name = name;
     b->batch = BATCH;
     bg_rng rng;
@@ -58,6 +61,7 @@ static bool net_init(net *b, const char *name, const bg_dataset *train, bool bit
     if (bitnet && (bg_quantize_layer(b->mlp, "0", "bitnet", NULL) != BG_OK ||
                    bg_quantize_layer(b->mlp, "2", "bitnet", NULL) != BG_OK))
         return false;
+    bg_model_set_int_forward(b->mlp, int_forward);
     b->opt = bg_adam_new(b->mlp, NULL);
     b->ctx = bg_ctx_new(0);
     return b->opt && b->ctx &&
@@ -122,14 +126,15 @@ int main(int argc, char **argv) {
     }
     int status = 1;
     bg_dataset *train = NULL;
-    net fp = {0}, bit = {0};
+    net fp = {0}, bit = {0}, bitf = {0};
     float *x = NULL, *y = NULL, *scale = NULL;
     int8_t *codes = NULL;
     uint8_t *mask = NULL;
     double *t_fp = malloc((size_t)steps * sizeof *t_fp), *t_bit = malloc((size_t)steps * sizeof *t_bit);
-    if (!t_fp || !t_bit) goto done;
-    if (bg_fmnist_load(data, BG_FMNIST_TRAIN, &train) != BG_OK || !net_init(&fp, "fp32", train, false) ||
-        !net_init(&bit, "bitlinear", train, true)) {
+    double *t_bitf = malloc((size_t)steps * sizeof *t_bitf);
+    if (!t_fp || !t_bit || !t_bitf) goto done;
+    if (bg_fmnist_load(data, BG_FMNIST_TRAIN, &train) != BG_OK || !net_init(&fp, "fp32", train, false, true) ||
+        !net_init(&bit, "bitlinear", train, true, true) || !net_init(&bitf, "bitlinear-f32", train, true, false)) {
         fprintf(stderr, "qat_step: %s\n", bg_last_error());
         goto done;
     }
@@ -137,7 +142,7 @@ int main(int argc, char **argv) {
 
     // 1. steps, in alternating blocks of 10
     for (int i = 0; i < warmup; i++)
-        if (!bench_train_step(&fp) || !bench_train_step(&bit)) goto done;
+        if (!bench_train_step(&fp) || !bench_train_step(&bit) || !bench_train_step(&bitf)) goto done;
     const int block = 10;
     for (int s = 0; s < steps; s += block) {
         for (int i = s; i < s + block && i < steps; i++) {
@@ -150,14 +155,21 @@ int main(int argc, char **argv) {
             if (!bench_train_step(&bit)) goto done;
             t_bit[i] = 1e3 * (now_seconds() - t0);
         }
+        for (int i = s; i < s + block && i < steps; i++) {
+            double t0 = now_seconds();
+            if (!bench_train_step(&bitf)) goto done;
+            t_bitf[i] = 1e3 * (now_seconds() - t0);
+        }
     }
-    double ms_fp = median(t_fp, steps), ms_bit = median(t_bit, steps);
+    double ms_fp = median(t_fp, steps), ms_bit = median(t_bit, steps), ms_bitf = median(t_bitf, steps);
     printf("qat_step: MLP 784-512-512-10, batch %d, Adam, %d thread(s); medians over %d steps after %d warm-up\n",
            BATCH, bg_get_num_threads(), steps, warmup);
     printf("  fp32 step                                  %8.3f ms\n", ms_fp);
-    printf("  BitLinear hidden layers (ternary + int8)   %8.3f ms\n", ms_bit);
+    printf("  BitLinear hidden layers (ternary + int8)   %8.3f ms   (integer forward products)\n", ms_bit);
+    printf("  the same, f32 forward products             %8.3f ms   (bg_model_set_int_forward(false))\n", ms_bitf);
     printf("  ratio BitLinear / fp32                     %8.3f   (target <= 1.15: %s)\n", ms_bit / ms_fp,
            ms_bit / ms_fp <= 1.15 ? "met" : "NOT met");
+    printf("  ratio BitLinear f32 forward / fp32         %8.3f\n", ms_bitf / ms_fp);
 
     // 2. the fake-quant kernel
     const bg_quant_kernels *k = bg_quant_kernels_get();
@@ -212,8 +224,10 @@ done:
     bg_aligned_free(scale);
     free(t_fp);
     free(t_bit);
+    free(t_bitf);
     net_free(&fp);
     net_free(&bit);
+    net_free(&bitf);
     bg_dataset_free(train);
     return status;
 }

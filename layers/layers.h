@@ -392,6 +392,14 @@ void bg_model_set_quant_initialized(bg_module *m, bool initialized);
  * (x-q)^2, x*q, q^2 over its input (one extra pass) and, for ternary and
  * binary weights, keeps the levels; qat/qat.h "metrics" reads them. */
 void bg_model_track_quant(bg_module *m, bool enabled);
+/* Integer forward (on by default): a QLinear or BitLinear whose input and
+ * weight quantizers give symmetric int8-range codes (activations per tensor
+ * or per token, e.g. BitNet's int8 absmax; weights per tensor or per output
+ * channel with codes in [-127,127]: ternary, binary, int2..int7, int8
+ * narrow) runs its product on integer kernels (autograd.h bg_qlinear_int):
+ * the same values as the f32 product of the fake-quantized tensors up to
+ * float rounding, the same backward. false: always the f32 product. */
+void bg_model_set_int_forward(bg_module *m, bool enabled);
 
 /* The quantized layers of m's tree in pre-order (m itself included). */
 int bg_qlayer_count(const bg_module *m);

@@ -129,7 +129,54 @@ typedef struct qlayer {
     bg_conv2d_opts opts;
     bg_tensor *weight, *bias;
     bg_module *wq, *aq;        /* FakeQuant children, or NULL (float) */
+    bool f32_forward;          /* the product in f32 even when the integer forward applies */
 } qlayer;
+
+/* The scale tensor st used for its last forward when its codes are
+ * symmetric integers within [lo, 127] (zero point 0) and it holds 1 or n
+ * scales (per tensor, or one per row of the product's operand); else NULL. */
+static const bg_tensor *int_scale(const bg_quant_state *st, int32_t lo, int64_t n) {
+    if (!st || !bg_quant_state_enabled(st)) return NULL;
+    const bg_quant_spec *sp = bg_quant_state_spec(st);
+    int32_t qmin, qmax;
+    bg_quant_spec_qrange(sp, &qmin, &qmax);
+    if (!sp->symmetric || sp->range == BG_QUANT_RANGE_LSQ_PLUS || qmin < lo || qmax > 127) return NULL;
+    if (sp->granularity == BG_QUANT_PER_GROUP || sp->granularity == BG_QUANT_PER_TOKEN) return NULL;
+    if (sp->granularity == BG_QUANT_PER_CHANNEL && !(sp->axis == 0 || sp->axis == -2)) return NULL;
+    const bg_tensor *s = bg_quant_state_scale(st);
+    return s && (bg_numel(s) == 1 || bg_numel(s) == n) ? s : NULL;
+}
+
+/* y = xq wq^T + b on the integer kernels (bg_qlinear_int) when both
+ * quantizers give symmetric codes that fit int8 with known scales: the
+ * activations per tensor or per token (their scales recomputed from x, the
+ * quantizer's input, by the quantizer's own rule, which a stateless
+ * per-token spec allows), the weights per tensor or per output channel.
+ * NULL (and no error) when it does not apply: the caller runs bg_linear. */
+static bg_tensor *int_linear(bg_ctx *ctx, const qlayer *q, bg_tensor *x, bg_tensor *xq, bg_tensor *wq) {
+    if (q->f32_forward || !q->aq || !q->wq || xq == x || wq == q->weight) return NULL;
+    const bg_quant_state *ast = bg_qlayer_input_state(q->aq), *wst = bg_qlayer_weight_state(q->wq);
+    const bg_tensor *ws = int_scale(wst, -127, q->out);
+    if (!ws) return NULL;
+    const bg_quant_spec *as = bg_quant_state_spec(ast);
+    if (!bg_quant_state_enabled(ast)) return NULL;
+    const bg_tensor *xs;
+    if (as->granularity == BG_QUANT_PER_TOKEN) {
+        int32_t qmin, qmax;
+        bg_quant_spec_qrange(as, &qmin, &qmax);
+        if (!as->symmetric || qmin < -128 || qmax > 127 || bg_quant_spec_is_stateful(as)) return NULL;
+        bg_quant_params p;
+        if (bg_quant_params_compute(ctx, as, NULL, x, &p) != BG_OK) return NULL;
+        bg_tensor *t = bg_empty(ctx, BG_DTYPE_F32, 1, (int64_t[]){p.channels});
+        if (!t || p.zero_point) return NULL;
+        memcpy(bg_f32(t), p.scale, sizeof(float) * (size_t)p.channels);
+        xs = t;
+    } else {
+        xs = int_scale(ast, -128, 1);
+        if (!xs || bg_numel(xs) != 1) return NULL;
+    }
+    return bg_qlinear_int(ctx, xq, wq, q->bias, xs, ws);
+}
 
 static bg_tensor *ql_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
     qlayer *q = bg_module_state(m);
@@ -144,13 +191,17 @@ static bg_tensor *ql_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
     // BitNet b1.58: every BitLinear input is an RMSNorm output (SubLN; the
     // Training-Tips FAQ puts it inside the layer). No gain (see layers.h).
     if (q->kind == QL_BIT) x = bg_rmsnorm(ctx, x, NULL, BITLINEAR_NORM_EPS);
+    bg_tensor *xin = x;
     if (x && q->aq) x = bg_module_forward(ctx, q->aq, x);
     bg_tensor *w = q->wq ? bg_module_forward(ctx, q->wq, q->weight) : q->weight;
     if (!x || !w) return NULL;
     switch (q->kind) {
     case QL_CONV: return bg_conv2d(ctx, x, w, q->bias, &q->opts);
     case QL_EMBEDDING: return bg_embedding(ctx, w, x);
-    default: return bg_linear(ctx, x, w, q->bias);
+    default: {
+        bg_tensor *y = int_linear(ctx, q, xin, x, w);
+        return y || bg_ctx_status(ctx) != BG_OK ? y : bg_linear(ctx, x, w, q->bias);
+    }
     }
 }
 
@@ -470,6 +521,12 @@ void bg_model_set_observers(bg_module *m, bool enabled) { walk_fq(m, set_obs, en
 void bg_model_reset_observers(bg_module *m) { walk_fq(m, reset_obs, 0); }
 void bg_model_track_quant(bg_module *m, bool enabled) { walk_fq(m, set_track, enabled); }
 void bg_model_set_quant_initialized(bg_module *m, bool initialized) { walk_fq(m, set_init, initialized); }
+
+void bg_model_set_int_forward(bg_module *m, bool enabled) {
+    if (!m) return;
+    if (bg_module_is_qlayer(m)) ((qlayer *)bg_module_state(m))->f32_forward = !enabled;
+    for (int i = 0; i < bg_module_num_children(m); i++) bg_model_set_int_forward(bg_module_child(m, i), enabled);
+}
 
 // ---------------------------------------------------------------------------
 // iteration (pre-order, m included)

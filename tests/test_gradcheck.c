@@ -15,6 +15,7 @@
  * compares its backward with the rule's formula (STYLE.md, "Gradcheck for
  * every op"). */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "autograd/autograd_internal.h"
@@ -294,6 +295,70 @@ static bool check_fake_quant_lsq(const gc_case *c, bg_tensor *const *in) {
     return ok;
 }
 
+/* qlinear_int on fake-quantized operands (int8 step 0.01, ternary step
+ * 0.05, both identity STE) against the same fake quants + bg_linear (user
+ * non-NULL): the forward is exact integer arithmetic, so it is compared with
+ * the f32 product and the backward with linear's, not by differences. */
+FN(f_qlinear_int) {
+    bg_tensor *xq = fake_quant_with(ctx, IN0, "int8:scale=0.01:ste", NULL);
+    bg_quant_state *keep = fq_live;
+    fq_live = NULL;
+    bg_tensor *wq = fake_quant_with(ctx, IN1, "ternary:scale=0.05:ste", NULL);
+    bg_quant_state_free(keep);   // stateless specs: no state
+    if (user) return bg_linear(ctx, xq, wq, IN2);
+    bg_tensor *xs = bg_empty(ctx, BG_DTYPE_F32, 1, (int64_t[]){1}), *ws = bg_empty(ctx, BG_DTYPE_F32, 1, (int64_t[]){1});
+    if (!xs || !ws) return NULL;
+    bg_f32(xs)[0] = 0.01f, bg_f32(ws)[0] = 0.05f;
+    return bg_qlinear_int(ctx, xq, wq, IN2, xs, ws);
+}
+
+/* Runs c->fn with user NULL (qlinear_int) and non-NULL (f32 reference),
+ * each with the same random upstream gradient: outputs within float
+ * rounding (rel 1e-5 of the largest), input grads identical. */
+static bool check_qlinear_int(const gc_case *c, bg_tensor *const *in) {
+    float *y[2] = {0}, *g[2][3] = {{0}};
+    int64_t ny = 0;
+    bool ok = true;
+    for (int path = 0; path < 2 && ok; path++) {
+        bg_ctx *ctx = bg_ctx_new(0);
+        for (int i = 0; i < c->n_in; i++) memset(in[i]->grad->data, 0, bg_nbytes(in[i]->grad));
+        bg_tensor *out = c->fn(ctx, in, path ? (void *)1 : NULL);
+        bg_tensor *r = out ? bg_empty(ctx, BG_DTYPE_F32, out->ndim, out->shape) : NULL;
+        ok = r != NULL;
+        if (ok) {
+            ny = bg_numel(out);
+            bg_rng rng;
+            bg_rng_seed(&rng, 0x5eed);
+            for (int64_t i = 0; i < ny; i++) bg_f32(r)[i] = 2.0f * bg_rng_uniform(&rng) - 1.0f;
+            ok = bg_backward_with_grad(ctx, out, r) == BG_OK;
+        }
+        if (ok) {
+            y[path] = malloc(sizeof(float) * (size_t)ny);
+            memcpy(y[path], bg_f32(out), sizeof(float) * (size_t)ny);
+            for (int i = 0; i < c->n_in; i++) {
+                g[path][i] = malloc(bg_nbytes(in[i]->grad));
+                memcpy(g[path][i], in[i]->grad->data, bg_nbytes(in[i]->grad));
+            }
+        }
+        bg_ctx_free(ctx);
+    }
+    double ymax = 0.0, yerr = 0.0, gerr = 0.0;
+    for (int64_t i = 0; ok && i < ny; i++) {
+        ymax = fmax(ymax, fabs((double)y[1][i]));
+        yerr = fmax(yerr, fabs((double)y[0][i] - (double)y[1][i]));
+    }
+    for (int i = 0; ok && i < c->n_in; i++)
+        for (int64_t k = 0; k < bg_numel(in[i]); k++) gerr = fmax(gerr, fabs((double)g[0][i][k] - (double)g[1][i][k]));
+    ok = ok && ymax > 0.0 && yerr <= 1e-5 * ymax && gerr == 0.0;
+    printf("%-28s %-4s vs fake quant + linear: y max rel err %.2e, grads max abs diff %.2e\n", c->name,
+           ok ? "ok" : "FAIL", ymax > 0.0 ? yerr / ymax : 0.0, gerr);
+    for (int p = 0; p < 2; p++) {
+        free(y[p]);
+        for (int i = 0; i < 3; i++) free(g[p][i]);
+    }
+    return ok;
+}
+
 static const int32_t ce_labels_ignore[8] = {0, 2, 4, 1, 2, 3, 0, 4};
 static const int32_t emb_ids[6] = {0, 3, 3, 4, 1, 0};  /* repeats: grads accumulate */
 
@@ -350,6 +415,9 @@ static const gc_case op_cases[BG_OP_COUNT] = {
     [BG_OP_AVG_POOL2D] = {"avg_pool2d", BG_OP_AVG_POOL2D, f_avg_pool2d, 1, {IN_U(-1, 1, 2, 2, 4, 6)}, TOL},
     [BG_OP_FAKE_QUANT] = {"fake_quant", BG_OP_FAKE_QUANT, f_fake_quant, 1, {IN_AVOID(-0.2, 0.2, -0.128, 0.127, 4, 6)},
                           .eps = 1e-2, .atol = 5e-4, .rtol = 5e-3},
+    [BG_OP_QLINEAR_INT] = {"qlinear_int", BG_OP_QLINEAR_INT, f_qlinear_int, 3,
+                           {IN_U(-1, 1, 5, 40), IN_U(-0.1, 0.1, 6, 40), IN_U(-1, 1, 6)}, TOL_LINEAR,
+                           .check = check_qlinear_int},
 };
 
 static const gc_case extra_cases[] = {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/autograd_internal.h"
 #include "tests/test_util.h"
 
 static const char *str(const char *s) { return s; }
@@ -606,6 +607,112 @@ static void test_bitlinear_training(void) {
 }
 
 // ---------------------------------------------------------------------------
+// integer forward (bg_qlinear_int) against the f32 product of the fake-quantized tensors
+
+/* Number of tape nodes of op on ctx. */
+static int count_op(const bg_ctx *ctx, bg_op op) {
+    int k = 0;
+    for (const bg_node *n = ctx->tape_tail; n; n = n->prev) k += n->op == op;
+    return k;
+}
+
+/* One layer lay (input width K) run twice on the same x and upstream
+ * gradient, integer and f32 forward: want_int qlinear_int nodes on the
+ * integer run, outputs within 1e-5 relative (of the largest), every
+ * parameter grad identical. */
+static void int_vs_f32(const char *name, bg_module *lay, int64_t K, int want_int) {
+    enum { N = 16 };
+    bg_rng rng;
+    bg_rng_seed(&rng, 11);
+    bg_ctx *ctx = bg_ctx_new(0);
+    float *y[2] = {0}, *g[2] = {0};
+    int64_t ny = 0, ng = bg_module_numel(lay);
+    int n_int[2] = {0, 0};
+    bg_tensor *x = bg_tensor_new(BG_DTYPE_F32, 2, (const int64_t[]){N, K});
+    bg_init_normal(x, &rng, 0.0f, 1.0f);
+    for (int path = 0; path < 2; path++) {
+        bg_model_set_int_forward(lay, path == 0);
+        bg_module_zero_grad(lay);
+        bg_tensor *out = bg_module_forward(ctx, lay, x);
+        if (!CHECK_MSG(out != NULL, "%s: %s", name, bg_ctx_error(ctx))) break;
+        ny = bg_numel(out);
+        bg_tensor *r = bg_empty(ctx, BG_DTYPE_F32, out->ndim, out->shape);
+        bg_rng_seed(&rng, 12);
+        for (int64_t i = 0; i < ny; i++) bg_f32(r)[i] = (float)rnd(&rng);
+        n_int[path] = count_op(ctx, BG_OP_QLINEAR_INT);
+        CHECK(bg_backward_with_grad(ctx, out, r) == BG_OK);
+        y[path] = malloc(sizeof(float) * (size_t)ny);
+        g[path] = malloc(sizeof(float) * (size_t)ng);
+        memcpy(y[path], bg_f32(out), sizeof(float) * (size_t)ny);
+        for (int64_t i = 0, o = 0; i < bg_module_param_count(lay); i++) {
+            const bg_tensor *p = bg_module_param(lay, (int)i);
+            memcpy(g[path] + o, bg_f32(p->grad), sizeof(float) * (size_t)bg_numel(p));
+            o += bg_numel(p);
+        }
+        bg_ctx_reset(ctx);
+    }
+    if (y[0] && y[1]) {
+        double ymax = 0, yerr = 0, gerr = 0;
+        for (int64_t i = 0; i < ny; i++) {
+            ymax = fmax(ymax, fabs((double)y[1][i]));
+            yerr = fmax(yerr, fabs((double)y[0][i] - (double)y[1][i]));
+        }
+        for (int64_t i = 0; i < ng; i++) gerr = fmax(gerr, fabs((double)g[0][i] - (double)g[1][i]));
+        printf("%-44s int forward nodes %d / %d, y max rel err %.2e, param grads max diff %.2e\n", name, n_int[0],
+               n_int[1], ymax > 0 ? yerr / ymax : 0.0, gerr);
+        CHECK_MSG(n_int[0] == want_int && n_int[1] == 0, "%s: %d / %d qlinear_int nodes, want %d / 0", name,
+                  n_int[0], n_int[1], want_int);
+        CHECK_MSG(ymax > 0 && yerr <= 1e-5 * ymax, "%s: y max rel err %.3g", name, yerr / ymax);
+        CHECK_MSG(gerr == 0.0, "%s: param grads differ by %.3g", name, gerr);
+    }
+    for (int p = 0; p < 2; p++) free(y[p]), free(g[p]);
+    bg_model_set_int_forward(lay, true);
+    bg_tensor_free(x);
+    bg_ctx_free(ctx);
+    bg_module_free(lay);
+}
+
+static void test_int_forward(void) {
+    bg_rng rng;
+    bg_rng_seed(&rng, 10);
+    bg_quant_spec t, t_pc, i4_pc, i8n, i8, i8_tok, i4_g, i8_aff;
+    CHECK(bg_quant_spec_parse("ternary", &t) == BG_OK && bg_quant_spec_parse("ternary:per_channel", &t_pc) == BG_OK &&
+          bg_quant_spec_parse("int4:per_channel", &i4_pc) == BG_OK &&
+          bg_quant_spec_parse("int8:narrow", &i8n) == BG_OK && bg_quant_spec_parse("int8", &i8) == BG_OK &&
+          bg_quant_spec_parse("int8:per_token:absmax", &i8_tok) == BG_OK &&
+          bg_quant_spec_parse("int4:per_group=8", &i4_g) == BG_OK && bg_quant_spec_parse("int8:affine", &i8_aff) == BG_OK);
+    int_vs_f32("BitLinear 200 -> 24", bg_bitlinear_new(200, 24, &rng), 200, 1);
+    int_vs_f32("QLinear ternary W, int8 A", bg_qlinear_new(40, 24, true, &t, &i8, &rng), 40, 1);
+    int_vs_f32("QLinear ternary per-channel W, int8 per-token A", bg_qlinear_new(40, 24, true, &t_pc, &i8_tok, &rng),
+               40, 1);
+    int_vs_f32("QLinear int4 per-channel W, int8 A", bg_qlinear_new(40, 24, false, &i4_pc, &i8, &rng), 40, 1);
+    int_vs_f32("QLinear int8 narrow W, int8 A", bg_qlinear_new(40, 24, true, &i8n, &i8, &rng), 40, 1);
+    // Not applicable: f32 product both times.
+    int_vs_f32("QLinear int8 W (code -128), int8 A", bg_qlinear_new(40, 24, true, &i8, &i8, &rng), 40, 0);
+    int_vs_f32("QLinear int4 per-group W, int8 A", bg_qlinear_new(40, 24, true, &i4_g, &i8, &rng), 40, 0);
+    int_vs_f32("QLinear ternary W, int8 affine A", bg_qlinear_new(40, 24, true, &t, &i8_aff, &rng), 40, 0);
+    int_vs_f32("QLinear ternary W, float A", bg_qlinear_new(40, 24, true, &t, NULL, &rng), 40, 0);
+    // bg_qlinear_int's own checks
+    bg_ctx *ctx = bg_ctx_new(0);
+    bg_tensor *xq = bg_zeros(ctx, BG_DTYPE_F32, BG_SHAPE(2, 3)), *wq = bg_zeros(ctx, BG_DTYPE_F32, BG_SHAPE(4, 3));
+    bg_tensor *s5 = bg_full(ctx, BG_SHAPE(5), 1.0f), *s1 = bg_full(ctx, BG_SHAPE(1), 1.0f);
+    CHECK(bg_qlinear_int(ctx, xq, wq, NULL, s5, s1) == NULL);
+    CHECK_STR(bg_ctx_error(ctx), "qlinear_int: x_scale must have 1 or 2 elements: x_scale is [5]");
+    bg_ctx_reset(ctx);
+    xq = bg_zeros(ctx, BG_DTYPE_F32, BG_SHAPE(2, 3)), wq = bg_zeros(ctx, BG_DTYPE_F32, BG_SHAPE(4, 2));
+    s1 = bg_full(ctx, BG_SHAPE(1), 1.0f);
+    CHECK(bg_qlinear_int(ctx, xq, wq, NULL, s1, s1) == NULL);
+    CHECK_STR(bg_ctx_error(ctx), "qlinear_int: input features differ: xq is [2,3], wq is [4,2]");
+    bg_ctx_reset(ctx);
+    xq = bg_zeros(ctx, BG_DTYPE_F32, BG_SHAPE(2, 3)), wq = bg_zeros(ctx, BG_DTYPE_F32, BG_SHAPE(4, 3));
+    s1 = bg_full(ctx, BG_SHAPE(1), 1.0f);
+    bg_tensor *s0 = bg_full(ctx, BG_SHAPE(1), 0.0f);
+    CHECK(bg_qlinear_int(ctx, xq, wq, NULL, s1, s0) == NULL);
+    CHECK_STR(bg_ctx_error(ctx), "qlinear_int: scales must be finite and > 0: w_scale has a value <= 0, NaN or Inf");
+    bg_ctx_free(ctx);
+}
+
+// ---------------------------------------------------------------------------
 // the FakeQuant module on its own (e.g. between two layers)
 
 static void test_fake_quant_module(void) {
@@ -656,5 +763,6 @@ int main(void) {
     test_quantize_model_and_modes();
     test_gradient_direction();
     test_bitlinear_training();
+    test_int_forward();
     return bg_test_finish();
 }
