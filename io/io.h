@@ -361,13 +361,15 @@ bg_status bg_export_onnx(const bg_module *model, const char *path, int ndim, con
 // "type" field; blank lines are skipped, other keys are ignored, unknown types
 // are an error. Numbers may also be null or the strings "nan", "inf", "-inf"
 // (JSON has no NaN/Inf; the writer emits null for NaN and the strings for
-// +-Inf). Fields marked ? are optional (NaN / "" / 0 when absent).
+// +-Inf; it prints numbers with 9 significant digits, so floats round-trip).
+// Fields marked ? are optional (NaN / "" / 0 when absent).
 //   {"type":"meta","title":"fmnist MLP, ternary student"}       figure titles
 //   {"type":"step","step":120,"epoch":1,"loss":0.412,"lr":0.001}  epoch?, lr?
 //   {"type":"eval","step":120,"acc":0.871,"label":"student"}      label?
 //   {"type":"phase","step":400,"layer":"*","spec":"ternary","bits":2}
-//        layer "*" = every layer; spec "fp32" / "int8" / "int4" / "ternary" ..;
-//        bits? (0 = float); from this step on the layer runs under spec
+//        layer "*" = every layer without phase records of its own; spec
+//        "fp32" / "int8" / "int4" / "ternary" ..; bits? (0 = float); from this
+//        step on the layer runs under spec
 //   {"type":"metrics","step":399,"layer":"fc1","w_sqnr":18.2,"a_sqnr":31.5,
 //    "zero_frac":0.31,"flip_frac":0.004}     SQNR in dB; zero/flip? (ternary)
 //   {"type":"hist","step":399,"layer":"fc1","lo":-0.12,"hi":0.12,

@@ -310,9 +310,24 @@ typedef struct legend_entry {
     int style;   /* 0 line, 1 dashed line, 2 filled box */
 } legend_entry;
 
-/* A boxed legend inside p at the top right (corner 0) or top left (1), or
- * outside it, right of the plot area (2). */
-static void draw_legend(canvas *c, const panel *p, const legend_entry *e, int n, int corner) {
+/* Pixels of the legend's colors (its series) inside [x0,x1]x[y0,y1]. */
+static int64_t series_pixels(const canvas *c, const legend_entry *e, int n, int x0, int y0, int x1, int y1) {
+    int64_t count = 0;
+    for (int y = y0 < 0 ? 0 : y0; y <= y1 && y < c->h; y++)
+        for (int x = x0 < 0 ? 0 : x0; x <= x1 && x < c->w; x++) {
+            const uint8_t *q = c->px + ((size_t)y * (size_t)c->w + (size_t)x) * 3;
+            rgb v = (rgb)q[0] << 16 | (rgb)q[1] << 8 | q[2];
+            for (int i = 0; i < n; i++) count += v == e[i].col;
+        }
+    return count;
+}
+
+enum { LEGEND_AUTO = 0, LEGEND_OUTSIDE };
+
+/* A boxed legend. LEGEND_AUTO: inside p, in whichever of the four corners
+ * covers the fewest pixels of its series (top right on a tie), below the
+ * phase names; LEGEND_OUTSIDE: right of the plot area. Draw it last. */
+static void draw_legend(canvas *c, const panel *p, const legend_entry *e, int n, int where) {
     if (n <= 0) return;
     clip_reset(c);
     int s = TICK_S, lh = text_height(s) + 7, w = 0;
@@ -322,8 +337,16 @@ static void draw_legend(canvas *c, const panel *p, const legend_entry *e, int n,
     }
     w += 40;
     int h = n * lh + 8;
-    int x = corner == 0 ? p->x1 - w - 8 : corner == 1 ? p->x0 + 8 : p->x1 + 14;
-    int y = corner == 2 ? p->y0 : p->y0 + 20;   // below the phase names
+    int x = p->x1 + 14, y = p->y0;
+    if (where == LEGEND_AUTO) {
+        int xs[4] = {p->x1 - w - 8, p->x0 + 8, p->x1 - w - 8, p->x0 + 8};
+        int ys[4] = {p->y0 + 20, p->y0 + 20, p->y1 - h - 8, p->y1 - h - 8};
+        int64_t best = -1;
+        for (int k = 0; k < 4; k++) {
+            int64_t cnt = series_pixels(c, e, n, xs[k], ys[k], xs[k] + w, ys[k] + h);
+            if (best < 0 || cnt < best) best = cnt, x = xs[k], y = ys[k];
+        }
+    }
     fill_rect(c, x, y, x + w, y + h, COL_BG);
     rect_outline(c, x, y, x + w, y + h, 0xb0b0b0);
     for (int i = 0; i < n; i++) {
@@ -336,8 +359,10 @@ static void draw_legend(canvas *c, const panel *p, const legend_entry *e, int n,
 
 static void draw_figure_title(canvas *c, const char *title, const char *subtitle) {
     char t[256];
-    fit_text(t, sizeof t, title, c->w - 20, TITLE_S);
-    text(c, c->w / 2, 12, t, COL_TEXT, TITLE_S, 1);
+    // a long title: the small font before cutting it
+    int ts = text_width(title, TITLE_S) <= c->w - 20 ? TITLE_S : TICK_S;
+    fit_text(t, sizeof t, title, c->w - 20, ts);
+    text(c, c->w / 2, 12 + (text_height(TITLE_S) - text_height(ts)) / 2, t, COL_TEXT, ts, 1);
     if (subtitle && *subtitle) {
         fit_text(t, sizeof t, subtitle, c->w - 20, TICK_S);
         text(c, c->w / 2, 12 + text_height(TITLE_S) + 8, t, COL_MUTED, TICK_S, 1);
@@ -670,8 +695,8 @@ bg_status bg_plot_training(const bg_trainlog *log, const char *path) {
     draw_axes(c, &bot, "test accuracy", "training step", "accuracy (%)", true);
     if (!log->n_steps) no_data(c, &top, "no step records in the log");
     if (!log->n_evals) no_data(c, &bot, "no eval records in the log");
-    draw_legend(c, &top, leg, n_leg, 0);
-    draw_legend(c, &bot, leg_bot, n_leg_bot, 0);
+    draw_legend(c, &top, leg, n_leg, LEGEND_AUTO);
+    draw_legend(c, &bot, leg_bot, n_leg_bot, LEGEND_AUTO);
 
     bg_status s = png_save(c, path);
     free(cv.px);
@@ -693,8 +718,16 @@ static int add_layer(char (*names)[BG_TRAINLOG_NAME_MAX], int n, const char *nam
     return n + 1;
 }
 
-/* The spec layer runs under at step: its own last phase record at or before
- * step, else the last "*" one; "" when none. */
+/* "layer 2.1" for a bare module path, else the name itself. */
+static void layer_label(char *out, size_t cap, const char *name) {
+    bool path = *name != '\0';
+    for (const char *q = name; *q; q++) path = path && ((*q >= '0' && *q <= '9') || *q == '.');
+    snprintf(out, cap, path ? "layer %s" : "%s", name);
+}
+
+/* The spec layer runs under at step: when some phase record names the layer,
+ * the last of those at or before step (a layer's own schedule overrides "*",
+ * as a schedule rule with a pattern does); else the last "*" one; "" when none. */
 static const char *spec_at(const bg_trainlog *log, const char *layer, int64_t step) {
     const char *own = NULL, *any = NULL;
     int64_t own_step = INT64_MIN, any_step = INT64_MIN;
@@ -704,7 +737,8 @@ static const char *spec_at(const bg_trainlog *log, const char *layer, int64_t st
         if (!strcmp(p->layer, layer) && p->step >= own_step) own = p->spec, own_step = p->step;
         if (!strcmp(p->layer, "*") && p->step >= any_step) any = p->spec, any_step = p->step;
     }
-    if (own && (!any || own_step >= any_step)) return own;
+    for (int64_t i = 0; i < log->n_phases; i++)
+        if (!strcmp(log->phases[i].layer, layer)) return own ? own : "";
     return any ? any : "";
 }
 
@@ -743,8 +777,10 @@ static void draw_hist_panel(canvas *c, const panel *p0, const bg_trainlog *log, 
     clip_reset(c);
     char title[160];
     const char *spec = spec_at(log, h->layer, h->step);
-    if (*spec) snprintf(title, sizeof title, "%s, step %lld (%s)", h->layer, (long long)h->step, spec);
-    else snprintf(title, sizeof title, "%s, step %lld", h->layer, (long long)h->step);
+    char lname[BG_TRAINLOG_NAME_MAX + 8];
+    layer_label(lname, sizeof lname, h->layer);
+    if (*spec) snprintf(title, sizeof title, "%s, step %lld (%s)", lname, (long long)h->step, spec);
+    else snprintf(title, sizeof title, "%s, step %lld", lname, (long long)h->step);
     // tick labels of the x axis: from the first nice multiple inside [lo, hi]
     char buf[32];
     for (double v = axes.xlo; v <= p.xhi + 1e-9 * fabs(p.xhi); v += p.xstep) {
@@ -759,7 +795,11 @@ static void draw_hist_panel(canvas *c, const panel *p0, const bg_trainlog *log, 
     fit_text(t, sizeof t, title, p.x1 - p.x0 + 40, TICK_S + 0);
     text(c, (p.x0 + p.x1) / 2, p.y0 - 14, t, COL_TEXT, TICK_S, 1);
     text(c, (p.x0 + p.x1) / 2, p.y1 + 22, "latent weight value", COL_MUTED, TICK_S, 1);
-    if (h->n_levels > 33) text(c, p.x1 - 4, p.y0 + 4, "range ends shown", COL_MUTED, TICK_S, 2);
+    if (h->n_levels > 33) {
+        char note[48];
+        snprintf(note, sizeof note, "%d levels: ends drawn", h->n_levels);
+        text(c, p.x1 - 4, p.y0 + 4, note, COL_MUTED, TICK_S, 2);
+    }
 }
 
 bg_status bg_plot_weights(const bg_trainlog *log, const char *path) {
@@ -872,15 +912,17 @@ bg_status bg_plot_ternary(const bg_trainlog *log, const char *path) {
         draw_grid(c, &p[k]);
     }
     legend_entry leg[MAX_LAYERS];
+    char leg_names[MAX_LAYERS][BG_TRAINLOG_NAME_MAX + 8];
     for (int l = 0; l < n_layers; l++) {
         rgb col = palette[l % N_PALETTE];
         draw_metric_lines(c, &p[0], log, names[l], col, false);
         draw_metric_lines(c, &p[1], log, names[l], col, true);
-        leg[l] = (legend_entry){names[l], col, 0};
+        layer_label(leg_names[l], sizeof leg_names[l], names[l]);
+        leg[l] = (legend_entry){leg_names[l], col, 0};
     }
     draw_axes(c, &p[0], "fraction of zero weights", NULL, "zeros (%)", true);
     draw_axes(c, &p[1], "flip rate", "training step", "flips (%)", true);
-    draw_legend(c, &p[0], leg, n_layers, 0);
+    draw_legend(c, &p[0], leg, n_layers, LEGEND_AUTO);
     bg_status s = png_save(c, path);
     free(cv.px);
     return s;
@@ -1000,7 +1042,7 @@ bg_status bg_plot_sqnr(const bg_trainlog *log, const char *path) {
             fill_rect(c, cx, p.y1 + 1, cx, p.y1 + 4, COL_AXIS);
             text(c, cx, p.y1 + 8, nm, COL_TEXT, TICK_S, 1);
         }
-        draw_legend(c, &p, leg, n_used, 2);
+        draw_legend(c, &p, leg, n_used, LEGEND_OUTSIDE);
     }
     bg_status s = png_save(c, path);
     free(cv.px);
