@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "infer/infer.h"
 #include "tests/test_util.h"
 
 enum { N_EVAL = 256, N_TRAIN = 2048, BATCH = 64, CLASSES = 10 };
@@ -78,6 +79,32 @@ static void check_tools(void) {
               bg_test_source_dir());
     CHECK_MSG(onnx, "Debian's python3-onnx is missing (/usr/bin/python3 -c 'import onnx'): run scripts/install-deps.sh");
     have_tools = ort && onnx;
+}
+
+/* The same images through bitgrad's integer runtime (bg_export +
+ * bg_infer_run), against onnxruntime-node's logits got. */
+static void compare_runtime(const char *name, bg_module *net, const bg_tensor *x, const float *got, double range) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s.bgx", tmpdir, name);
+    bg_export_opts eo = {.input_ndim = x->ndim - 1};
+    for (int i = 1; i < x->ndim; i++) eo.input_shape[i - 1] = x->shape[i];
+    bg_infer_model *rt = NULL;
+    bool ok = bg_export(net, path, &eo) == BG_OK && bg_infer_load(path, &rt) == BG_OK;
+    CHECK_MSG(ok, "%s: export / load for the integer runtime failed: %s", name, bg_last_error());
+    static float rt_out[N_EVAL * CLASSES];
+    if (ok) {
+        CHECK(bg_infer_run(rt, bg_f32(x), N_EVAL, rt_out) == BG_OK);
+        double maxdiff = 0;
+        for (int i = 0; i < N_EVAL * CLASSES; i++) {
+            double d = fabs((double)got[i] - (double)rt_out[i]);
+            maxdiff = d > maxdiff || isnan(d) ? d : maxdiff;
+        }
+        double tol = 1e-4 * range;
+        printf("%-10s onnxruntime-node vs bitgrad integer runtime: max abs diff %.3g (tol %.3g)\n", name, maxdiff, tol);
+        CHECK_MSG(maxdiff <= tol, "%s: vs the integer runtime: max abs diff %g > %g", name, maxdiff, tol);
+    }
+    bg_infer_free(rt);
+    unlink(path);
 }
 
 /* Exports net, runs it in onnxruntime-node on x [N_EVAL, ...] and compares
@@ -151,6 +178,7 @@ static void check_model(const char *name, bg_module *net, const bg_tensor *x, in
         CHECK_MSG(maxdiff <= tol, "%s: max abs diff %g > %g (1e-4 of the logit range %g)", name, maxdiff, tol, range);
         CHECK_MSG(same_class == N_EVAL, "%s: %d of %d predicted classes differ", name, N_EVAL - same_class, N_EVAL);
         CHECK_MSG(range > 1.0, "%s: logit range %g: the model did not learn anything", name, range);
+        compare_runtime(name, net, x, got, range);
     }
     bg_ctx_free(ctx);
     unlink(xin);
