@@ -435,8 +435,9 @@ bg_status bg_trainlog_hist(bg_trainlog_writer *w, int64_t step, const char *laye
 int bg_trainlog_levels(float scale, float zero_point, int qmin, int qmax, float *levels, int max);
 /* One hist record per quantized layer of model (bg_qlayer_at order, named by
  * bg_qlayer_name; "model" for model itself) with a latent weight: its
- * weights in n_bins bins, and with_levels (pass false in an fp32 phase) the
- * levels of its weight quantizer from the state's current scale and zero
+ * weights in n_bins bins, and with_levels (none while its quantizer is
+ * disabled, an fp32 phase) the levels of its weight quantizer from the
+ * state's current scale (after a forward) and zero
  * point (per-channel / per-group: their mean, so the lines are indicative;
  * ternary {-s,0,s}, binary {-s,s}, int b-bit (qmin..qmax - z) * s). */
 bg_status bg_trainlog_model_hists(bg_trainlog_writer *w, int64_t step, const bg_module *model, int n_bins,

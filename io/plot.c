@@ -410,34 +410,57 @@ static int cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Distinct phase start steps, ascending (at most MAX_INTERVALS). */
-static int phase_intervals(const bg_trainlog *log, interval *iv) {
-    int64_t starts[MAX_INTERVALS];
-    int n = 0;
+/* The spec layer runs under at step: when some phase record names the layer,
+ * the last of those at or before step (a layer's own schedule overrides "*",
+ * as a schedule rule with a pattern does); else the last "*" one; "" when none. */
+static const char *spec_at(const bg_trainlog *log, const char *layer, int64_t step) {
+    const char *own = NULL, *any = NULL;
+    int64_t own_step = INT64_MIN, any_step = INT64_MIN;
     for (int64_t i = 0; i < log->n_phases; i++) {
-        int64_t s = log->phases[i].step;
-        bool seen = false;
-        for (int k = 0; k < n; k++) seen = seen || starts[k] == s;
-        if (!seen && n < MAX_INTERVALS) starts[n++] = s;
+        const bg_trainlog_phase_rec *p = &log->phases[i];
+        if (p->step > step) continue;
+        if (!strcmp(p->layer, layer) && p->step >= own_step) own = p->spec, own_step = p->step;
+        if (!strcmp(p->layer, "*") && p->step >= any_step) any = p->spec, any_step = p->step;
     }
-    qsort(starts, (size_t)n, sizeof starts[0], cmp_i64);
-    for (int k = 0; k < n; k++) {
-        iv[k].start = starts[k];
-        iv[k].name[0] = '\0';
+    for (int64_t i = 0; i < log->n_phases; i++)
+        if (!strcmp(log->phases[i].layer, layer)) return own ? own : "";
+    return any ? any : "";
+}
+
+/* Appends spec to a "/"-joined name unless it is already there. */
+static void add_spec_name(char *name, size_t cap, const char *spec) {
+    size_t sl = strlen(spec);
+    if (!sl) return;
+    for (const char *q = name; (q = strstr(q, spec)) != NULL; q += sl)
+        if ((q == name || q[-1] == '/') && (q[sl] == '\0' || q[sl] == '/')) return;
+    size_t len = strlen(name);
+    snprintf(name + len, cap - len, "%s%s", len ? "/" : "", spec);
+}
+
+/* The phases as intervals of steps: each distinct phase step starts one,
+ * named by the specs active then (every layer named in a phase record, and
+ * "*"); neighbours with the same name are merged, so re-logging an unchanged
+ * phase adds nothing. Ascending, at most MAX_INTERVALS (the first ones). */
+static int phase_intervals(const bg_trainlog *log, interval *iv) {
+    if (log->n_phases == 0) return 0;
+    int64_t *starts = malloc((size_t)log->n_phases * sizeof *starts);
+    if (!starts) return 0;
+    for (int64_t i = 0; i < log->n_phases; i++) starts[i] = log->phases[i].step;
+    qsort(starts, (size_t)log->n_phases, sizeof starts[0], cmp_i64);
+    int n = 0;
+    for (int64_t k = 0; k < log->n_phases && n < MAX_INTERVALS; k++) {
+        if (k > 0 && starts[k] == starts[k - 1]) continue;
+        interval cur = {.start = starts[k]};
         for (int64_t i = 0; i < log->n_phases; i++) {
-            const bg_trainlog_phase_rec *ph = &log->phases[i];
-            if (ph->step != starts[k]) continue;
-            // skip a spec already in the name
-            const char *nm = iv[k].name;
-            size_t sl = strlen(ph->spec);
-            bool dup = false;
-            for (const char *q = nm; (q = strstr(q, ph->spec)) != NULL; q += sl)
-                if ((q == nm || q[-1] == '/') && (q[sl] == '\0' || q[sl] == '/')) dup = true;
-            if (dup) continue;
-            size_t len = strlen(iv[k].name);
-            snprintf(iv[k].name + len, sizeof iv[k].name - len, "%s%s", len ? "/" : "", ph->spec);
+            const char *layer = log->phases[i].layer;
+            bool first = true;   // each layer once, in order of first appearance
+            for (int64_t j = 0; j < i && first; j++) first = strcmp(log->phases[j].layer, layer) != 0;
+            if (first) add_spec_name(cur.name, sizeof cur.name, spec_at(log, layer, starts[k]));
         }
+        if (n > 0 && !strcmp(iv[n - 1].name, cur.name)) continue;
+        iv[n++] = cur;
     }
+    free(starts);
     return n;
 }
 
@@ -723,23 +746,6 @@ static void layer_label(char *out, size_t cap, const char *name) {
     bool path = *name != '\0';
     for (const char *q = name; *q; q++) path = path && ((*q >= '0' && *q <= '9') || *q == '.');
     snprintf(out, cap, path ? "layer %s" : "%s", name);
-}
-
-/* The spec layer runs under at step: when some phase record names the layer,
- * the last of those at or before step (a layer's own schedule overrides "*",
- * as a schedule rule with a pattern does); else the last "*" one; "" when none. */
-static const char *spec_at(const bg_trainlog *log, const char *layer, int64_t step) {
-    const char *own = NULL, *any = NULL;
-    int64_t own_step = INT64_MIN, any_step = INT64_MIN;
-    for (int64_t i = 0; i < log->n_phases; i++) {
-        const bg_trainlog_phase_rec *p = &log->phases[i];
-        if (p->step > step) continue;
-        if (!strcmp(p->layer, layer) && p->step >= own_step) own = p->spec, own_step = p->step;
-        if (!strcmp(p->layer, "*") && p->step >= any_step) any = p->spec, any_step = p->step;
-    }
-    for (int64_t i = 0; i < log->n_phases; i++)
-        if (!strcmp(log->phases[i].layer, layer)) return own ? own : "";
-    return any ? any : "";
 }
 
 static void draw_hist_panel(canvas *c, const panel *p0, const bg_trainlog *log, const bg_trainlog_hist_rec *h) {

@@ -251,17 +251,6 @@ int bg_trainlog_levels(float scale, float zero_point, int qmin, int qmax, float 
     return count;
 }
 
-/* The code range of a spec (as the quantizers use it). */
-static void code_range(const bg_quant_spec *sp, int *qmin, int *qmax) {
-    if (sp->kind == BG_QUANT_TERNARY || sp->kind == BG_QUANT_BINARY) {
-        *qmin = -1, *qmax = 1;
-    } else if (sp->is_unsigned) {
-        *qmin = sp->narrow ? 1 : 0, *qmax = (1 << sp->bits) - 1;
-    } else {
-        *qmin = -(1 << (sp->bits - 1)) + (sp->narrow ? 1 : 0), *qmax = (1 << (sp->bits - 1)) - 1;
-    }
-}
-
 static double tensor_mean(const bg_tensor *t) {
     if (!t || t->dtype != BG_DTYPE_F32 || bg_numel(t) <= 0) return NAN;
     double sum = 0;
@@ -286,6 +275,7 @@ bg_status bg_trainlog_model_hists(bg_trainlog_writer *w, int64_t step, const bg_
         float levels[256];
         int n_levels = 0;
         const bg_quant_state *st = with_levels ? bg_qlayer_weight_state(q) : NULL;
+        if (st && !bg_quant_state_enabled(st)) st = NULL;   // fp32 phase: no levels
         const bg_quant_spec *sp = st ? bg_quant_state_spec(st) : NULL;
         double scale = st ? tensor_mean(bg_quant_state_scale(st)) : NAN;
         double zp = st && bg_quant_state_zero_point(st) ? tensor_mean(bg_quant_state_zero_point(st)) : 0;
@@ -294,8 +284,8 @@ bg_status bg_trainlog_model_hists(bg_trainlog_writer *w, int64_t step, const bg_
                 levels[0] = (float)-scale, levels[1] = (float)scale;
                 n_levels = 2;
             } else {
-                int qmin, qmax;
-                code_range(sp, &qmin, &qmax);
+                int32_t qmin, qmax;
+                bg_quant_spec_qrange(sp, &qmin, &qmax);
                 n_levels = bg_trainlog_levels((float)scale, (float)zp, qmin, qmax, levels, 256);
                 if (n_levels > 256) n_levels = 256;
             }
