@@ -219,7 +219,22 @@ static bg_status get_spec(const desc_ctx *d, json_t *o, const char *key, bg_quan
     return BG_OK;
 }
 
-#define MAXDIM ((int64_t)1 << 40)
+/* Bounds on described sizes: a hostile description must not overflow a
+ * product or ask for absurd memory (2^32 floats = 16 GiB per weight). */
+#define MAXDIM ((int64_t)1 << 31)
+#define MAXNUMEL ((int64_t)1 << 32)
+
+/* BG_OK when a*b*c*d (each in [1, MAXDIM]) is at most MAXNUMEL. */
+static bg_status check_numel(const desc_ctx *d, int64_t a, int64_t b, int64_t c, int64_t e) {
+    int64_t f[4] = {a, b, c, e}, n = 1;
+    for (int i = 0; i < 4; i++) {
+        if (f[i] > MAXNUMEL / n)
+            return bg_set_error(BG_ERR_FORMAT, "model_desc: layer %s: the weight would hold more than %lld elements",
+                                where(d), (long long)MAXNUMEL);
+        n *= f[i];
+    }
+    return BG_OK;
+}
 
 /* Wraps a constructor's failure: "model_desc: layer 0: <its message>". */
 static bg_module *built(const desc_ctx *d, bg_module *m) {
@@ -329,14 +344,15 @@ static bg_module *build(desc_ctx *d, json_t *o, int depth) {
     if (strcmp(k, "Sequential") == 0) return build_sequential(d, o, depth);
     if (strcmp(k, "Linear") == 0 || strcmp(k, "QLinear") == 0) {
         if ((s = get_int(d, o, "in_features", 1, MAXDIM, &a)) || (s = get_int(d, o, "out_features", 1, MAXDIM, &b)) ||
-            (s = get_bool(d, o, "bias", &bias)))
+            (s = get_bool(d, o, "bias", &bias)) || (s = check_numel(d, a, b, 1, 1)))
             return NULL;
         if (k[0] == 'L') return built(d, bg_linear_new(a, b, bias, &d->rng));
         if ((s = get_spec(d, o, "weight_spec", &ws, &hw)) || (s = get_spec(d, o, "input_spec", &as, &ha))) return NULL;
         m = built(d, bg_qlinear_new(a, b, bias, hw ? &ws : NULL, ha ? &as : NULL, &d->rng));
     } else if (strcmp(k, "BitLinear") == 0) {
         if ((s = get_int(d, o, "in_features", 1, MAXDIM, &a)) || (s = get_int(d, o, "out_features", 1, MAXDIM, &b)) ||
-            (s = get_spec(d, o, "weight_spec", &ws, &hw)) || (s = get_spec(d, o, "input_spec", &as, &ha)))
+            (s = check_numel(d, a, b, 1, 1)) || (s = get_spec(d, o, "weight_spec", &ws, &hw)) ||
+            (s = get_spec(d, o, "input_spec", &as, &ha)))
             return NULL;
         m = built(d, bg_bitlinear_new(a, b, &d->rng));
         // A schedule may have moved BitLinear's quantizers to other specs.
@@ -351,12 +367,14 @@ static bg_module *build(desc_ctx *d, json_t *o, int depth) {
             }
         }
     } else if (strcmp(k, "Conv2d") == 0 || strcmp(k, "QConv2d") == 0) {
-        if ((s = read_conv(d, o, &a, &b, kk, &c, &bias)) != BG_OK) return NULL;
+        if ((s = read_conv(d, o, &a, &b, kk, &c, &bias)) != BG_OK || (s = check_numel(d, a, b, kk[0], kk[1])))
+            return NULL;
         if (k[0] == 'C') return built(d, bg_conv2d_new(a, b, kk[0], kk[1], &c, bias, &d->rng));
         if ((s = get_spec(d, o, "weight_spec", &ws, &hw)) || (s = get_spec(d, o, "input_spec", &as, &ha))) return NULL;
         m = built(d, bg_qconv2d_new(a, b, kk[0], kk[1], &c, bias, hw ? &ws : NULL, ha ? &as : NULL, &d->rng));
     } else if (strcmp(k, "Embedding") == 0 || strcmp(k, "QEmbedding") == 0) {
-        if ((s = get_int(d, o, "num_embeddings", 1, MAXDIM, &a)) || (s = get_int(d, o, "embedding_dim", 1, MAXDIM, &b)))
+        if ((s = get_int(d, o, "num_embeddings", 1, MAXDIM, &a)) || (s = get_int(d, o, "embedding_dim", 1, MAXDIM, &b)) ||
+            (s = check_numel(d, a, b, 1, 1)))
             return NULL;
         if (k[0] == 'E') return built(d, bg_embedding_new(a, b, &d->rng));
         if ((s = get_spec(d, o, "weight_spec", &ws, &hw))) return NULL;

@@ -36,11 +36,19 @@ static bg_isa isa_cap_from_env(void) {
     return BG_ISA_AVX512;   /* "avx512" or anything unknown: no cap */
 }
 
+/* clang < 15 does not know "f16c" in __builtin_cpu_supports (the BG_FUZZ
+ * build uses clang); every CPU with AVX2 and FMA has F16C. */
+#if defined(__clang__) && __clang_major__ < 15
+#define CPU_HAS_F16C() true
+#else
+#define CPU_HAS_F16C() __builtin_cpu_supports("f16c")
+#endif
+
 static void isa_init(void) {
     __builtin_cpu_init();
     /* libgcc's checks include OS support (XCR0) for the register state */
     bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                __builtin_cpu_supports("f16c");
+                CPU_HAS_F16C();
     bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
                   __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
                   __builtin_cpu_supports("avx512vl");

@@ -31,6 +31,7 @@ packages=(
     libpng-dev zlib1g-dev libjansson-dev libcmocka-dev
     dataset-fashion-mnist
     libprotobuf-c-dev protobuf-c-compiler libonnx-dev python3-onnx nodejs
+    clang libclang-rt-dev libomp-dev
 )
 if [ "$reference" = 1 ]; then
     packages+=(python3-torch python3-numpy)

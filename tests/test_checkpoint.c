@@ -308,7 +308,10 @@ static void test_model_desc(void) {
                       "model_desc: layer 0: missing field \"out_features\"");
     expect_desc_error("{\"format\":\"bitgrad-model\",\"version\":1,\"model\":{\"kind\":\"Linear\",\"in_features\":0,"
                       "\"out_features\":2,\"bias\":true}}",
-                      "model_desc: layer (root): field \"in_features\" must be an integer in [1, 1099511627776]");
+                      "model_desc: layer (root): field \"in_features\" must be an integer in [1, 2147483648]");
+    expect_desc_error("{\"format\":\"bitgrad-model\",\"version\":1,\"model\":{\"kind\":\"Linear\",\"in_features\":2147483648,"
+                      "\"out_features\":2147483648,\"bias\":true}}",
+                      "model_desc: layer (root): the weight would hold more than 4294967296 elements");
     expect_desc_error("{\"format\":\"bitgrad-model\",\"version\":1,\"model\":{\"kind\":\"Sequential\",\"children\":"
                       "[{\"kind\":\"Sequential\",\"children\":[{\"kind\":\"QLinear\",\"in_features\":4,"
                       "\"out_features\":2,\"bias\":true,\"weight_spec\":\"int9\"}]}]}}",
