@@ -1,10 +1,123 @@
-/* bitgrad export — placeholder until its owner lands it. */
+/* bitgrad export CKPT OUT [--format bitgrad|onnx] [--input-shape F | C,H,W]:
+ * loads a checkpoint (io/checkpoint.c) and writes the model for inference —
+ * the packed export the integer runtime reads (io/export.c, the default) or
+ * ONNX (io/onnx.c) — and prints the f32 parameter bytes, the export's size
+ * and their ratio. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "tools/commands.h"
+#include "tools/tools.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: bitgrad export CKPT OUT [--format bitgrad|onnx] [--input-shape F | C,H,W]\n"
+            "  CKPT            a checkpoint written by bitgrad (bg_checkpoint_save)\n"
+            "  OUT             the file to write (atomically)\n"
+            "  --format        bitgrad: packed low-bit weights for `bitgrad infer` (default)\n"
+            "                  onnx: opset 13 with int8 QDQ, for other runtimes\n"
+            "  --input-shape   one example's shape; default: the first Linear's features, or\n"
+            "                  1,28,28 (Fashion-MNIST) when the model starts with a convolution\n");
+}
+
+/* The first non-Sequential module of the tree. */
+static const bg_module *first_leaf(const bg_module *m) {
+    while (m && !strcmp(bg_module_kind(m), "Sequential") && bg_module_num_children(m) > 0) m = bg_module_child(m, 0);
+    return m;
+}
+
+static bool parse_shape(const char *s, bg_export_opts *o) {
+    o->input_ndim = 0;
+    const char *p = s;
+    while (*p && o->input_ndim < 3) {
+        char *end;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || v <= 0) return false;
+        o->input_shape[o->input_ndim++] = v;
+        if (*end == ',') end++;
+        else if (*end) return false;
+        p = end;
+    }
+    return *p == '\0' && (o->input_ndim == 1 || o->input_ndim == 3);
+}
 
 int bg_cmd_export(int argc, char **argv) {
-    (void)argc;
-    fprintf(stderr, "bitgrad %s: not built yet\n", argv[0]);
-    return 2;
+    const char *ckpt = NULL, *out = NULL, *format = "bitgrad";
+    bg_export_opts eo = {0};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--format")) {
+            if (!tool_str_arg(argc, argv, &i, &format)) return 2;
+        } else if (!strcmp(argv[i], "--input-shape")) {
+            const char *s = NULL;
+            if (!tool_str_arg(argc, argv, &i, &s)) return 2;
+            if (!parse_shape(s, &eo)) {
+                fprintf(stderr, "--input-shape: expected F or C,H,W with positive sizes, got '%s'\n", s);
+                return 2;
+            }
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "bitgrad export: unknown option %s\n", argv[i]);
+            usage(stderr);
+            return 2;
+        } else if (!ckpt) {
+            ckpt = argv[i];
+        } else if (!out) {
+            out = argv[i];
+        } else {
+            fprintf(stderr, "bitgrad export: unexpected argument %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!ckpt || !out) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(format, "bitgrad") && strcmp(format, "onnx")) {
+        fprintf(stderr, "--format: expected bitgrad or onnx, got '%s'\n", format);
+        return 2;
+    }
+    bg_module *model = NULL;
+    if (bg_checkpoint_load_model(ckpt, &model) != BG_OK) {
+        fprintf(stderr, "bitgrad export: %s\n", bg_last_error());
+        return 1;
+    }
+    if (!eo.input_ndim) {
+        const bg_module *f = first_leaf(model);
+        if (f && strstr(bg_module_kind(f), "Conv2d")) {
+            eo.input_ndim = 3;
+            eo.input_shape[0] = 1, eo.input_shape[1] = 28, eo.input_shape[2] = 28;
+        }
+    }
+    bg_status s;
+    if (!strcmp(format, "onnx")) {
+        // --- ONNX (io/onnx.c): dims of one batch, dim 0 symbolic ---------------
+        int64_t shape[4] = {1, 0, 0, 0};
+        int ndim = 2;
+        if (eo.input_ndim) {
+            for (int i = 0; i < eo.input_ndim; i++) shape[1 + i] = eo.input_shape[i];
+            ndim = 1 + eo.input_ndim;
+        } else {
+            const bg_module *f = first_leaf(model);
+            const bg_tensor *w = bg_module_is_qlayer(f) ? bg_qlayer_weight(f) : bg_module_find_param(f, "weight");
+            shape[1] = w && w->ndim == 2 ? w->shape[1] : 784;
+        }
+        s = bg_export_onnx(model, out, ndim, shape);
+    } else {
+        // --- the packed export for the integer runtime (io/export.c) ----------
+        s = bg_export(model, out, eo.input_ndim ? &eo : NULL);
+    }
+    if (s != BG_OK) {
+        fprintf(stderr, "bitgrad export: %s\n", bg_last_error());
+        bg_module_free(model);
+        return 1;
+    }
+    int64_t f32 = bg_module_numel(model) * (int64_t)sizeof(float), size = tool_file_size(out), ck = tool_file_size(ckpt);
+    printf("%s: %s export, %lld bytes\n", out, format, (long long)size);
+    printf("f32 parameters: %lld bytes (checkpoint file %lld bytes)\n", (long long)f32, (long long)ck);
+    if (size > 0) printf("ratio: export = 1/%.2f of the f32 parameter bytes\n", (double)f32 / (double)size);
+    bg_module_free(model);
+    return 0;
 }
