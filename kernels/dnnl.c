@@ -240,14 +240,25 @@ static s8_entry *s8_lookup(const s8_key *k) {
     return s8_entry_make(&s8_cache[slot], k) ? &s8_cache[slot] : NULL;
 }
 
+/* Without VNNI, oneDNN's s8 kernels add 128 to x and sum u8 x s8 pairs in
+ * int16 (vpmaddubsw), which saturates: inexact, so refused (false). */
+static bool s8_exact;
+static once_flag s8_once = ONCE_FLAG_INIT;
+
+static void s8_init(void) {
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    s8_exact = (isa & 0x40u) != 0 || (isa & 0x400u) != 0;   /* avx512_core_vnni / avx2_vnni bits */
+}
+
 bool bg_gemm_s8_dnnl(int32_t *acc, const int8_t *x, const int8_t *w, int64_t M, int64_t N,
                      int64_t K, int64_t ldx, int64_t ldw) {
+    call_once(&s8_once, s8_init);
+    if (!s8_exact || !ready()) return false;
     if (M <= 0 || N <= 0) return true;
     if (K <= 0) {
         memset(acc, 0, (size_t)(M * N) * sizeof *acc);
         return true;
     }
-    if (!ready()) return false;
     s8_key k;
     memset(&k, 0, sizeof k);   /* the key is compared with memcmp */
     k.M = M, k.N = N, k.K = K, k.ldx = ldx, k.ldw = ldw;

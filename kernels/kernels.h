@@ -323,7 +323,8 @@ const bg_int_kernels *bg_int_kernels_get(void);
 /* The table for one ISA, or NULL when this CPU cannot run it. */
 const bg_int_kernels *bg_int_kernels_for(bg_isa isa);
 /* int8 x int8 -> int32 through oneDNN's matmul (acc = x w^T, same operands
- * as gemm_s8 but unpadded K allowed); false when oneDNN is not built in. */
+ * as gemm_s8 but unpadded K allowed); false when oneDNN is not built in, or
+ * runs without VNNI (its int16 pair sums then saturate: inexact). */
 bool bg_gemm_s8_dnnl(int32_t *acc, const int8_t *x, const int8_t *w, int64_t M, int64_t N,
                      int64_t K, int64_t ldx, int64_t ldw);
 

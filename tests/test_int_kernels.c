@@ -352,7 +352,10 @@ static void test_dnnl(void) {
             memset(acc, 0x5A, (size_t)(M * N) * sizeof(int32_t));
             bool ran = bg_gemm_s8_dnnl(acc, x, w, M, N, K, ld, ld);
 #if defined(BG_WITH_DNNL)
-            CHECK_MSG(ran, "bg_gemm_s8_dnnl ran");
+            /* oneDNN refuses (false) where it would be inexact: no VNNI */
+            if (__builtin_cpu_supports("avx512vnni") && !getenv("ONEDNN_MAX_CPU_ISA") &&
+                !getenv("DNNL_MAX_CPU_ISA"))
+                CHECK_MSG(ran, "bg_gemm_s8_dnnl ran");
 #endif
             if (ran) {
                 int64_t i = first_mismatch(acc, want, M * N);
