@@ -113,6 +113,27 @@ static float absmax(const bg_tensor *w) {
     return m;
 }
 
+/* The MSE observer's choice for v[0..n) (sym, codes [qmin, qmax]) by brute
+ * force: the scale of the clipping range f * max|v|, f = k/grid for k = grid
+ * .. 1, with the least sum (v - q(v))^2 (ties keep the wider range). */
+static float mse_scale(const float *v, int64_t n, int64_t stride, int qmin, int qmax, int grid) {
+    float a = 0;
+    for (int64_t i = 0; i < n; i++) a = fmaxf(a, fabsf(v[i * stride]));
+    double best = INFINITY;
+    float bs = 0;
+    for (int k = grid; k >= 1; k--) {
+        float f = (float)k / (float)grid, s = (a * f) / ((float)(qmax - qmin) / 2.0f), inv = 1.0f / s;
+        double err = 0;
+        for (int64_t i = 0; i < n; i++) {
+            float q = fminf(fmaxf(nearbyintf(v[i * stride] * inv), (float)qmin), (float)qmax);
+            double e = (double)v[i * stride] - (double)(q * s);
+            err += e * e;
+        }
+        if (err < best) best = err, bs = s;
+    }
+    return bs;
+}
+
 static void test_transitions(void) {
     parse_ok("fp32@0,int8@100,int4@200,int2@300,ternary@400", 0);
     make_layers("int8");
@@ -133,7 +154,9 @@ static void test_transitions(void) {
             int want_bits = step < 200 ? 8 : step < 300 ? 4 : step < 400 ? 2 : 2;
             bg_quant_kind want_kind = step < 400 ? BG_QUANT_INT : BG_QUANT_TERNARY;
             if (!CHECK_MSG(bg_quant_state_enabled(states[1]) && sp->kind == want_kind && sp->bits == want_bits &&
-                               sp->range == (step < 400 ? BG_QUANT_RANGE_MINMAX : BG_QUANT_RANGE_ABSMEAN) &&
+                               sp->range == (step < 200   ? BG_QUANT_RANGE_MINMAX
+                                             : step < 400 ? BG_QUANT_RANGE_MSE   // <= 4 bits: MSE search
+                                                          : BG_QUANT_RANGE_ABSMEAN) &&
                                sp->granularity == BG_QUANT_PER_TENSOR,
                            "step %d: kind %d bits %d, want %d %d", (int)step, (int)sp->kind, sp->bits,
                            (int)want_kind, want_bits))
@@ -223,7 +246,11 @@ static void test_reinit(void) {
     CHECK(bg_schedule_apply(&sched, 5, states, names, (const bg_tensor *const *)weights, NL, &tr) == BG_OK && !tr);
     CHECK_CLOSE(bg_f32(bg_quant_state_scale(states[0]))[0], m0 / 127.5f, 0, 1e-6);
     CHECK(bg_schedule_apply(&sched, 10, states, names, (const bg_tensor *const *)weights, NL, &tr) == BG_OK && tr);
-    CHECK_CLOSE(bg_f32(bg_quant_state_scale(states[0]))[0], 3.0f * m0 / 7.5f, 0, 1e-6);
+    // a bare int4 turns the min-max range into an MSE search, run on the weights now
+    CHECK(bg_quant_state_spec(states[0])->range == BG_QUANT_RANGE_MSE && bg_quant_state_spec(states[0])->bits == 4);
+    float s4 = mse_scale(bg_f32(weights[0]), 24, 1, -8, 7, 100);
+    CHECK(s4 < 3.0f * m0 / 7.5f);   // clipped below min-max's max|w| / 7.5
+    CHECK_CLOSE(bg_f32(bg_quant_state_scale(states[0]))[0], s4, 0, 1e-6);
     // the activation quantizer (no weights) is reset: s = 1 until it observes
     CHECK_CLOSE(bg_f32(bg_quant_state_scale(states[2]))[0], 1.0f, 0, 0);
     free_layers();
@@ -256,15 +283,33 @@ static void test_reinit(void) {
     CHECK(sp->granularity == BG_QUANT_PER_CHANNEL && sp->axis == 0);
     CHECK(bg_schedule_apply(&sched, 10, states, names, (const bg_tensor *const *)weights, NL, &tr) == BG_OK && tr);
     sp = bg_quant_state_spec(states[0]);
-    CHECK(sp->kind == BG_QUANT_INT && sp->bits == 2 && sp->range == BG_QUANT_RANGE_MINMAX);
+    // (absmean -> minmax for an int kind, then <= 4 bits -> MSE)
+    CHECK(sp->kind == BG_QUANT_INT && sp->bits == 2 && sp->range == BG_QUANT_RANGE_MSE);
     CHECK(sp->backward == BG_QUANT_BWD_CLIPPED_STE && sp->granularity == BG_QUANT_PER_CHANNEL);
-    // per-channel int2 sym: scale[c] = max|w[c,:]| / 1.5 (range [-2, 1])
-    for (int c = 0; c < 4; c++) {
-        float m = 0;
-        for (int k = 0; k < 6; k++) m = fmaxf(m, fabsf(bg_f32(weights[0])[c * 6 + k]));
-        CHECK_CLOSE(bg_f32(bg_quant_state_scale(states[0]))[c], m / 1.5f, 0, 1e-6);
-    }
+    // per-channel int2 sym (codes [-2, 1]): each row's own MSE-searched scale
+    for (int c = 0; c < 4; c++)
+        CHECK_CLOSE(bg_f32(bg_quant_state_scale(states[0]))[c], mse_scale(bg_f32(weights[0]) + c * 6, 6, 1, -2, 1, 100),
+                    0, 1e-6);
     free_layers();
+
+    // the MSE rule touches only min-max ranges of int kinds of <= 4 bits
+    const char *cases[][3] = {
+        // start spec, bare kind, range after
+        {"int8", "int5", "minmax"},          {"int8:moving_minmax", "int3", "mse"},
+        {"int8:percentile", "int4", "percentile"}, {"int8:lsq", "int2", "lsq"},
+        {"int8:mse=20", "int4", "mse"},      {"int8:scale=0.1", "int4", "scale"},
+    };
+    for (int i = 0; i < 6; i++) {
+        char str[64];
+        snprintf(str, sizeof str, "%s@0", cases[i][1]);
+        parse_ok(str, 0);
+        make_layers(cases[i][0]);
+        CHECK(bg_schedule_apply(&sched, 0, states, names, (const bg_tensor *const *)weights, NL, &tr) == BG_OK);
+        sp = bg_quant_state_spec(states[0]);
+        CHECK_MSG(strcmp(bg_quant_range_name(sp->range), cases[i][2]) == 0, "%s then %s: range %s, want %s",
+                  cases[i][0], cases[i][1], bg_quant_range_name(sp->range), cases[i][2]);
+        free_layers();
+    }
 }
 
 static void test_save_restore(void) {
