@@ -997,7 +997,7 @@ bg_status bg_plot_sqnr(const bg_trainlog *log, const char *path) {
         leg[j] = (legend_entry){leg_names[j], spec_color(iv[k].name, j), 2};
     }
     for (int side = 0; side < 2; side++) {
-        double ylo = 0, yhi = -INFINITY;
+        double ylo = 0, yhi = 0;   // bars start at 0
         for (int l = 0; l < n_layers; l++)
             for (int j = 0; j < n_used; j++) {
                 int64_t i = last[l][used[j]];

@@ -363,6 +363,29 @@ static void test_bad_logs(void) {
     CHECK(bg_trainlog_open(path, &w) == BG_ERR_IO && w == NULL);
 }
 
+/* Negative SQNR bars hang from 0 (the axis includes 0); no phase records:
+ * one "end" group in the sixth palette color. */
+static void test_negative_sqnr(void) {
+    const char *text = "{\"type\":\"metrics\",\"step\":3,\"layer\":\"a\",\"w_sqnr\":-5,\"a_sqnr\":-50}\n";
+    bg_trainlog *log = NULL;
+    CHECK(bg_trainlog_parse(text, strlen(text), "neg", &log) == BG_OK);
+    if (!log) return;
+    char path[600];
+    path_in(path, sizeof path, "neg_sqnr.png");
+    CHECK_MSG(bg_plot_sqnr(log, path) == BG_OK, "%s", bg_last_error());
+    int w = 0, h = 0;
+    uint8_t *px = read_png(path, &w, &h);
+    CHECK(px && w == 1000 && h == 720);
+    if (px && w == 1000 && h == 720) {
+        // bars of 5/6 (weights) and 50/60 (activations) of the panel height
+        CHECK(count_color(px, w, 110, 80, 740, 310, 0x8c564b) > 50000);
+        CHECK(count_color(px, w, 110, 400, 740, 630, 0x8c564b) > 50000);
+        CHECK(count_color(px, w, 110, 402, 740, 425, 0x8c564b) == 0);   // above the 0 line (axis -60..10)
+    }
+    free(px);
+    bg_trainlog_free(log);
+}
+
 /* A crashed writer still leaves complete lines: read while still open. */
 static void test_flush(void) {
     char path[600];
@@ -485,6 +508,7 @@ int main(void) {
     test_text_log();
     test_bad_logs();
     test_flush();
+    test_negative_sqnr();
     test_model_records();
     if (!(keep && *keep)) rm_tree(dir);
     return bg_test_finish();
