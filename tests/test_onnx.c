@@ -225,6 +225,21 @@ static void check_coverage(const bg_tensor *xf, const bg_tensor *xc) {
     bg_module_train(net, false);
     bg_model_set_quant_mode(net, BG_QUANT_MODE_EVAL);
     check_model("mixed_mlp", net, xf, 2, (const int64_t[]){1, 784}, 0.05);
+
+    // Exporting in train quant mode (observers on) moves no range: the eval
+    // forward is bit-identical before and after.
+    static float before[N_EVAL * CLASSES];
+    bg_tensor *y0 = bg_module_forward(ctx, net, (bg_tensor *)xf);
+    CHECK(y0 != NULL);
+    if (y0) memcpy(before, bg_f32(y0), sizeof before);
+    char path[256];
+    snprintf(path, sizeof path, "%s/train_mode.onnx", tmpdir);
+    bg_model_set_quant_mode(net, BG_QUANT_MODE_TRAIN);
+    CHECK(bg_export_onnx(net, path, 2, (const int64_t[]){1, 784}) == BG_OK);
+    bg_model_set_quant_mode(net, BG_QUANT_MODE_EVAL);
+    bg_tensor *y1 = bg_module_forward(ctx, net, (bg_tensor *)xf);
+    CHECK(y1 && y0 && memcmp(before, bg_f32(y1), sizeof before) == 0);
+    unlink(path);
     bg_module_free(net);
 
     bg_conv2d_opts o = BG_CONV2D_DEFAULTS;
