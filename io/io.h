@@ -412,6 +412,10 @@ struct bg_qat_layer_metrics;   /* qat/qat.h */
 
 /* Creates (truncates) path. On failure *out is NULL. */
 bg_status bg_trainlog_open(const char *path, bg_trainlog_writer **out);
+/* Opens path for appending (creating it when missing), e.g. when a run
+ * resumes from a checkpoint; first cuts off a partial last line (no final
+ * newline) that a crash in the middle of a write may have left. */
+bg_status bg_trainlog_append(const char *path, bg_trainlog_writer **out);
 /* Closes the file; returns BG_ERR_IO if a write or the close failed.
  * bg_trainlog_close(NULL) is a no-op returning BG_OK. */
 bg_status bg_trainlog_close(bg_trainlog_writer *w);

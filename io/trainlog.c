@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -26,7 +28,29 @@ struct bg_trainlog_writer {
     size_t len, cap;
 };
 
-bg_status bg_trainlog_open(const char *path, bg_trainlog_writer **out) {
+/* Cuts f (open for reading and writing) after its last newline. */
+static bool drop_partial_line(FILE *f) {
+    if (fseeko(f, 0, SEEK_END) != 0) return false;
+    off_t end = ftello(f), keep = end;
+    char buf[4096];
+    while (keep > 0) {
+        off_t from = keep > (off_t)sizeof buf ? keep - (off_t)sizeof buf : 0;
+        size_t len = (size_t)(keep - from);
+        if (fseeko(f, from, SEEK_SET) != 0 || fread(buf, 1, len, f) != len) return false;
+        size_t i = len;
+        while (i > 0 && buf[i - 1] != '\n') i--;
+        if (i > 0) {
+            keep = from + (off_t)i;
+            break;
+        }
+        keep = from;
+    }
+    if (keep == end) return true;
+    fflush(f);
+    return ftruncate(fileno(f), keep) == 0;
+}
+
+static bg_status open_writer(const char *path, bool append, bg_trainlog_writer **out) {
     if (!out) return bg_set_error(BG_ERR_ARG, "trainlog: open: out is NULL");
     *out = NULL;
     if (!path || !*path) return bg_set_error(BG_ERR_ARG, "trainlog: open: path is NULL or empty");
@@ -35,9 +59,20 @@ bg_status bg_trainlog_open(const char *path, bg_trainlog_writer **out) {
         free(w);
         return bg_set_error(BG_ERR_NOMEM, "trainlog: %s: out of memory", path);
     }
-    w->f = fopen(path, "w");
-    if (!w->f) {
-        bg_status s = bg_set_error(BG_ERR_IO, "trainlog: %s: cannot create: %s", path, strerror(errno));
+    bg_status s = BG_OK;
+    if (append) {
+        FILE *f = fopen(path, "r+b");   // an existing log: drop a torn last line first
+        if (f) {
+            if (!drop_partial_line(f))
+                s = bg_set_error(BG_ERR_IO, "trainlog: %s: cannot repair the last line: %s", path, strerror(errno));
+            fclose(f);
+        }
+        if (s == BG_OK && !(w->f = fopen(path, "ab")))
+            s = bg_set_error(BG_ERR_IO, "trainlog: %s: cannot open for appending: %s", path, strerror(errno));
+    } else if (!(w->f = fopen(path, "wb"))) {
+        s = bg_set_error(BG_ERR_IO, "trainlog: %s: cannot create: %s", path, strerror(errno));
+    }
+    if (s != BG_OK) {
         free(w->path);
         free(w);
         return s;
@@ -45,6 +80,10 @@ bg_status bg_trainlog_open(const char *path, bg_trainlog_writer **out) {
     *out = w;
     return BG_OK;
 }
+
+bg_status bg_trainlog_open(const char *path, bg_trainlog_writer **out) { return open_writer(path, false, out); }
+
+bg_status bg_trainlog_append(const char *path, bg_trainlog_writer **out) { return open_writer(path, true, out); }
 
 bg_status bg_trainlog_close(bg_trainlog_writer *w) {
     if (!w) return BG_OK;

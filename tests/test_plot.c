@@ -363,6 +363,35 @@ static void test_bad_logs(void) {
     CHECK(bg_trainlog_open(path, &w) == BG_ERR_IO && w == NULL);
 }
 
+/* Appending (a resumed run) after a crash that tore the last line. */
+static void test_append(void) {
+    char path[600];
+    path_in(path, sizeof path, "append.jsonl");
+    write_text(path, "{\"type\":\"step\",\"step\":1,\"loss\":1}\n{\"type\":\"step\",\"step\":2,\"loss\":0.5}\n{\"type\":\"st");
+    bg_trainlog *log = NULL;
+    CHECK(bg_trainlog_read(path, &log) == BG_ERR_FORMAT);   // the torn line
+    bg_trainlog_writer *w;
+    CHECK(bg_trainlog_append(path, &w) == BG_OK);
+    CHECK(bg_trainlog_step(w, 3, -1, 0.25, NAN) == BG_OK);
+    CHECK(bg_trainlog_close(w) == BG_OK);
+    CHECK_MSG(bg_trainlog_read(path, &log) == BG_OK, "%s", bg_last_error());
+    CHECK(log && log->n_steps == 3 && log->steps[2].step == 3 && log->steps[2].loss == 0.25 &&
+          log->steps[1].loss == 0.5);
+    bg_trainlog_free(log);
+    // a missing file is created; a file with only a torn line becomes empty
+    path_in(path, sizeof path, "append2.jsonl");
+    write_text(path, "{\"type\"");
+    CHECK(bg_trainlog_append(path, &w) == BG_OK);
+    CHECK(bg_trainlog_eval(w, 4, "x", 0.5) == BG_OK);
+    CHECK(bg_trainlog_close(w) == BG_OK);
+    CHECK(bg_trainlog_read(path, &log) == BG_OK && log && log->n_evals == 1 && log->n_steps == 0);
+    bg_trainlog_free(log);
+    path_in(path, sizeof path, "append3.jsonl");
+    CHECK(bg_trainlog_append(path, &w) == BG_OK);
+    CHECK(bg_trainlog_close(w) == BG_OK);
+    CHECK(access(path, F_OK) == 0);
+}
+
 /* Negative SQNR bars hang from 0 (the axis includes 0); no phase records:
  * one "end" group in the sixth palette color. */
 static void test_negative_sqnr(void) {
@@ -509,6 +538,7 @@ int main(void) {
     test_bad_logs();
     test_flush();
     test_negative_sqnr();
+    test_append();
     test_model_records();
     if (!(keep && *keep)) rm_tree(dir);
     return bg_test_finish();
