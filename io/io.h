@@ -401,6 +401,11 @@ bg_status bg_export_onnx(const bg_module *model, const char *path, int ndim, con
 //         bg_trainlog_free(log);
 //     }
 //
+// One log has one step axis: a run that trains a teacher and then a student
+// numbers the student's steps after the teacher's, or logs only the student
+// with the teacher's accuracy as a "ref". Names (layer, label, spec) are at
+// most BG_TRAINLOG_NAME_MAX - 1 bytes. Error line numbers count from 1,
+// blank lines included.
 // Each record is written with one fwrite and flushed, so a crashed run keeps
 // every line written before the crash. Writer failures return BG_ERR_IO (or
 // BG_ERR_ARG for NULL / bad arguments) with bg_last_error() naming the path.
