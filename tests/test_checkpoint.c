@@ -652,6 +652,55 @@ static void test_load_model(void) {
     bg_module_free(net);
 }
 
+// ---------------------------------------------------------------------------
+// sizes of the Fashion-MNIST MLP's checkpoints (784-512-512-10)
+
+static long data_bytes(const char *path, long *file) {
+    size_t len;
+    unsigned char *b = read_bytes(path, &len);
+    if (!b) return -1;
+    unsigned long long h = 0;
+    for (int i = 7; i >= 0; i--) h = h << 8 | b[i];
+    free(b);
+    *file = (long)len;
+    return (long)(len - 8 - h);
+}
+
+static void test_mlp_sizes(void) {
+    char path[128];
+    path_in_dir(path, sizeof path, "mlp.ckpt");
+    bg_rng r;
+    bg_rng_seed(&r, 0);
+    bg_module *mlp = bg_sequential_new(5, (bg_module *[]){bg_linear_new(784, 512, true, &r), bg_relu_new(),
+                                                          bg_linear_new(512, 512, true, &r), bg_relu_new(),
+                                                          bg_linear_new(512, 10, true, &r)});
+    int64_t numel = bg_module_numel(mlp), padded;
+    bg_module_flat_params(mlp, &padded);
+    CHECK(numel == 669706);
+    long file, data;
+    CHECK(bg_checkpoint_save(path, &(bg_checkpoint){.model = mlp}) == BG_OK);
+    data = data_bytes(path, &file);
+    CHECK(data == 4 * 669706);   // the parameters exactly, no padding
+    printf("MLP 784-512-512-10 checkpoint, parameters only: %ld bytes (%ld data, %ld header+length)\n", file, data,
+           file - data);
+    bg_optim *opt = bg_adam_new(mlp, NULL);
+    bg_rng train;
+    bg_rng_seed(&train, 1);
+    CHECK(bg_checkpoint_save(path, &(bg_checkpoint){.model = mlp, .opt = opt, .rng = &train}) == BG_OK);
+    data = data_bytes(path, &file);
+    CHECK(data == 4 * 669706 + 2 * 4 * padded + 16);   // + exp_avg, exp_avg_sq (flat, padded) + rng
+    printf("MLP checkpoint with Adam state and RNG: %ld bytes (%ld data)\n", file, data);
+    bg_optim_free(opt);
+    CHECK(bg_bitnet_model(mlp) == BG_OK);
+    opt = bg_adam_new(mlp, NULL);
+    CHECK(bg_checkpoint_save(path, &(bg_checkpoint){.model = mlp, .opt = opt, .rng = &train}) == BG_OK);
+    data = data_bytes(path, &file);
+    printf("ternary (BitLinear) MLP checkpoint with Adam state: %ld bytes (%ld data; latent weights %lld bytes)\n",
+           file, data, (long long)(4 * bg_module_numel(mlp)));
+    bg_optim_free(opt);
+    bg_module_free(mlp);
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "resume") == 0) return resume_child(argv[2], argv[3]);
     snprintf(dir, sizeof dir, "/tmp/bg_ckpt_XXXXXX");
@@ -666,6 +715,7 @@ int main(int argc, char **argv) {
     test_load_errors();
     test_atomic_write();
     test_load_model();
+    test_mlp_sizes();
     test_exact_resume(self);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
