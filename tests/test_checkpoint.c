@@ -647,6 +647,22 @@ static void test_load_model(void) {
     int64_t n1, n2;
     const float *p1 = bg_module_flat_params(net, &n1), *p2 = back ? bg_module_flat_params(back, &n2) : NULL;
     CHECK(p2 && n1 == n2 && memcmp(p1, p2, sizeof(float) * (size_t)n1) == 0);
+    bg_module_free(back);
+    bg_module_free(net);
+    // BitLinear (per-token activations: no stored scales) with a LayerNorm.
+    net = bg_sequential_new(4, (bg_module *[]){bg_linear_new(8, 16, false, &r), bg_layernorm_new(16, 1e-5f, true),
+                                               bg_gelu_new(false), bg_linear_new(16, 4, false, &r)});
+    CHECK(net && bg_bitnet_model(net) == BG_OK);
+    bg_init_uniform(bg_module_find_param(net, "1.weight"), &r, 0.5f, 1.5f);
+    x = bg_empty(ctx, BG_DTYPE_F32, BG_SHAPE(3, 8));
+    bg_init_uniform(x, &r, -1.0f, 1.0f);
+    y1 = bg_module_forward(ctx, net, x);
+    CHECK(bg_checkpoint_save(path, &(bg_checkpoint){.model = net}) == BG_OK);
+    back = NULL;
+    CHECK_MSG(bg_checkpoint_load_model(path, &back) == BG_OK, "%s", bg_last_error());
+    y2 = back ? bg_module_forward(ctx, back, x) : NULL;
+    CHECK_MSG(y1 && y2 && memcmp(y1->data, y2->data, bg_nbytes(y1)) == 0, "load_model (BitLinear): outputs differ");
+    CHECK(back && strcmp(bg_module_kind(bg_module_child(back, 3)), "BitLinear") == 0);
     bg_ctx_free(ctx);
     bg_module_free(back);
     bg_module_free(net);
