@@ -717,6 +717,42 @@ static void test_mlp_sizes(void) {
     bg_module_free(mlp);
 }
 
+// ---------------------------------------------------------------------------
+// bg_batcher_seek: the batch after a seek is the one an uninterrupted
+// iteration returns there
+
+static void test_batcher_seek(void) {
+    bg_dataset *full;
+    if (bg_fmnist_load(NULL, BG_FMNIST_TEST, &full) != BG_OK) {
+        CHECK_MSG(false, "%s", bg_last_error());
+        return;
+    }
+    bg_dataset sub = *full;
+    sub.n = 100;
+    bg_batcher_opts bo = {.batch_size = 32, .shuffle = true, .seed = 5};
+    bg_batcher *a, *b;
+    bg_ctx *ctx = bg_ctx_new(0);
+    CHECK(bg_batcher_new(&sub, &bo, &a) == BG_OK && bg_batcher_new(&sub, &bo, &b) == BG_OK);
+    bg_tensor *x, *y;
+    // a: epoch 0 whole (4 batches), epoch 1 up to its batch 2.
+    while (bg_batcher_next(a, ctx, &x, &y)) bg_ctx_reset(ctx);
+    for (int i = 0; i < 3; i++) CHECK(bg_batcher_next(a, ctx, &x, &y));
+    CHECK(bg_batcher_seek(b, 1, 2) == BG_OK);
+    CHECK(bg_batcher_next(b, ctx, &x, &y));
+    int64_t na, nb;
+    const int64_t *ia = bg_batcher_indices(a, &na), *ib = bg_batcher_indices(b, &nb);
+    CHECK(na == 32 && nb == 32 && memcmp(ia, ib, sizeof(int64_t) * 32) == 0);
+    // The last, partial batch (100 = 3*32 + 4), then the end of the epoch.
+    CHECK(bg_batcher_seek(b, 1, 3) == BG_OK && bg_batcher_next(b, ctx, &x, &y) && y->shape[0] == 4);
+    CHECK(!bg_batcher_next(b, ctx, &x, &y) && bg_batcher_epoch(b) == 2);
+    CHECK(bg_batcher_seek(b, 0, 5) == BG_ERR_ARG);
+    CHECK_STR(bg_last_error(), "batcher_seek: epoch 0, batch 5 out of range (0..4 batches)");
+    bg_ctx_free(ctx);
+    bg_batcher_free(a);
+    bg_batcher_free(b);
+    bg_dataset_free(full);
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "resume") == 0) return resume_child(argv[2], argv[3]);
     snprintf(dir, sizeof dir, "/tmp/bg_ckpt_XXXXXX");
@@ -732,6 +768,7 @@ int main(int argc, char **argv) {
     test_atomic_write();
     test_load_model();
     test_mlp_sizes();
+    test_batcher_seek();
     test_exact_resume(self);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
