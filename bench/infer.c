@@ -3,8 +3,12 @@
  * int8 x int8 kernels (bg_int_kernels, every ISA this CPU runs) at batch 1
  * (matrix-vector, against cblas_sgemv) and at batch 8 and 128 (against
  * cblas_sgemm), with oneDNN's f32 matmul (bg_sgemm's DNNL backend) and its
- * s8 matmul (bg_gemm_s8_dnnl) beside them. Medians over repeats; the ratio
- * is baseline time / kernel time (> 1: the integer kernel is faster).
+ * s8 matmul (bg_gemm_s8_dnnl) beside them. Then the Fashion-MNIST MLP
+ * (784-512-512-10): images/s of the ternary export (BitLinear layers,
+ * bg_export + bg_infer_run) against the f32 model's no-grad forward, at
+ * batch 1 and 256, on the test images (random ones when the data set is not
+ * installed). Medians over repeats; the ratio is baseline time / time
+ * (> 1: faster than the f32 baseline).
  *
  *     ./build/bench/infer [--threads N] [--reps N]
  *
@@ -16,9 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
-#include "kernels/kernels.h"
-#include "tensor/tensor.h"
+#include "bitgrad.h"
 
 char *openblas_get_corename(void);   /* OpenBLAS's cblas.h has it, netlib's not */
 
@@ -119,6 +123,121 @@ static void row(const char *what, int64_t M, double t, double base) {
     printf("  %-34s %10.1f us  %8.1f GOP/s  %7.2fx\n", what, t * 1e6, ops / t * 1e-9, base / t);
 }
 
+
+// ---------------------------------------------------------------------------
+// the MLP through the runtime vs the f32 model's forward
+
+static bg_module *build_mlp(bg_rng *rng) {
+    return bg_sequential_new(5, (bg_module *[]){
+        bg_linear_new(784, 512, true, rng), bg_relu_new(),
+        bg_linear_new(512, 512, true, rng), bg_relu_new(),
+        bg_linear_new(512, 10, true, rng),
+    });
+}
+
+/* median seconds per pass over n images in batches of `batch` */
+static double time_model(bg_module *net, bg_ctx *ctx, const float *X, int64_t n, int64_t batch,
+                         int reps) {
+    double t[64];
+    if (reps > 64) reps = 64;
+    for (int r = 0; r < reps + 1; r++) {   /* the first pass warms up */
+        double t0 = now_seconds();
+        for (int64_t s = 0; s < n; s += batch) {
+            int64_t m = n - s < batch ? n - s : batch;
+            bg_tensor *x = bg_from_data(ctx, BG_DTYPE_F32, BG_SHAPE(m, 784), X + s * 784);
+            bg_tensor *y = x ? bg_module_forward(ctx, net, x) : NULL;
+            if (!y) {
+                fprintf(stderr, "infer: model forward: %s\n", bg_ctx_error(ctx));
+                return -1;
+            }
+            bg_ctx_reset(ctx);
+        }
+        if (r > 0) t[r - 1] = now_seconds() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof t[0], cmp_double);
+    return t[reps / 2];
+}
+
+static double time_runtime(bg_infer_model *rt, const float *X, float *out, int64_t n,
+                           int64_t batch, int reps) {
+    double t[64];
+    if (reps > 64) reps = 64;
+    for (int r = 0; r < reps + 1; r++) {
+        double t0 = now_seconds();
+        for (int64_t s = 0; s < n; s += batch) {
+            int64_t m = n - s < batch ? n - s : batch;
+            if (bg_infer_run(rt, X + s * 784, m, out + s * 10) != BG_OK) {
+                fprintf(stderr, "infer: %s\n", bg_last_error());
+                return -1;
+            }
+        }
+        if (r > 0) t[r - 1] = now_seconds() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof t[0], cmp_double);
+    return t[reps / 2];
+}
+
+static void bench_mlp(int reps) {
+    bg_dataset *test = NULL;
+    int64_t n = 10000;
+    const char *src = "Fashion-MNIST test images";
+    if (bg_fmnist_load(NULL, BG_FMNIST_TEST, &test) != BG_OK) {
+        test = NULL;
+        src = "random images (Fashion-MNIST not found)";
+    } else {
+        n = test->n;
+    }
+    float *X = xalloc(sizeof(float) * (size_t)(n * 784)), *out = xalloc(sizeof(float) * (size_t)(n * 10));
+    bg_rng rng;
+    bg_rng_seed(&rng, 2);
+    for (int64_t i = 0; i < n * 784; i++)
+        X[i] = test ? (float)test->pixels[i] / 255.0f : bg_rng_uniform(&rng);
+    bg_dataset_free(test);
+
+    /* the f32 model and a BitLinear model of the same shapes, exported */
+    bg_module *f32 = build_mlp(&rng), *bit = build_mlp(&rng);
+    bg_ctx *ctx = bg_ctx_new(0);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/bg_bench_infer_%d.bgx", (int)getpid());
+    bg_infer_model *rt = NULL;
+    if (!f32 || !bit || !ctx || bg_bitnet_model(bit) != BG_OK) {
+        fprintf(stderr, "infer: building the MLP: %s\n", bg_last_error());
+        goto done;
+    }
+    bg_set_grad_enabled(ctx, false);
+    bg_module_train(f32, false);
+    bg_module_train(bit, false);
+    bg_model_set_quant_mode(bit, BG_QUANT_MODE_EVAL);
+    if (bg_export(bit, path, NULL) != BG_OK ||
+        bg_infer_load_opts(path, &(bg_infer_opts){.max_batch = 256}, &rt) != BG_OK) {
+        fprintf(stderr, "infer: export / load: %s\n", bg_last_error());
+        goto done;
+    }
+    unlink(path);
+    printf("\nMLP 784-512-512-10 on %lld %s (runtime layers: ", (long long)n, src);
+    for (int i = 0; i < bg_infer_num_layers(rt); i++)
+        printf("%s%s %s", i ? ", " : "", bg_infer_layer_kind(rt, i), bg_infer_layer_path(rt, i));
+    printf(")\n");
+    const int64_t batches[] = {1, 256};
+    for (int bi = 0; bi < 2; bi++) {
+        int64_t batch = batches[bi], nb = batch == 1 ? (n < 2000 ? n : 2000) : n;
+        double tf = time_model(f32, ctx, X, nb, batch, reps);
+        double tq = time_model(bit, ctx, X, nb, batch, reps);
+        double tr = time_runtime(rt, X, out, nb, batch, reps);
+        if (tf <= 0 || tq <= 0 || tr <= 0) goto done;
+        printf("  batch %-4lld f32 forward %9.0f images/s | fake-quant forward %9.0f images/s (%.2fx) | "
+               "ternary runtime %9.0f images/s (%.2fx)\n",
+               (long long)batch, nb / tf, nb / tq, tf / tq, nb / tr, tf / tr);
+    }
+done:
+    bg_infer_free(rt);
+    bg_ctx_free(ctx);
+    bg_module_free(f32);
+    bg_module_free(bit);
+    free(X);
+    free(out);
+}
+
 int main(int argc, char **argv) {
     int threads = 0, reps = 11;
     for (int i = 1; i < argc; i++) {
@@ -199,5 +318,6 @@ int main(int argc, char **argv) {
                tblas / best_s8, M == 1 ? "cblas_sgemv" : "cblas_sgemm", tdnnl / best_s8);
     }
     free(b.wf), free(b.xf), free(b.yf), free(b.wt), free(b.ws), free(b.xq), free(b.acc);
+    bench_mlp(reps);
     return 0;
 }
