@@ -1,8 +1,8 @@
 /* ops_qlinear.c — qlinear_int: the product of a fake-quantized linear layer
  * run on integer kernels (int8 activation codes x int8 / ternary weight
  * codes -> int32, times the two scales), with linear's backward on the
- * fake-quantized f32 tensors. Calls tensor/, kernels/ (the quant kernels to
- * recover codes, bg_gemm_s8_dnnl and the integer kernel table) and
+ * fake-quantized f32 tensors. Calls tensor/, kernels/ (the integer kernel
+ * table: quantize_rows to recover the codes, gemm_s8; bg_gemm_s8_dnnl) and
  * ops_matmul.c's linear backward. */
 #include <math.h>
 #include <string.h>
@@ -21,17 +21,6 @@
  * or NULL; x_scale has rows or 1 elements, w_scale M or 1 (all > 0).
  * Saved (linear's layout, so linear's backward applies): contiguous xq and
  * wq; i[] = rows, M, K. */
-
-/* Integer codes of x (rows x K, contiguous) into q (rows x K): one
- * fake-quant kernel call (the quantizer's own arithmetic), y into scratch. */
-static void codes_of(int8_t *q, float *scratch, const float *x, int64_t rows, int64_t K, const float *scale,
-                     bool per_row, int32_t qmin, int32_t qmax) {
-    const bg_quant_kernels *k = bg_quant_kernels_get();
-    if (per_row)   // [1, rows, K], one scale per row
-        k->fake_quant(scratch, q, NULL, x, 1, rows, K, scale, NULL, qmin, qmax);
-    else
-        k->fake_quant(scratch, q, NULL, x, 1, 1, rows * K, scale, NULL, qmin, qmax);
-}
 
 /* The same rows with kp - K zero bytes after each (the integer kernels'
  * padded layout). */
@@ -91,22 +80,23 @@ bg_tensor *bg_qlinear_int(bg_ctx *ctx, bg_tensor *xq, bg_tensor *wq, bg_tensor *
     bg_tensor *out = bg_out(ctx, xq->ndim, oshape);
     if (!xc || !wc || (b && !bc) || !out) return NULL;
 
-    const int64_t big = rows > M ? rows : M;
     int8_t *cx = bg_ctx_alloc(ctx, (size_t)(rows * K) + 1), *cw = bg_ctx_alloc(ctx, (size_t)(M * K) + 1);
     int32_t *acc = bg_ctx_alloc(ctx, sizeof(int32_t) * (size_t)(rows * M + 1));
-    float *scratch = bg_ctx_alloc(ctx, sizeof(float) * (size_t)(big * K + 1));
-    if (!cx || !cw || !acc || !scratch) return NULL;
+    if (!cx || !cw || !acc) return NULL;
     float *y = bg_f32(out);
     if (rows > 0 && M > 0) {
-        codes_of(cx, scratch, bg_f32(xc), rows, K, bg_f32(xsc), nxs > 1, -128, 127);
-        codes_of(cw, scratch, bg_f32(wc), M, K, bg_f32(wsc), nws > 1, -127, 127);
+        // The codes, by the fake-quant kernel's arithmetic (quantize_rows):
+        // on-grid inputs give back exactly the codes they were made from.
+        const bg_int_kernels *ik = bg_int_kernels_get();
+        ik->quantize_rows(cx, bg_f32(xc), rows, K, K, bg_f32(xsc), nxs > 1, 0, -128, 127);
+        ik->quantize_rows(cw, bg_f32(wc), M, K, K, bg_f32(wsc), nws > 1, 0, -127, 127);
         // oneDNN's s8 x s8 -> s32 matmul when built in, else the integer
         // kernel table on the padded layout.
         if (!bg_gemm_s8_dnnl(acc, cx, cw, rows, M, K, K, K)) {
             const int64_t kp = bg_int_padded_k(K);
             int8_t *px = padded(ctx, cx, rows, K, kp), *pw = padded(ctx, cw, M, K, kp);
             if (!px || !pw) return NULL;
-            bg_int_kernels_get()->gemm_s8(acc, px, pw, rows, M, kp);
+            ik->gemm_s8(acc, px, pw, rows, M, kp);
         }
         const float *xs = bg_f32(xsc), *ws = bg_f32(wsc), *bias = bc ? bg_f32(bc) : NULL;
 #pragma omp parallel for schedule(static) if (rows * M >= (1 << 16))

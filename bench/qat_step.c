@@ -16,6 +16,11 @@
  *     GB/s counts the bytes of x (n * 4) per second for every line.
  *
  *     ./build/bench/qat_step [--steps N] [--warmup N] [--threads N] [--mib N] [--data DIR]
+ *                            [--only fp32|bitlinear|bitlinear-f32]
+ *
+ * --only runs the steps of one model (no timing table, no kernel section),
+ * for counting: `perf stat -e instructions,cycles` of --steps 300 minus
+ * --steps 100, divided by 200, is one step's count, free of load noise.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,15 +113,17 @@ static double time_memcpy(float *y, const float *x, size_t n, int reps, double *
 
 int main(int argc, char **argv) {
     int steps = 300, warmup = 30, threads = 1, mib = 16;
-    const char *data = NULL;
+    const char *data = NULL, *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--mib") && i + 1 < argc) mib = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--steps N] [--warmup N] [--threads N] [--mib N] [--data DIR]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--steps N] [--warmup N] [--threads N] [--mib N] [--data DIR] "
+                            "[--only fp32|bitlinear|bitlinear-f32]\n", argv[0]);
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
@@ -139,6 +146,20 @@ int main(int argc, char **argv) {
         goto done;
     }
     bg_set_num_threads(threads);
+    if (only) {
+        net *one = !strcmp(only, "fp32") ? &fp : !strcmp(only, "bitlinear") ? &bit
+                 : !strcmp(only, "bitlinear-f32") ? &bitf : NULL;
+        if (!one) {
+            fprintf(stderr, "qat_step: --only fp32, bitlinear or bitlinear-f32, got '%s'\n", only);
+            status = 2;
+            goto done;
+        }
+        for (int i = 0; i < warmup + steps; i++)
+            if (!bench_train_step(one)) goto done;
+        printf("qat_step: %d steps of %s\n", warmup + steps, one->name);
+        status = 0;
+        goto done;
+    }
 
     // 1. steps, in alternating blocks of 10
     for (int i = 0; i < warmup; i++)
