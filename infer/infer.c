@@ -159,6 +159,9 @@ static const char *get_str(json_t *o, const char *key) {
 }
 
 #define BIG ((int64_t)1 << 40)
+#define MAX_DIM ((int64_t)1 << 24)       /* features, channels, K */
+#define MAX_WEIGHTS ((int64_t)1 << 31)   /* weights of one layer */
+#define MAX_FEAT ((int64_t)1 << 26)      /* elements of one example between layers */
 
 // ---------------------------------------------------------------------------
 // weights
@@ -212,7 +215,12 @@ static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
         zp = tz.data;
     }
 
-    // the codes, decoded to int16 (-128..255)
+    // the stored codes: dtype and shape first (nothing is allocated for a
+    // tensor the file does not hold), then decoded to int16 (-128..255)
+    const bool ternary = !strcmp(fmt, "t2"), four = !strcmp(fmt, "i4") || !strcmp(fmt, "u4");
+    if (!ternary && !four && strcmp(fmt, "i8") && strcmp(fmt, "u8")) return ferr(ld, "unknown weight format \"%s\"", fmt);
+    const int64_t kp = bg_int_padded_k(K), wshape[2] = {N, ternary ? kp / 4 : four ? (K + 1) / 2 : K};
+    if ((s = tensor_of(ld, "weight", !strcmp(fmt, "i8") ? BG_DTYPE_I8 : BG_DTYPE_U8, 2, wshape, &tw)) != BG_OK) return s;
     int16_t *codes = malloc(sizeof(int16_t) * (size_t)(N * K));
     int8_t *tmp8 = malloc((size_t)(N * K));
     if (!codes || !tmp8) {
@@ -220,43 +228,30 @@ static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
         free(tmp8);
         return nomem(ld);
     }
-    bool ternary = !strcmp(fmt, "t2");
+    const uint8_t *b = tw.data;
     if (ternary) {
-        const int64_t kp = bg_int_padded_k(K), shape[2] = {N, kp / 4};
-        if ((s = tensor_of(ld, "weight", BG_DTYPE_U8, 2, shape, &tw)) == BG_OK) {
-            const uint8_t *b = tw.data;
-            for (int64_t r = 0; r < N && s == BG_OK; r++)
-                for (int64_t j = 0; j < kp / 4; j++) {
-                    uint8_t byte = b[r * (kp / 4) + j];
-                    for (int f = 0; f < 4; f++) {
-                        int code = (byte >> (2 * f)) & 3;
-                        int64_t e = (j / 32) * 128 + (j % 32) + 32 * f;
-                        if (code == 3 || (e >= K && code != 1)) {
-                            s = ferr(ld, "weight row %lld: packed byte %lld holds %s", (long long)r, (long long)j,
-                                     code == 3 ? "the invalid code 3" : "a non-zero padding weight");
-                            break;
-                        }
+        for (int64_t r = 0; r < N && s == BG_OK; r++)
+            for (int64_t j = 0; j < kp / 4 && s == BG_OK; j++) {
+                uint8_t byte = b[r * (kp / 4) + j];
+                for (int f = 0; f < 4; f++) {
+                    int code = (byte >> (2 * f)) & 3;
+                    int64_t e = (j / 32) * 128 + (j % 32) + 32 * f;
+                    if (code == 3 || (e >= K && code != 1)) {
+                        s = ferr(ld, "weight row %lld: packed byte %lld holds %s", (long long)r, (long long)j,
+                                 code == 3 ? "the invalid code 3" : "a non-zero padding weight");
+                        break;
                     }
-                    if (s != BG_OK) break;
                 }
-            if (s == BG_OK) {
-                bg_ternary_unpack(tmp8, b, N, K);
-                for (int64_t i = 0; i < N * K; i++) codes[i] = tmp8[i];
             }
+        if (s == BG_OK) {
+            bg_ternary_unpack(tmp8, b, N, K);
+            for (int64_t i = 0; i < N * K; i++) codes[i] = tmp8[i];
         }
-    } else if (!strcmp(fmt, "i4") || !strcmp(fmt, "u4")) {
-        const int64_t shape[2] = {N, (K + 1) / 2};
-        if ((s = tensor_of(ld, "weight", BG_DTYPE_U8, 2, shape, &tw)) == BG_OK) {
-            bg_export_unpack4(tmp8, tw.data, N, K, fmt[0] == 'i');
-            for (int64_t i = 0; i < N * K; i++) codes[i] = fmt[0] == 'i' ? tmp8[i] : (int16_t)(uint8_t)tmp8[i];
-        }
-    } else if (!strcmp(fmt, "i8") || !strcmp(fmt, "u8")) {
-        const int64_t shape[2] = {N, K};
-        if ((s = tensor_of(ld, "weight", fmt[0] == 'i' ? BG_DTYPE_I8 : BG_DTYPE_U8, 2, shape, &tw)) == BG_OK)
-            for (int64_t i = 0; i < N * K; i++)
-                codes[i] = fmt[0] == 'i' ? ((const int8_t *)tw.data)[i] : ((const uint8_t *)tw.data)[i];
+    } else if (four) {
+        bg_export_unpack4(tmp8, b, N, K, fmt[0] == 'i');
+        for (int64_t i = 0; i < N * K; i++) codes[i] = fmt[0] == 'i' ? tmp8[i] : (int16_t)(uint8_t)tmp8[i];
     } else {
-        s = ferr(ld, "unknown weight format \"%s\"", fmt);
+        for (int64_t i = 0; i < N * K; i++) codes[i] = fmt[0] == 'i' ? ((const int8_t *)b)[i] : b[i];
     }
     for (int64_t i = 0; s == BG_OK && i < N * K; i++)
         if (codes[i] < qmin || codes[i] > qmax)
@@ -278,7 +273,6 @@ static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
         fits = w >= -128 && w <= 127;
     }
     if (per_row && fits && !force_f32) {
-        const int64_t kp = L->kp;
         L->wscale = zalloc(sizeof(float) * (size_t)N);
         L->rowsum = zalloc(sizeof(int32_t) * (size_t)N);
         if (!L->wscale || !L->rowsum) goto oom;
@@ -378,7 +372,8 @@ static bg_status load_input(loader *ld, layer *L, json_t *aj, int64_t C) {
 
 static bg_status load_matmul(loader *ld, layer *L, json_t *lj, bool conv, bool force_f32) {
     int64_t in, out;
-    if (!get_int(lj, "in", 1, BIG, &in) || !get_int(lj, "out", 1, BIG, &out)) return ferr(ld, "\"in\"/\"out\" missing");
+    if (!get_int(lj, "in", 1, MAX_DIM, &in) || !get_int(lj, "out", 1, MAX_DIM, &out))
+        return ferr(ld, "\"in\"/\"out\" missing or not in 1..%lld", (long long)MAX_DIM);
     L->N = out;
     if (conv) {
         int64_t kern[2], stride[2], pad[2], dil[2], groups;
@@ -395,6 +390,7 @@ static bg_status load_matmul(loader *ld, layer *L, json_t *lj, bool conv, bool f
                                   .kw = kern[1], .stride_h = stride[0], .stride_w = stride[1], .pad_h = pad[0],
                                   .pad_w = pad[1], .dil_h = dil[0], .dil_w = dil[1], .groups = groups};
         if (!bg_conv2d_shape_infer(&L->cs)) return ferr(ld, "conv2d output would be empty");
+        if (in / groups * kern[0] * kern[1] > MAX_DIM) return ferr(ld, "conv2d kernel is implausibly large");
         L->K = in / groups * kern[0] * kern[1];
         L->out_ndim = 3;
         L->out_shape[0] = out, L->out_shape[1] = L->cs.oh, L->out_shape[2] = L->cs.ow;
@@ -409,6 +405,8 @@ static bg_status load_matmul(loader *ld, layer *L, json_t *lj, bool conv, bool f
         L->out_ndim = 1;
         L->out_shape[0] = out;
     }
+    if (L->N * L->K > MAX_WEIGHTS)
+        return ferr(ld, "%lld x %lld weights is implausibly many", (long long)L->N, (long long)L->K);
     L->kp = bg_int_padded_k(L->K);
     json_t *norm = json_object_get(lj, "norm");
     if (norm && !json_is_null(norm)) {
@@ -505,9 +503,11 @@ void bg_infer_free(bg_infer_model *m) {
     free(m);
 }
 
+/* Elements of a shape, saturating above MAX_FEAT (dims are <= 2^24). */
 static int64_t numel_of(int ndim, const int64_t *s) {
     int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= s[i];
+    for (int i = 0; i < ndim; i++)
+        if ((n *= s[i]) > MAX_FEAT) return MAX_FEAT + 1;
     return n;
 }
 
@@ -562,6 +562,10 @@ bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_inf
         }
         shape[i] = (int64_t)json_integer_value(v);
     }
+    if (numel_of(ndim, shape) > MAX_FEAT) {
+        s = ferr(&ld, "metadata \"input_shape\" is implausibly large");
+        goto done;
+    }
     m->n_layers = (int)json_array_size(layers);
     if (!(m->layers = calloc((size_t)m->n_layers, sizeof *m->layers))) {
         s = nomem(&ld);
@@ -586,7 +590,7 @@ bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_inf
         ndim = L->out_ndim;
         memcpy(shape, L->out_shape, sizeof shape);
         L->out_numel = numel_of(ndim, shape);
-        if (L->out_numel > (1 << 26)) {
+        if (L->out_numel > MAX_FEAT) {
             s = ferr(&ld, "output of %lld elements per example is implausible", (long long)L->out_numel);
             goto done;
         }

@@ -316,6 +316,12 @@ static void test_corrupt(void) {
     snprintf(want, sizeof want, "infer_load: %s: metadata \"layers\" is missing or not a non-empty JSON array", bad);
     CHECK_STR(bg_last_error(), want);
 
+    // implausible sizes are refused before anything is allocated
+    CHECK(rewrite(good, bad, NULL, NULL, "layers", "[{\"name\":\"0\",\"kind\":\"linear\",\"in\":1073741824,\"out\":16}]"));
+    CHECK(bg_infer_load(bad, &m) == BG_ERR_FORMAT && m == NULL);
+    snprintf(want, sizeof want, "infer_load: %s: layer 0: \"in\"/\"out\" missing or not in 1..16777216", bad);
+    CHECK_STR(bg_last_error(), want);
+
     // an invalid packed ternary code
     CHECK(rewrite(good, bad, "0.weight", code3, NULL, NULL));
     CHECK(bg_infer_load(bad, &m) == BG_ERR_FORMAT && m == NULL);
