@@ -228,6 +228,9 @@ bg_status bg_checkpoint_save(const char *path, const bg_checkpoint *ck) {
     }
     char pathbuf[BG_PARAM_NAME_MAX] = "";
     int nd = s == BG_OK ? find_dropouts(m, pathbuf, 0, drops, 0, CK_MAX_DROPOUT) : 0;
+    if (nd > CK_MAX_DROPOUT)
+        s = bg_set_error(BG_ERR_ARG, "checkpoint_save: the model has %d Dropout layers, at most %d are supported", nd,
+                         CK_MAX_DROPOUT);
     for (int i = 0; s == BG_OK && i < nd && i < CK_MAX_DROPOUT; i++) {
         char key[BG_PARAM_NAME_MAX + 32];
         snprintf(key, sizeof key, "dropout.%s.rng", drops[i].path);
