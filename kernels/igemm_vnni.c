@@ -10,6 +10,7 @@
  * (no shifts; the products are at most 192*128, exact). The powers of four
  * are divided out of each int32 lane at the end (exact: every term is a
  * multiple), and sum code*x - sum x gives sum w*x.
+ * Batches of >= 16 rows use weight panels in VNNI layout instead (below).
  * int8: (w + 128) as u8 times x, minus 128 sum x (mod 2^32, exact when
  * the true sum fits int32). */
 #include <immintrin.h>
@@ -19,6 +20,10 @@
 #include "kernels/kernels_internal.h"
 
 #define INLINE static inline __attribute__((always_inline))
+/* GCC 12's partial redundancy elimination copies every vpdpbusd accumulator
+ * to another register and back around each instruction in the unrolled
+ * tiles (two extra moves per product: 0.75x the speed); off for those. */
+#define NO_PRE __attribute__((optimize("no-tree-pre")))
 
 /* x rows are handled in chunks of this many, with their sums on the stack */
 enum { MCHUNK = 256 };
@@ -89,7 +94,8 @@ INLINE void ternary_tile(int32_t *acc, const int8_t *x, const uint8_t *w, int64_
 }
 
 /* A tile of up to 4 x rows (mp of them) by the weight rows [n0, n1). */
-static void ternary_unit(int32_t *acc, const int8_t *x, const uint8_t *w, int64_t m0, int64_t mp,
+NO_PRE static void ternary_unit(int32_t *acc, const int8_t *x, const uint8_t *w, int64_t m0,
+                                int64_t mp,
                          int64_t n0, int64_t n1, int64_t N, int64_t kp, const int32_t *xs) {
     int64_t n = n0;
     if (mp == 1) {
@@ -171,6 +177,90 @@ static void s8_unit(int32_t *acc, const int8_t *x, const int8_t *w, int64_t m0, 
 }
 
 // ---------------------------------------------------------------------------
+// batches (M >= PANEL_MIN_M): weight panels in VNNI layout, no horizontal sums.
+// A panel is 16 weight rows; for a K chunk, each 64-byte vector holds, for
+// the 16 rows (lanes), 4 consecutive weights' codes (bytes). Built with one
+// gather per packed dword offset: the dword at byte 4q of a packed block
+// holds codes of k = 32j + 4q .. 32j + 4q + 3 at bit 2j of each byte, so
+// (gather >> 2j) & 0x03 is the panel vector for k = 32j + 4q. Then each x
+// row's 4 weights are broadcast (one dword) and one vpdpbusd adds 16
+// outputs; acc starts at -sum(x) and ends in memory with a masked store.
+
+enum { PT = 16, KC = 1024, PM = 12, PANEL_MIN_M = 16 };
+
+INLINE void panel_rows(int32_t *acc, const int8_t *x, const __m512i *buf, int64_t m, int64_t N,
+                       int64_t n0, __mmask16 rmask, int64_t kp, int64_t k0, int64_t kc,
+                       const int32_t *xs, const int P) {
+    __m512i a[PM];
+#pragma GCC unroll 12
+    for (int p = 0; p < P; p++) {
+        /* the first chunk starts at -sum(x), the next ones where it ended */
+        if (k0 == 0) _mm512_mask_storeu_epi32(acc + (m + p) * N + n0, rmask, _mm512_set1_epi32(-xs[p]));
+        a[p] = _mm512_maskz_loadu_epi32(rmask, acc + (m + p) * N + n0);
+    }
+    const int8_t *xr = x + m * kp + k0;
+    for (int64_t t = 0; t < kc / 4; t++) {
+        const __m512i wv = _mm512_load_si512(buf + t);
+#pragma GCC unroll 12
+        for (int p = 0; p < P; p++) {
+            int32_t v;
+            memcpy(&v, xr + p * kp + 4 * t, 4);
+            a[p] = _mm512_dpbusd_epi32(a[p], wv, _mm512_set1_epi32(v));
+        }
+    }
+#pragma GCC unroll 12
+    for (int p = 0; p < P; p++) _mm512_mask_storeu_epi32(acc + (m + p) * N + n0, rmask, a[p]);
+}
+
+/* rows [m0, m1) of x (xs: their sums, xs[0] for m0) times weight rows
+ * [n0, n0 + 16) (fewer at the end of N) */
+NO_PRE static void ternary_panel(int32_t *acc, const int8_t *x, const uint8_t *w, int64_t m0,
+                                 int64_t m1,
+                          int64_t n0, int64_t N, int64_t kp, const int32_t *xs) {
+    __m512i buf[KC / 4];
+    const __m512i three = _mm512_set1_epi8(3);
+    const int64_t rb = kp / 4;
+    const int nr = N - n0 < PT ? (int)(N - n0) : PT;
+    const __mmask16 rmask = (__mmask16)((1u << nr) - 1);
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                                             12, 13, 14, 15),
+                                           _mm512_set1_epi32((int32_t)rb));
+    for (int64_t k0 = 0; k0 < kp; k0 += KC) {
+        const int64_t kc = kp - k0 < KC ? kp - k0 : KC;
+        for (int64_t blk = 0; blk < kc / 128; blk++) {
+            const uint8_t *base = w + n0 * rb + (k0 + blk * 128) / 4;
+            for (int q = 0; q < 8; q++) {
+                __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rmask, idx,
+                                                        base + 4 * q, 1);
+                buf[blk * 32 + q] = _mm512_and_si512(g, three);
+                buf[blk * 32 + 8 + q] = _mm512_and_si512(_mm512_srli_epi32(g, 2), three);
+                buf[blk * 32 + 16 + q] = _mm512_and_si512(_mm512_srli_epi32(g, 4), three);
+                buf[blk * 32 + 24 + q] = _mm512_and_si512(_mm512_srli_epi32(g, 6), three);
+            }
+        }
+        for (int64_t m = m0; m < m1; m += PM) {
+            const int64_t mp = m1 - m < PM ? m1 - m : PM;
+#define PANEL_ROWS(P) panel_rows(acc, x, buf, m, N, n0, rmask, kp, k0, kc, xs + (m - m0), P)
+            switch (mp) {
+            case 1: PANEL_ROWS(1); break;
+            case 2: PANEL_ROWS(2); break;
+            case 3: PANEL_ROWS(3); break;
+            case 4: PANEL_ROWS(4); break;
+            case 5: PANEL_ROWS(5); break;
+            case 6: PANEL_ROWS(6); break;
+            case 7: PANEL_ROWS(7); break;
+            case 8: PANEL_ROWS(8); break;
+            case 9: PANEL_ROWS(9); break;
+            case 10: PANEL_ROWS(10); break;
+            case 11: PANEL_ROWS(11); break;
+            default: PANEL_ROWS(12); break;
+            }
+#undef PANEL_ROWS
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // the partition: x rows in chunks of MCHUNK (their sums on the stack), each
 // chunk cut into units of (4 x rows) x (NT weight rows), flattened with the
 // weight tile outer so that a thread's units share weights.
@@ -188,6 +278,21 @@ static void run_units(bool ternary, int32_t *acc, const int8_t *x, const void *w
         const int64_t mc = M - c0 < MCHUNK ? M - c0 : MCHUNK;
         int32_t xs[MCHUNK];
         for (int64_t m = 0; m < mc; m++) xs[m] = row_sum(x + (c0 + m) * kp, kp);
+        if (ternary && mc >= PANEL_MIN_M) {
+            /* panels of 16 weight rows; x rows split too when panels are few */
+            const int64_t np = (N + PT - 1) / PT;
+            int64_t ms = np >= 8 ? 1 : (8 + np - 1) / np;
+            if (ms > mc / PM) ms = mc / PM > 0 ? mc / PM : 1;
+            const int64_t units = np * ms;
+#pragma omp parallel for schedule(static) if (mc * N * kp >= BG_IGEMM_PAR_MIN && units > 1)
+            for (int64_t u = 0; u < units; u++) {
+                int64_t tp = u / ms, tm = u % ms;
+                int64_t m0 = mc * tm / ms, m1 = mc * (tm + 1) / ms;
+                ternary_panel(acc + c0 * N, x + c0 * kp, (const uint8_t *)w, m0, m1, tp * PT, N,
+                              kp, xs + m0);
+            }
+            continue;
+        }
         const int64_t mt = (mc + 3) / 4, nt = (N + NT - 1) / NT, units = mt * nt;
 #pragma omp parallel for schedule(static) if (mc * N * kp >= BG_IGEMM_PAR_MIN && units > 1)
         for (int64_t u = 0; u < units; u++) {

@@ -171,7 +171,8 @@ static void test_products(void) {
     /* fixed shapes first (gemv, tiny, block edges), then random ones */
     const int64_t fixed[][3] = {{1, 1, 1},    {1, 70, 600}, {1, 64, 4096 / 8}, {1, 17, 128},
                                 {2, 3, 129},  {4, 16, 256}, {5, 33, 383},      {8, 64, 512},
-                                {130, 1, 7},  {130, 70, 600}, {3, 8, 384},     {1, 1, 640}};
+                                {130, 1, 7},  {130, 70, 600}, {3, 8, 384},     {1, 1, 640},
+                                {20, 37, 2100}, {17, 16, 1025}, {45, 50, 1300}};
     const int nfixed = (int)(sizeof fixed / sizeof fixed[0]);
     const int nrand = 40;
     for (int t = 0; t < nfixed + nrand; t++) {
