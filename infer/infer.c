@@ -31,7 +31,7 @@ static const struct { const char *name; lkind kind; } kinds[] = {
 };
 
 typedef enum amode { A_NONE = 0, A_TOKEN, A_STATIC } amode;
-typedef enum wpath { P_F32 = 0, P_TERNARY, P_S8 } wpath;
+typedef enum wpath { P_F32 = 0, P_TERNARY, P_S8, P_S8_GROUPS } wpath;
 
 typedef struct sparse_fix {   /* a weight -128 stored as -127: acc[:, n] -= x[:, k] */
     int32_t n, k;
@@ -48,10 +48,11 @@ typedef struct layer {
     int64_t N, K, kp;             /* outputs, inputs per output, padded K */
     wpath path;
     uint8_t *wt2;                 /* P_TERNARY: packed [N, kp/4] */
-    int8_t *w8;                   /* P_S8: [N, kp] */
+    int8_t *w8;                   /* P_S8: [N, kp]; P_S8_GROUPS: [ng, N, gp] */
+    int64_t G, ng, gp;            /* P_S8_GROUPS: group size, groups per row, padded group */
     float *wf;                    /* P_F32: dequantized [N, K] */
-    float *wscale;                /* int paths: per output [N] */
-    int32_t *rowsum;              /* int paths: sum_k w[n,k] (for the input zero point) */
+    float *wscale;                /* int paths: per output [N] (groups: [N, ng]) */
+    int32_t *rowsum;              /* int paths: sum_k w[n,k] (for the input zero point; groups: [N, ng]) */
     sparse_fix *fixes;
     int64_t n_fixes;
     float *bias;                  /* [N] or NULL */
@@ -75,6 +76,7 @@ struct bg_infer_model {
     // buffers, sized for max_batch at load
     float *buf[2], *tmp;
     int8_t *q;
+    int8_t *qg;        /* P_S8_GROUPS: the codes regrouped [ng, M, gp] */
     int32_t *acc, *argmax;
     float *rowscale, *rstd;
     float *tokscale;   /* per-token scales of the f32 path (rows <= max_batch * max_feat) */
@@ -165,6 +167,14 @@ static const char *get_str(json_t *o, const char *key) {
 
 // ---------------------------------------------------------------------------
 // weights
+
+/* True when some code - zero point (group of G, C groups) is -128 (the
+ * grouped path has no sparse correction; such layers run in f32). */
+static bool has_min8(const int16_t *codes, int64_t n, const int32_t *zp, int64_t G, int64_t C) {
+    for (int64_t i = 0; i < n; i++)
+        if (codes[i] - (zp ? zp[(i / G) % C] : 0) == -128) return true;
+    return false;
+}
 
 /* Decodes "<layer>.weight" (+ scale, zero point) of a Linear-like layer with
  * N rows of K and picks its path. */
@@ -266,9 +276,13 @@ static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
     // Integer path: one scale per output row (per-tensor or per-output-channel)
     // and w - z within int8; K small enough for int32 sums.
     bool per_row = (C == 1) || (lay[0] == 1 && C == N && lay[2] == K);
+    const int64_t G = lay[2];
+    // (groups padded to gp = 128k: only worth it when that at most doubles the work)
+    bool per_group = !per_row && lay[0] == 1 && G < K && K % G == 0 && C == N * (K / G) &&
+                     bg_int_padded_k(G) <= 2 * G;
     bool fits = K <= 131072;
     for (int64_t i = 0; fits && i < N * K; i++) {
-        int64_t c = C == 1 ? 0 : i / K;
+        int64_t c = (i / lay[2]) % C;
         int32_t w = codes[i] - (zp ? zp[c] : 0);
         fits = w >= -128 && w <= 127;
     }
@@ -308,6 +322,28 @@ static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
                 }
             }
         }
+    } else if (per_group && fits && !force_f32 && !has_min8(codes, N * K, zp, G, C)) {
+        // Per-group scales: one integer product per group of G inputs (rows
+        // padded to gp), each rescaled by its group's scale and summed in f32.
+        const int64_t ng = K / G, gp = bg_int_padded_k(G);
+        L->path = P_S8_GROUPS;
+        L->G = G, L->ng = ng, L->gp = gp;
+        L->wscale = zalloc(sizeof(float) * (size_t)C);
+        L->rowsum = zalloc(sizeof(int32_t) * (size_t)C);
+        L->w8 = zalloc((size_t)(ng * N * gp));
+        if (!L->wscale || !L->rowsum || !L->w8) goto oom;
+        memcpy(L->wscale, scale, sizeof(float) * (size_t)C);
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t j = 0; j < ng; j++) {
+                const int64_t c = n * ng + j;
+                int32_t sum = 0;
+                for (int64_t i = 0; i < G; i++) {
+                    int32_t w = codes[n * K + j * G + i] - (zp ? zp[c] : 0);
+                    sum += w;
+                    L->w8[(j * N + n) * gp + i] = (int8_t)w;
+                }
+                L->rowsum[c] = sum;
+            }
     } else {
         L->path = P_F32;
         if (!(L->wf = zalloc(sizeof(float) * (size_t)(N * K)))) goto oom;
@@ -495,6 +531,7 @@ void bg_infer_free(bg_infer_model *m) {
     bg_aligned_free(m->buf[1]);
     bg_aligned_free(m->tmp);
     bg_aligned_free(m->q);
+    bg_aligned_free(m->qg);
     bg_aligned_free(m->acc);
     bg_aligned_free(m->argmax);
     bg_aligned_free(m->rowscale);
@@ -572,7 +609,7 @@ bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_inf
         goto done;
     }
     m->in_features = numel_of(ndim, shape);
-    int64_t max_feat = m->in_features, max_kp = 1, max_n = 1;
+    int64_t max_feat = m->in_features, max_kp = 1, max_n = 1, max_qg = 1;
     for (int i = 0; i < m->n_layers; i++) {
         layer *L = &m->layers[i];
         json_t *lj = json_array_get(layers, (size_t)i);
@@ -597,6 +634,7 @@ bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_inf
         max_feat = L->out_numel > max_feat ? L->out_numel : max_feat;
         if (L->kind == L_LINEAR || L->kind == L_CONV) {
             max_kp = L->kp > max_kp ? L->kp : max_kp;
+            max_qg = L->ng * L->gp > max_qg ? L->ng * L->gp : max_qg;
             max_n = L->N > max_n ? L->N : max_n;
         }
     }
@@ -613,11 +651,12 @@ bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_inf
     m->tmp = zalloc(sizeof(float) * B * (size_t)max_feat);
     m->argmax = zalloc(sizeof(int32_t) * B * (size_t)max_feat);
     m->q = zalloc(B * (size_t)max_kp);
+    m->qg = zalloc(B * (size_t)max_qg);
     m->acc = zalloc(sizeof(int32_t) * B * (size_t)max_n);
     m->rowscale = zalloc(sizeof(float) * B);
     m->rstd = zalloc(sizeof(float) * B);
     m->tokscale = zalloc(sizeof(float) * B * (size_t)max_feat);
-    if (!m->buf[0] || !m->buf[1] || !m->tmp || !m->argmax || !m->q || !m->acc || !m->rowscale || !m->rstd ||
+    if (!m->buf[0] || !m->buf[1] || !m->tmp || !m->argmax || !m->q || !m->qg || !m->acc || !m->rowscale || !m->rstd ||
         !m->tokscale)
         s = nomem(&ld);
 done:
@@ -696,6 +735,31 @@ static void run_matmul(bg_infer_model *mod, const layer *L, const float *x, floa
         ik->quantize_rows(mod->q, x, M, K, kp, L->ascale, 0, L->iz, L->iq_lo, L->iq_hi);
     }
     int32_t *acc = mod->acc;
+    const int32_t zx = L->act == A_STATIC ? L->iz : 0;
+    if (L->path == P_S8_GROUPS) {
+        // y[m,n] = sx[m] * sum_j (acc_j[m,n] - zx * rowsum[n,j]) * sw[n,j] + b[n]
+        const int64_t G = L->G, ng = L->ng, gp = L->gp;
+        for (int64_t j = 0; j < ng; j++)
+            for (int64_t m = 0; m < M; m++) {
+                int8_t *d = mod->qg + (j * M + m) * gp;
+                memcpy(d, mod->q + m * kp + j * G, (size_t)G);
+                if (gp > G) memset(d + G, 0, (size_t)(gp - G));
+            }
+        for (int64_t j = 0; j < ng; j++) {
+            ik->gemm_s8(acc, mod->qg + j * M * gp, L->w8 + j * N * gp, M, N, gp);
+            for (int64_t m = 0; m < M; m++) {
+                const int32_t *a = acc + m * N;
+                float *yr = y + m * N;
+                for (int64_t n = 0; n < N; n++) {
+                    float v = (float)(a[n] - zx * L->rowsum[n * ng + j]) * L->wscale[n * ng + j];
+                    yr[n] = j ? yr[n] + v : v;
+                }
+            }
+        }
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t n = 0; n < N; n++) y[m * N + n] = y[m * N + n] * sx[m] + (L->bias ? L->bias[n] : 0.0f);
+        return;
+    }
     if (L->path == P_TERNARY) {
         ik->gemm_ternary(acc, mod->q, L->wt2, M, N, kp);
     } else if (!(mod->use_dnnl && bg_gemm_s8_dnnl(acc, mod->q, L->w8, M, N, kp, kp, kp))) {
@@ -706,7 +770,6 @@ static void run_matmul(bg_infer_model *mod, const layer *L, const float *x, floa
         for (int64_t m = 0; m < M; m++) acc[m * N + n] -= mod->q[m * kp + k];
     }
     // y = (acc - zx * rowsum(w)) * sx * sw + b: one rescale per output
-    const int32_t zx = L->act == A_STATIC ? L->iz : 0;
     for (int64_t m = 0; m < M; m++) {
         const float s = sx[m];
         const int32_t *a = acc + m * N;
@@ -781,7 +844,7 @@ const char *bg_infer_layer_path(const bg_infer_model *m, int i) {
     if (!m || i < 0 || i >= m->n_layers) return NULL;
     const layer *L = &m->layers[i];
     if (L->kind != L_LINEAR && L->kind != L_CONV) return "f32";
-    return L->path == P_TERNARY ? "int ternary" : L->path == P_S8 ? "int s8" : "f32";
+    return L->path == P_TERNARY ? "int ternary" : L->path == P_S8 ? "int s8" : L->path == P_S8_GROUPS ? "int s8 groups" : "f32";
 }
 
 void bg_infer_print(const bg_infer_model *m, FILE *f) {

@@ -20,13 +20,20 @@
  *   code -128 is carried as -127 plus an exact sparse correction, since
  *   gemm_s8 wants |w| <= 127), and each output is rescaled once:
  *       y[m,n] = (acc[m,n] - zx * rowsum(w[n])) * sx[m] * sw[n] + b[n].
+ * - "int s8 groups": the same with per-group weight scales (groups of G
+ *   consecutive inputs, G >= 64 or any G whose padding to a multiple of 128
+ *   at most doubles the work): no single rescale per output exists, so each
+ *   group is one integer product (codes regrouped [groups, M, padded G]),
+ *   rescaled by its group's scale and summed in f32:
+ *       y[m,n] = sx[m] * sum_j (acc_j[m,n] - zx * rowsum_j(w[n])) * sw[n,j] + b[n].
  * - "f32": everything else that is quantized, computed in f32 from the
  *   dequantized weights (w = (code - z) * s) and fake-quantized inputs (the
- *   training kernels' arithmetic): per-group weight scales (no single
- *   rescale per output exists), per-channel activation scales, weights on
- *   another channel axis, weight codes outside -128..127 after the zero
- *   point, and every QConv2d / Conv2d (bg_conv2d_forward). Float layers run
- *   as they are (bg_sgemm, bg_conv2d_forward, the pooling kernels).
+ *   training kernels' arithmetic): small weight groups, per-channel
+ *   activation scales, weights on another channel axis, weight codes
+ *   outside -128..127 after the zero point (-128 in a grouped layer), and
+ *   every QConv2d / Conv2d (bg_conv2d_forward, no im2col on integers yet).
+ *   Float layers run as they are (bg_sgemm, bg_conv2d_forward, the pooling
+ *   kernels).
  *
  * Memory: every buffer is allocated at load for max_batch examples; a run
  * of more examples is processed in chunks, so bg_infer_run never allocates.
@@ -72,7 +79,7 @@ int64_t bg_infer_input_features(const bg_infer_model *m);
 int64_t bg_infer_output_size(const bg_infer_model *m);
 /* Runtime layers (Sequential flattened), and how layer i runs: its name
  * ("0", "2.1"), kind ("linear", "conv2d", "relu", ...) and path ("int
- * ternary", "int s8", "f32"); NULL when i is out of range. */
+ * ternary", "int s8", "int s8 groups", "f32"); NULL when i is out of range. */
 int bg_infer_num_layers(const bg_infer_model *m);
 const char *bg_infer_layer_name(const bg_infer_model *m, int i);
 const char *bg_infer_layer_kind(const bg_infer_model *m, int i);

@@ -196,7 +196,7 @@ static void test_cnn(const float *X, int64_t n) {
     if (s == BG_OK && bg_infer_load(path, &rt) == BG_OK) {
         bg_infer_print(rt, stdout);
         CHECK_STR(bg_infer_layer_kind(rt, 0), "conv2d");
-        CHECK_STR(bg_infer_layer_path(rt, 7), "f32");          // per-group int4 weights
+        CHECK_STR(bg_infer_layer_path(rt, 7), "f32");          // per-group int4 weights, G = 4
         CHECK_STR(bg_infer_layer_path(rt, 8), "int ternary");  // BitLinear
         CHECK(bg_infer_num_layers(rt) == 9);
         bg_ctx *c2 = bg_ctx_new(0);
@@ -227,6 +227,60 @@ static void test_cnn(const float *X, int64_t n) {
     }
     bg_infer_free(rt);
     unlink(path);
+    free(got);
+    bg_module_free(net);
+}
+
+// ---------------------------------------------------------------------------
+// per-group int4 weights (G = 112: 7 groups of 784) on the grouped integer path
+
+static void test_groups(const float *X, int64_t n) {
+    bg_rng rng;
+    bg_rng_seed(&rng, 4);
+    bg_quant_spec w4, a8;
+    bg_quant_spec_parse("int4:per_group=112:lsq", &w4);
+    bg_quant_spec_parse("int8", &a8);
+    bg_module *net = bg_sequential_new(3, (bg_module *[]){bg_qlinear_new(784, 64, true, &w4, &a8, &rng), bg_relu_new(),
+                                                          bg_bitlinear_new(64, 10, &rng)});
+    CHECK_MSG(net != NULL, "groups: %s", bg_last_error());
+    if (!net) return;
+    bg_ctx *ctx = bg_ctx_new(0);
+    bg_set_grad_enabled(ctx, false);
+    bg_tensor *xt = bg_from_data(ctx, BG_DTYPE_F32, BG_SHAPE(500, 784), X);
+    CHECK(xt && bg_module_forward(ctx, net, xt) != NULL);   // observers and LSQ steps see data
+    bg_ctx_free(ctx);
+    bg_model_set_quant_mode(net, BG_QUANT_MODE_EVAL);
+    bg_model_set_int_forward(net, false);
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/bg_test_infer_%d_groups.bgx", (int)getpid());
+    bg_infer_model *rt = NULL;
+    float *ref = malloc(sizeof(float) * (size_t)n * 10), *got = malloc(sizeof(float) * (size_t)n * 10);
+    if (bg_export(net, path, NULL) == BG_OK && bg_infer_load(path, &rt) == BG_OK) {
+        CHECK_STR(bg_infer_layer_path(rt, 0), "int s8 groups");
+        if (model_logits(net, X, n, 784, ref, 10) && bg_infer_run(rt, X, n, got) == BG_OK) {
+            double maxdiff = 0, maxlogit = 0;
+            int64_t same = 0;
+            for (int64_t i = 0; i < n; i++) {
+                same += argmax(ref + i * 10, 10) == argmax(got + i * 10, 10);
+                for (int j = 0; j < 10; j++) {
+                    double d = fabs((double)ref[i * 10 + j] - got[i * 10 + j]);
+                    maxdiff = d > maxdiff ? d : maxdiff;
+                    maxlogit = fabs(ref[i * 10 + j]) > maxlogit ? fabs(ref[i * 10 + j]) : maxlogit;
+                }
+            }
+            printf("groups: %lld images, same class %lld, max |logit diff| %.3g (max |logit| %.3g)\n", (long long)n,
+                   (long long)same, maxdiff, maxlogit);
+            CHECK_MSG(maxdiff <= LOGIT_TOL_REL * maxlogit, "groups: max logit diff %g", maxdiff);
+            CHECK_MSG(same * 100 >= n * 99, "groups: same class on %lld of %lld", (long long)same, (long long)n);
+        } else {
+            CHECK_MSG(false, "groups: run: %s", bg_last_error());
+        }
+    } else {
+        CHECK_MSG(false, "groups: %s", bg_last_error());
+    }
+    bg_infer_free(rt);
+    unlink(path);
+    free(ref);
     free(got);
     bg_module_free(net);
 }
@@ -358,6 +412,7 @@ int main(void) {
 
     test_corrupt();
     test_cnn(X, 500);
+    test_groups(X, 2000);
 
     bg_rng rng;
     bg_rng_seed(&rng, 42);
