@@ -426,6 +426,12 @@ bg_status bg_export_onnx(const bg_module *model, const char *path, int ndim, con
 //         bg_trainlog_free(log);
 //     }
 //
+// "step" is the number of optimizer steps done when the record was written;
+// a phase record at S governs steps S, S+1, ... (0-based), so a measurement
+// at step S (taken after S steps, before the change) still belongs to the
+// phase before a change at S: the figures treat phase k as steps
+// (start_k, start_k+1] for metrics and hists ("end of phase" = the last
+// record in it) and shade [start_k, start_k+1) on the step axis.
 // One log has one step axis: a run that trains a teacher and then a student
 // numbers the student's steps after the teacher's, or logs only the student
 // with the teacher's accuracy as a "ref". Names (layer, label, spec) are at

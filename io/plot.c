@@ -410,21 +410,40 @@ static int cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* The spec layer runs under at step: when some phase record names the layer,
- * the last of those at or before step (a layer's own schedule overrides "*",
- * as a schedule rule with a pattern does); else the last "*" one; "" when none. */
-static const char *spec_at(const bg_trainlog *log, const char *layer, int64_t step) {
-    const char *own = NULL, *any = NULL;
-    int64_t own_step = INT64_MIN, any_step = INT64_MIN;
+/* The last spec of layer's phase records (see spec_at) that starts before
+ * step, or at step when none does; NULL when there is none. */
+static const char *layer_spec(const bg_trainlog *log, const char *layer, int64_t step, bool strict) {
+    const char *spec = NULL;
+    int64_t at = INT64_MIN;
     for (int64_t i = 0; i < log->n_phases; i++) {
         const bg_trainlog_phase_rec *p = &log->phases[i];
-        if (p->step > step) continue;
-        if (!strcmp(p->layer, layer) && p->step >= own_step) own = p->spec, own_step = p->step;
-        if (!strcmp(p->layer, "*") && p->step >= any_step) any = p->spec, any_step = p->step;
+        if ((strict ? p->step >= step : p->step > step) || strcmp(p->layer, layer)) continue;
+        if (p->step >= at) spec = p->spec, at = p->step;
     }
-    for (int64_t i = 0; i < log->n_phases; i++)
-        if (!strcmp(log->phases[i].layer, layer)) return own ? own : "";
-    return any ? any : "";
+    return spec;
+}
+
+/* The spec a record taken at step (after `step` optimizer steps) was measured
+ * under: a phase record at S governs steps S, S+1, ... (0-based), so the
+ * last phase starting before step (a record at step S still belongs to the
+ * phase before a change at S), or one starting at step when none does (the
+ * first phase). The layer's own records when there are any (a layer's own
+ * schedule overrides "*", as a schedule rule with a pattern does), else the
+ * "*" ones; "" when none. */
+static const char *spec_at(const bg_trainlog *log, const char *layer, int64_t step) {
+    bool own = false;
+    for (int64_t i = 0; i < log->n_phases && !own; i++) own = !strcmp(log->phases[i].layer, layer);
+    const char *name = own ? layer : "*";
+    const char *spec = layer_spec(log, name, step, true);
+    if (!spec) spec = layer_spec(log, name, step, false);
+    return spec ? spec : "";
+}
+
+/* The spec that runs step index `step` itself (the last phase starting at or
+ * before it): what a phase band starting at step shows. */
+static const char *spec_running(const bg_trainlog *log, const char *layer, int64_t step) {
+    const char *spec = layer_spec(log, layer, step, false);
+    return spec ? spec : "";
 }
 
 /* Appends spec to a "/"-joined name unless it is already there. */
@@ -455,7 +474,7 @@ static int phase_intervals(const bg_trainlog *log, interval *iv) {
             const char *layer = log->phases[i].layer;
             bool first = true;   // each layer once, in order of first appearance
             for (int64_t j = 0; j < i && first; j++) first = strcmp(log->phases[j].layer, layer) != 0;
-            if (first) add_spec_name(cur.name, sizeof cur.name, spec_at(log, layer, starts[k]));
+            if (first) add_spec_name(cur.name, sizeof cur.name, spec_running(log, layer, starts[k]));
         }
         if (n > 0 && !strcmp(iv[n - 1].name, cur.name)) continue;
         iv[n++] = cur;
@@ -969,7 +988,7 @@ bg_status bg_plot_sqnr(const bg_trainlog *log, const char *path) {
     for (int64_t i = 0; i < log->n_metrics; i++) {
         const bg_trainlog_metrics_rec *r = &log->metrics[i];
         int k = 0;
-        while (k + 1 < n_iv && r->step >= iv[k + 1].start) k++;
+        while (k + 1 < n_iv && r->step > iv[k + 1].start) k++;   // (start_k, start_k+1]: see spec_at
         for (int l = 0; l < n_layers; l++)
             if (!strcmp(names[l], r->layer)) {
                 if (last[l][k] < 0 || log->metrics[last[l][k]].step <= r->step) last[l][k] = i;

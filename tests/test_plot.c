@@ -50,7 +50,7 @@ static bool write_fixed_log(const char *path) {
         ok = bg_trainlog_step(w, step, step / 100, loss, 0.001) == BG_OK;
         if (step % 50 == 0 && step > 0) {
             ok = ok && bg_trainlog_eval(w, step, "student", 0.6 + 0.25 * (1 - exp(-step / 100.0))) == BG_OK;
-            int bits = step < 100 ? 8 : step < 200 ? 4 : 2;
+            int bits = step <= 100 ? 8 : step <= 200 ? 4 : 2;   // step = steps done (io.h)
             double wq = bits == 8 ? 40 : bits == 4 ? 20 : 8;
             ok = ok && bg_trainlog_metrics(w, step, "fc1", wq + step / 100.0, 35, bits == 2 ? 0.3 + step / 3000.0 : NAN,
                                            bits == 2 ? 0.02 - step / 30000.0 : NAN) == BG_OK;
