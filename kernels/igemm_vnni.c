@@ -95,8 +95,8 @@ INLINE void ternary_tile(int32_t *acc, const int8_t *x, const uint8_t *w, int64_
 
 /* A tile of up to 4 x rows (mp of them) by the weight rows [n0, n1). */
 NO_PRE static void ternary_unit(int32_t *acc, const int8_t *x, const uint8_t *w, int64_t m0,
-                                int64_t mp,
-                         int64_t n0, int64_t n1, int64_t N, int64_t kp, const int32_t *xs) {
+                                int64_t mp, int64_t n0, int64_t n1, int64_t N, int64_t kp,
+                                const int32_t *xs) {
     int64_t n = n0;
     if (mp == 1) {
         for (; n + 8 <= n1; n += 8) ternary_tile(acc, x, w, m0, n, N, kp, xs, 1, 8);
@@ -177,7 +177,7 @@ static void s8_unit(int32_t *acc, const int8_t *x, const int8_t *w, int64_t m0, 
 }
 
 // ---------------------------------------------------------------------------
-// batches (M >= PANEL_MIN_M): weight panels in VNNI layout, no horizontal sums.
+// batches (M >= PANEL_MIN_M_*): weight panels in VNNI layout, no horizontal sums.
 // A panel is 16 weight rows; for a K chunk, each 64-byte vector holds, for
 // the 16 rows (lanes), 4 consecutive weights' codes (bytes). Built with one
 // gather per packed dword offset: the dword at byte 4q of a packed block
@@ -186,16 +186,20 @@ static void s8_unit(int32_t *acc, const int8_t *x, const int8_t *w, int64_t m0, 
 // row's 4 weights are broadcast (one dword) and one vpdpbusd adds 16
 // outputs; acc starts at -sum(x) and ends in memory with a masked store.
 
-enum { PT = 16, KC = 1024, PM = 12, PANEL_MIN_M = 16 };
+enum { PT = 16, KC = 1024, PM = 12 };
+/* from this many x rows on (fewer do not repay the gathers) */
+enum { PANEL_MIN_M_TERNARY = 16, PANEL_MIN_M_S8 = 32 };
 
 INLINE void panel_rows(int32_t *acc, const int8_t *x, const __m512i *buf, int64_t m, int64_t N,
                        int64_t n0, __mmask16 rmask, int64_t kp, int64_t k0, int64_t kc,
-                       const int32_t *xs, const int P) {
+                       const int32_t *corr, const int P) {
     __m512i a[PM];
 #pragma GCC unroll 12
     for (int p = 0; p < P; p++) {
         /* the first chunk starts at -sum(x), the next ones where it ended */
-        if (k0 == 0) _mm512_mask_storeu_epi32(acc + (m + p) * N + n0, rmask, _mm512_set1_epi32(-xs[p]));
+        if (k0 == 0)
+            _mm512_mask_storeu_epi32(acc + (m + p) * N + n0, rmask,
+                                     _mm512_set1_epi32(wrap_sub(0, corr[p])));
         a[p] = _mm512_maskz_loadu_epi32(rmask, acc + (m + p) * N + n0);
     }
     const int8_t *xr = x + m * kp + k0;
@@ -214,33 +218,42 @@ INLINE void panel_rows(int32_t *acc, const int8_t *x, const __m512i *buf, int64_
 
 /* rows [m0, m1) of x (xs: their sums, xs[0] for m0) times weight rows
  * [n0, n0 + 16) (fewer at the end of N) */
-NO_PRE static void ternary_panel(int32_t *acc, const int8_t *x, const uint8_t *w, int64_t m0,
-                                 int64_t m1,
-                          int64_t n0, int64_t N, int64_t kp, const int32_t *xs) {
+/* rows [m0, m1) of x (corr: what each acc row starts at, negated; [0] for
+ * m0) times weight rows [n0, n0 + 16) (fewer at the end of N), ternary
+ * (packed) or int8 weights. int8 panels hold w + 128 as u8 (corr = 128 sum x). */
+NO_PRE static void panel(bool ternary, int32_t *acc, const int8_t *x, const void *w, int64_t m0,
+                         int64_t m1, int64_t n0, int64_t N, int64_t kp, const int32_t *corr) {
     __m512i buf[KC / 4];
-    const __m512i three = _mm512_set1_epi8(3);
-    const int64_t rb = kp / 4;
+    const __m512i three = _mm512_set1_epi8(3), flip = _mm512_set1_epi8((char)0x80);
+    const int64_t rb = ternary ? kp / 4 : kp;   /* bytes per weight row */
     const int nr = N - n0 < PT ? (int)(N - n0) : PT;
     const __mmask16 rmask = (__mmask16)((1u << nr) - 1);
     const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
                                                              12, 13, 14, 15),
                                            _mm512_set1_epi32((int32_t)rb));
+    const uint8_t *wb = (const uint8_t *)w + n0 * rb;
     for (int64_t k0 = 0; k0 < kp; k0 += KC) {
         const int64_t kc = kp - k0 < KC ? kp - k0 : KC;
-        for (int64_t blk = 0; blk < kc / 128; blk++) {
-            const uint8_t *base = w + n0 * rb + (k0 + blk * 128) / 4;
-            for (int q = 0; q < 8; q++) {
-                __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rmask, idx,
-                                                        base + 4 * q, 1);
-                buf[blk * 32 + q] = _mm512_and_si512(g, three);
-                buf[blk * 32 + 8 + q] = _mm512_and_si512(_mm512_srli_epi32(g, 2), three);
-                buf[blk * 32 + 16 + q] = _mm512_and_si512(_mm512_srli_epi32(g, 4), three);
-                buf[blk * 32 + 24 + q] = _mm512_and_si512(_mm512_srli_epi32(g, 6), three);
+        if (ternary) {
+            for (int64_t blk = 0; blk < kc / 128; blk++) {
+                const uint8_t *base = wb + (k0 + blk * 128) / 4;
+                for (int q = 0; q < 8; q++) {
+                    __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rmask, idx,
+                                                            base + 4 * q, 1);
+                    buf[blk * 32 + q] = _mm512_and_si512(g, three);
+                    buf[blk * 32 + 8 + q] = _mm512_and_si512(_mm512_srli_epi32(g, 2), three);
+                    buf[blk * 32 + 16 + q] = _mm512_and_si512(_mm512_srli_epi32(g, 4), three);
+                    buf[blk * 32 + 24 + q] = _mm512_and_si512(_mm512_srli_epi32(g, 6), three);
+                }
             }
+        } else {
+            for (int64_t t = 0; t < kc / 4; t++)
+                buf[t] = _mm512_xor_si512(
+                    _mm512_mask_i32gather_epi32(flip, rmask, idx, wb + k0 + 4 * t, 1), flip);
         }
         for (int64_t m = m0; m < m1; m += PM) {
             const int64_t mp = m1 - m < PM ? m1 - m : PM;
-#define PANEL_ROWS(P) panel_rows(acc, x, buf, m, N, n0, rmask, kp, k0, kc, xs + (m - m0), P)
+#define PANEL_ROWS(P) panel_rows(acc, x, buf, m, N, n0, rmask, kp, k0, kc, corr + (m - m0), P)
             switch (mp) {
             case 1: PANEL_ROWS(1); break;
             case 2: PANEL_ROWS(2); break;
@@ -278,8 +291,10 @@ static void run_units(bool ternary, int32_t *acc, const int8_t *x, const void *w
         const int64_t mc = M - c0 < MCHUNK ? M - c0 : MCHUNK;
         int32_t xs[MCHUNK];
         for (int64_t m = 0; m < mc; m++) xs[m] = row_sum(x + (c0 + m) * kp, kp);
-        if (ternary && mc >= PANEL_MIN_M) {
+        if (mc >= (ternary ? PANEL_MIN_M_TERNARY : PANEL_MIN_M_S8)) {
             /* panels of 16 weight rows; x rows split too when panels are few */
+            if (!ternary)
+                for (int64_t m = 0; m < mc; m++) xs[m] = (int32_t)((uint32_t)xs[m] << 7);
             const int64_t np = (N + PT - 1) / PT;
             int64_t ms = np >= 8 ? 1 : (8 + np - 1) / np;
             if (ms > mc / PM) ms = mc / PM > 0 ? mc / PM : 1;
@@ -288,8 +303,7 @@ static void run_units(bool ternary, int32_t *acc, const int8_t *x, const void *w
             for (int64_t u = 0; u < units; u++) {
                 int64_t tp = u / ms, tm = u % ms;
                 int64_t m0 = mc * tm / ms, m1 = mc * (tm + 1) / ms;
-                ternary_panel(acc + c0 * N, x + c0 * kp, (const uint8_t *)w, m0, m1, tp * PT, N,
-                              kp, xs + m0);
+                panel(ternary, acc + c0 * N, x + c0 * kp, w, m0, m1, tp * PT, N, kp, xs + m0);
             }
             continue;
         }
