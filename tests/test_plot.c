@@ -363,6 +363,31 @@ static void test_bad_logs(void) {
     CHECK(bg_trainlog_open(path, &w) == BG_ERR_IO && w == NULL);
 }
 
+/* A metrics record at the step of a phase change belongs to the phase before
+ * it (steps done): int8 gets the 30 dB record at step 10, ternary the 5 dB one
+ * at 20, so both the blue (int8) and the red (ternary) bars are there. */
+static void test_phase_boundary(void) {
+    const char *text = "{\"type\":\"phase\",\"step\":0,\"layer\":\"*\",\"spec\":\"int8\"}\n"
+                       "{\"type\":\"metrics\",\"step\":10,\"layer\":\"a\",\"w_sqnr\":30,\"a_sqnr\":30}\n"
+                       "{\"type\":\"phase\",\"step\":10,\"layer\":\"*\",\"spec\":\"ternary\"}\n"
+                       "{\"type\":\"metrics\",\"step\":20,\"layer\":\"a\",\"w_sqnr\":5,\"a_sqnr\":30}\n";
+    bg_trainlog *log = NULL;
+    CHECK(bg_trainlog_parse(text, strlen(text), "boundary", &log) == BG_OK);
+    if (!log) return;
+    char path[600];
+    path_in(path, sizeof path, "boundary_sqnr.png");
+    CHECK_MSG(bg_plot_sqnr(log, path) == BG_OK, "%s", bg_last_error());
+    int w = 0, h = 0;
+    uint8_t *px = read_png(path, &w, &h);
+    CHECK(px && w == 1000 && h == 720);
+    if (px && w == 1000 && h == 720) {
+        int64_t blue = count_color(px, w, 110, 80, 740, 310, 0x1f77b4), red = count_color(px, w, 110, 80, 740, 310, 0xd62728);
+        CHECK_MSG(blue > 4 * red && red > 1000, "int8 bar %lld pixels, ternary bar %lld", (long long)blue, (long long)red);
+    }
+    free(px);
+    bg_trainlog_free(log);
+}
+
 /* Appending (a resumed run) after a crash that tore the last line. */
 static void test_append(void) {
     char path[600];
@@ -539,6 +564,7 @@ int main(void) {
     test_flush();
     test_negative_sqnr();
     test_append();
+    test_phase_boundary();
     test_model_records();
     if (!(keep && *keep)) rm_tree(dir);
     return bg_test_finish();
