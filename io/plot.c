@@ -929,8 +929,9 @@ bg_status bg_plot_ternary(const bg_trainlog *log, const char *path) {
         }
         if (ylo > 0 && ylo < 0.6 * yhi) ylo = 0;
         if (!(ylo <= yhi)) ylo = 0, yhi = 1;
+        if (ylo == 0 && yhi == 0) yhi = 1;   // all zero: 0..1 %
         double ystep = nice_range(&ylo, &yhi, 5, 0.05);
-        if (ylo < 0 && ylo >= -ystep) ylo = 0;
+        if (ylo < 0) ylo = 0;   // fractions: never below 0 (0 is a multiple of the step)
         p[k] = (panel){.x0 = 110, .y0 = k ? 400 : 80, .x1 = 970, .y1 = k ? 650 : 330, .xlo = xlo, .xhi = xhi,
                        .ylo = ylo, .yhi = yhi, .xstep = xstep, .ystep = ystep};
         draw_phase_bands(c, &p[k], iv, n_iv);
