@@ -38,6 +38,14 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Process CPU time: what a step costs without the time the scheduler gave
+ * other jobs (this machine is shared; at 1 thread it is the step's own work). */
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -139,7 +147,9 @@ int main(int argc, char **argv) {
     uint8_t *mask = NULL;
     double *t_fp = malloc((size_t)steps * sizeof *t_fp), *t_bit = malloc((size_t)steps * sizeof *t_bit);
     double *t_bitf = malloc((size_t)steps * sizeof *t_bitf);
-    if (!t_fp || !t_bit || !t_bitf) goto done;
+    double *c_fp = malloc((size_t)steps * sizeof *c_fp), *c_bit = malloc((size_t)steps * sizeof *c_bit);
+    double *c_bitf = malloc((size_t)steps * sizeof *c_bitf);
+    if (!t_fp || !t_bit || !t_bitf || !c_fp || !c_bit || !c_bitf) goto done;
     if (bg_fmnist_load(data, BG_FMNIST_TRAIN, &train) != BG_OK || !net_init(&fp, "fp32", train, false, true) ||
         !net_init(&bit, "bitlinear", train, true, true) || !net_init(&bitf, "bitlinear-f32", train, true, false)) {
         fprintf(stderr, "qat_step: %s\n", bg_last_error());
@@ -167,22 +177,26 @@ int main(int argc, char **argv) {
     const int block = 10;
     for (int s = 0; s < steps; s += block) {
         for (int i = s; i < s + block && i < steps; i++) {
-            double t0 = now_seconds();
+            double t0 = now_seconds(), u0 = cpu_seconds();
             if (!bench_train_step(&fp)) goto done;
             t_fp[i] = 1e3 * (now_seconds() - t0);
+            c_fp[i] = 1e3 * (cpu_seconds() - u0);
         }
         for (int i = s; i < s + block && i < steps; i++) {
-            double t0 = now_seconds();
+            double t0 = now_seconds(), u0 = cpu_seconds();
             if (!bench_train_step(&bit)) goto done;
             t_bit[i] = 1e3 * (now_seconds() - t0);
+            c_bit[i] = 1e3 * (cpu_seconds() - u0);
         }
         for (int i = s; i < s + block && i < steps; i++) {
-            double t0 = now_seconds();
+            double t0 = now_seconds(), u0 = cpu_seconds();
             if (!bench_train_step(&bitf)) goto done;
             t_bitf[i] = 1e3 * (now_seconds() - t0);
+            c_bitf[i] = 1e3 * (cpu_seconds() - u0);
         }
     }
     double ms_fp = median(t_fp, steps), ms_bit = median(t_bit, steps), ms_bitf = median(t_bitf, steps);
+    double cpu_fp = median(c_fp, steps), cpu_bit = median(c_bit, steps), cpu_bitf = median(c_bitf, steps);
     printf("qat_step: MLP 784-512-512-10, batch %d, Adam, %d thread(s); medians over %d steps after %d warm-up\n",
            BATCH, bg_get_num_threads(), steps, warmup);
     printf("  fp32 step                                  %8.3f ms\n", ms_fp);
@@ -191,6 +205,9 @@ int main(int argc, char **argv) {
     printf("  ratio BitLinear / fp32                     %8.3f   (target <= 1.15: %s)\n", ms_bit / ms_fp,
            ms_bit / ms_fp <= 1.15 ? "met" : "NOT met");
     printf("  ratio BitLinear f32 forward / fp32         %8.3f\n", ms_bitf / ms_fp);
+    printf("  process CPU time per step (medians): fp32 %.3f ms, BitLinear %.3f ms, f32 forward %.3f ms;\n"
+           "    ratios %.3f (integer forward) and %.3f (f32 forward)\n",
+           cpu_fp, cpu_bit, cpu_bitf, cpu_bit / cpu_fp, cpu_bitf / cpu_fp);
 
     // 2. the fake-quant kernel
     const bg_quant_kernels *k = bg_quant_kernels_get();
@@ -246,6 +263,9 @@ done:
     free(t_fp);
     free(t_bit);
     free(t_bitf);
+    free(c_fp);
+    free(c_bit);
+    free(c_bitf);
     net_free(&fp);
     net_free(&bit);
     net_free(&bitf);
