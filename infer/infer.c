@@ -852,10 +852,12 @@ void bg_infer_print(const bg_infer_model *m, FILE *f) {
     for (int i = 0; i < m->n_layers; i++) {
         const layer *L = &m->layers[i];
         char a[64], b[64];
-        fprintf(f, "  %-6s %-10s %-14s -> %-14s %s%s%s\n", L->name, L->kind_name,
+        fprintf(f, "  %-6s %-10s %-14s -> %-14s %s%s%s", L->name, L->kind_name,
                 shape_text(L->in_ndim, L->in_shape, a, sizeof a), shape_text(L->out_ndim, L->out_shape, b, sizeof b),
                 bg_infer_layer_path(m, i),
                 L->act == A_TOKEN ? ", per-token int8 input" : L->act == A_STATIC ? ", static input quant" : "",
                 L->norm ? ", rmsnorm" : "");
+        if (L->n_fixes) fprintf(f, ", %lld weights -128 (sparse fix)", (long long)L->n_fixes);
+        fputc('\n', f);
     }
 }

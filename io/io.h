@@ -314,7 +314,8 @@ typedef struct bg_export_opts {
  * on any error nothing is written and bg_last_error() names the layer, e.g.
  * "export: layer 1: unsupported kind \"Embedding\" (the runtime runs Linear,
  * Conv2d, their quantized forms, activations, Flatten, pools)".
- * opts may be NULL. */
+ * opts may be NULL. Side effect: computing the weight codes advances the
+ * weight quantizers' call counters (as one forward would); no range changes. */
 bg_status bg_export(const bg_module *model, const char *path, const bg_export_opts *opts);
 
 /* The 4-bit packing of the export ("i4" / "u4"): row r of k codes becomes

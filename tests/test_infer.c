@@ -286,6 +286,51 @@ static void test_groups(const float *X, int64_t n) {
 }
 
 // ---------------------------------------------------------------------------
+// one int8 layer: weight codes -128 (sparse fix), integer vs f32 path
+
+static void test_s8_fix(const float *X) {
+    bg_rng rng;
+    bg_rng_seed(&rng, 9);
+    bg_quant_spec w8, a8;
+    bg_quant_spec_parse("int8:per_channel", &w8);
+    bg_quant_spec_parse("int8:affine", &a8);   // u8 codes: the shifted-zero-point path
+    bg_module *net = bg_sequential_new(1, (bg_module *[]){bg_qlinear_new(784, 32, true, &w8, &a8, &rng)});
+    bg_ctx *ctx = bg_ctx_new(0);
+    bg_set_grad_enabled(ctx, false);
+    bg_tensor *xt = bg_from_data(ctx, BG_DTYPE_F32, BG_SHAPE(300, 784), X);
+    CHECK(net && xt && bg_module_forward(ctx, net, xt) != NULL);
+    bg_ctx_free(ctx);
+    bg_model_set_quant_mode(net, BG_QUANT_MODE_EVAL);
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/bg_test_infer_%d_s8.bgx", (int)getpid());
+    bg_infer_model *a = NULL, *b = NULL;
+    bg_safetensors *st = NULL;
+    float *ya = malloc(sizeof(float) * 300 * 32), *yb = malloc(sizeof(float) * 300 * 32);
+    if (bg_export(net, path, NULL) == BG_OK && bg_infer_load(path, &a) == BG_OK &&
+        bg_infer_load_opts(path, &(bg_infer_opts){.force_f32 = true}, &b) == BG_OK &&
+        bg_safetensors_open(path, &st) == BG_OK) {
+        bg_tensor w;
+        int64_t n128 = 0;
+        if (bg_safetensors_get(st, "0.weight", &w) == BG_OK && w.dtype == BG_DTYPE_I8)
+            for (int64_t i = 0; i < bg_numel(&w); i++) n128 += ((const int8_t *)w.data)[i] == -128;
+        printf("s8: %lld weight codes -128\n", (long long)n128);
+        CHECK(n128 > 0);
+        CHECK_STR(bg_infer_layer_path(a, 0), "int s8");
+        CHECK(bg_infer_run(a, X, 300, ya) == BG_OK && bg_infer_run(b, X, 300, yb) == BG_OK);
+        CHECK_ARRAYS("int s8 vs f32 path", ya, yb, 300 * 32, 1e-4, 1e-5);
+    } else {
+        CHECK_MSG(false, "s8: %s", bg_last_error());
+    }
+    bg_safetensors_free(st);
+    bg_infer_free(a);
+    bg_infer_free(b);
+    free(ya);
+    free(yb);
+    unlink(path);
+    bg_module_free(net);
+}
+
+// ---------------------------------------------------------------------------
 // corrupt exports
 
 /* Copies the export at src to dst through the safetensors writer, with
@@ -413,6 +458,7 @@ int main(void) {
     test_corrupt();
     test_cnn(X, 500);
     test_groups(X, 2000);
+    test_s8_fix(X);
 
     bg_rng rng;
     bg_rng_seed(&rng, 42);
