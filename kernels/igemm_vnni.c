@@ -23,7 +23,11 @@
 /* GCC 12's partial redundancy elimination copies every vpdpbusd accumulator
  * to another register and back around each instruction in the unrolled
  * tiles (two extra moves per product: 0.75x the speed); off for those. */
+#if defined(__clang__)
+#define NO_PRE
+#else
 #define NO_PRE __attribute__((optimize("no-tree-pre")))
+#endif
 
 /* x rows are handled in chunks of this many, with their sums on the stack */
 enum { MCHUNK = 256 };
