@@ -20,14 +20,14 @@
 
 typedef enum lkind {
     L_LINEAR, L_CONV, L_RELU, L_LEAKY, L_GELU, L_GELU_TANH, L_SILU, L_TANH, L_SIGMOID,
-    L_FLATTEN, L_IDENTITY, L_MAXPOOL, L_AVGPOOL,
+    L_FLATTEN, L_IDENTITY, L_MAXPOOL, L_AVGPOOL, L_LAYERNORM, L_RMSNORM,
 } lkind;
 
 static const struct { const char *name; lkind kind; } kinds[] = {
     {"linear", L_LINEAR},   {"conv2d", L_CONV},        {"relu", L_RELU},         {"leaky_relu", L_LEAKY},
     {"gelu", L_GELU},       {"gelu_tanh", L_GELU_TANH}, {"silu", L_SILU},         {"tanh", L_TANH},
     {"sigmoid", L_SIGMOID}, {"flatten", L_FLATTEN},    {"identity", L_IDENTITY}, {"max_pool2d", L_MAXPOOL},
-    {"avg_pool2d", L_AVGPOOL},
+    {"avg_pool2d", L_AVGPOOL}, {"layernorm", L_LAYERNORM}, {"rmsnorm", L_RMSNORM},
 };
 
 typedef enum amode { A_NONE = 0, A_TOKEN, A_STATIC } amode;
@@ -487,6 +487,33 @@ static bg_status load_layer(loader *ld, layer *L, json_t *lj, bool force_f32) {
         L->out_ndim = 1;
         L->out_shape[0] = L->in_numel;
         return BG_OK;
+    case L_LAYERNORM:
+    case L_RMSNORM: {
+        int64_t dim;
+        json_t *eps = json_object_get(lj, "eps");
+        if (!get_int(lj, "dim", 1, MAX_DIM, &dim) || !json_is_number(eps) || !(json_number_value(eps) >= 0))
+            return ferr(ld, "%s needs \"dim\" and \"eps\" >= 0", k);
+        if (L->in_shape[L->in_ndim - 1] != dim) {
+            char a[64];
+            return ferr(ld, "%s over %lld, the previous layer gives %s", k, (long long)dim,
+                        shape_text(L->in_ndim, L->in_shape, a, sizeof a));
+        }
+        L->K = dim;
+        L->norm_eps = (float)json_number_value(eps);
+        bg_tensor t;
+        bg_status s;
+        if (json_is_true(json_object_get(lj, "weight"))) {
+            if ((s = tensor_of(ld, "weight", BG_DTYPE_F32, 1, &dim, &t)) != BG_OK) return s;
+            if (!(L->wf = zalloc(sizeof(float) * (size_t)dim))) return nomem(ld);
+            memcpy(L->wf, t.data, sizeof(float) * (size_t)dim);
+        }
+        if (json_is_true(json_object_get(lj, "bias"))) {
+            if ((s = tensor_of(ld, "bias", BG_DTYPE_F32, 1, &dim, &t)) != BG_OK) return s;
+            if (!(L->bias = zalloc(sizeof(float) * (size_t)dim))) return nomem(ld);
+            memcpy(L->bias, t.data, sizeof(float) * (size_t)dim);
+        }
+        return BG_OK;
+    }
     case L_LEAKY: {
         json_t *v = json_object_get(lj, "negative_slope");
         if (!json_is_number(v)) return ferr(ld, "leaky_relu has no \"negative_slope\"");
@@ -654,7 +681,7 @@ bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_inf
     m->qg = zalloc(B * (size_t)max_qg);
     m->acc = zalloc(sizeof(int32_t) * B * (size_t)max_n);
     m->rowscale = zalloc(sizeof(float) * B);
-    m->rstd = zalloc(sizeof(float) * B);
+    m->rstd = zalloc(sizeof(float) * B * (size_t)max_feat);   /* per row of a norm */
     m->tokscale = zalloc(sizeof(float) * B * (size_t)max_feat);
     if (!m->buf[0] || !m->buf[1] || !m->tmp || !m->argmax || !m->q || !m->qg || !m->acc || !m->rowscale || !m->rstd ||
         !m->tokscale)
@@ -810,6 +837,10 @@ bg_status bg_infer_run(bg_infer_model *mod, const float *x, int64_t n, float *ou
             case L_SILU: k->silu_forward(y, cur, ne); break;
             case L_TANH: k->tanh_forward(y, cur, ne); break;
             case L_SIGMOID: k->sigmoid_forward(y, cur, ne); break;
+            case L_LAYERNORM:   // over the last dim (K)
+                k->layernorm_forward(y, mod->tokscale, mod->rstd, cur, L->wf, L->bias, ne / L->K, L->K, L->norm_eps);
+                break;
+            case L_RMSNORM: k->rmsnorm_forward(y, mod->rstd, cur, L->wf, ne / L->K, L->K, L->norm_eps); break;
             case L_MAXPOOL:
             case L_AVGPOOL: {
                 bg_pool2d_shape ps = L->ps;

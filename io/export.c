@@ -438,6 +438,26 @@ static bg_status export_layer(exporter *e, const bg_module *m, shape3 *sh, json_
             json_object_set_new(lj, "kind", json_string(acts[i][1]));
             return BG_OK;
         }
+    if (!strcmp(k, "LayerNorm") || !strcmp(k, "RMSNorm")) {
+        // over the last dim; LayerNorm's affine / RMSNorm's gain as f32 tensors
+        bg_layer_hparams hp;
+        if (bg_layer_hparams_get(m, &hp) != BG_OK) return fail(e, bg_last_status(), "%s", bg_last_error());
+        char a[64];
+        shape_str(sh, a, sizeof a);
+        if (sh->d[sh->ndim - 1] != hp.in)
+            return fail(e, BG_ERR_SHAPE, "%s normalizes a last dim of %lld, the previous layer gives %s", k,
+                        (long long)hp.in, a);
+        const bg_tensor *w = bg_module_find_param(m, "weight"), *b = bg_module_find_param(m, "bias");
+        bg_status s;
+        if (w && (s = put(e, "weight", BG_DTYPE_F32, 1, &hp.in, w->data)) != BG_OK) return s;
+        if (b && (s = put(e, "bias", BG_DTYPE_F32, 1, &hp.in, b->data)) != BG_OK) return s;
+        json_object_set_new(lj, "kind", json_string(k[0] == 'L' ? "layernorm" : "rmsnorm"));
+        json_object_set_new(lj, "dim", json_integer(hp.in));
+        json_object_set_new(lj, "eps", json_real(hp.eps));
+        json_object_set_new(lj, "weight", json_boolean(w != NULL));
+        json_object_set_new(lj, "bias", json_boolean(b != NULL));
+        return BG_OK;
+    }
     if (!strcmp(k, "LeakyReLU") || !strcmp(k, "GELU")) {
         bg_layer_hparams hp;
         if (bg_layer_hparams_get(m, &hp) != BG_OK) return fail(e, bg_last_status(), "%s", bg_last_error());
@@ -451,7 +471,7 @@ static bg_status export_layer(exporter *e, const bg_module *m, shape3 *sh, json_
     }
     return fail(e, BG_ERR_ARG,
                 "unsupported kind \"%s\" (the runtime runs Linear, Conv2d, their quantized forms, activations, Flatten, "
-                "pools)",
+                "pools, norms)",
                 k);
 }
 

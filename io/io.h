@@ -309,11 +309,12 @@ typedef struct bg_export_opts {
  * a disabled quantizer (fp32 mode, a schedule's fp32 phase) exports that side
  * as float; stochastic rounding of activations becomes nearest. Supported
  * kinds: Linear, Conv2d, QLinear, QConv2d, BitLinear, ReLU, LeakyReLU, GELU,
- * SiLU, Tanh, Sigmoid, Flatten, MaxPool2d, AvgPool2d, Dropout (identity).
+ * SiLU, Tanh, Sigmoid, Flatten, MaxPool2d, AvgPool2d, LayerNorm, RMSNorm
+ * (over the last dim), Dropout (identity).
  * The file is written atomically, and only after every layer was encoded:
  * on any error nothing is written and bg_last_error() names the layer, e.g.
  * "export: layer 1: unsupported kind \"Embedding\" (the runtime runs Linear,
- * Conv2d, their quantized forms, activations, Flatten, pools)".
+ * Conv2d, their quantized forms, activations, Flatten, pools, norms)".
  * opts may be NULL. Side effect: computing the weight codes advances the
  * weight quantizers' call counters (as one forward would); no range changes. */
 bg_status bg_export(const bg_module *model, const char *path, const bg_export_opts *opts);

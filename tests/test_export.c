@@ -228,7 +228,7 @@ static void test_bad_inputs(void) {
                                                           bg_embedding_new(4, 2, &rng)});
     CHECK(bg_export(net, path, NULL) == BG_ERR_ARG);
     CHECK_STR(bg_last_error(), "export: layer 2: unsupported kind \"Embedding\" (the runtime runs Linear, Conv2d, "
-                               "their quantized forms, activations, Flatten, pools)");
+                               "their quantized forms, activations, Flatten, pools, norms)");
     bg_module_free(net);
 
     // an input quantizer that never saw data

@@ -331,6 +331,42 @@ static void test_s8_fix(const float *X) {
 }
 
 // ---------------------------------------------------------------------------
+// float layers: norms and the other activations
+
+static void test_float_kinds(const float *X, int64_t n) {
+    bg_rng rng;
+    bg_rng_seed(&rng, 11);
+    bg_module *net = bg_sequential_new(12, (bg_module *[]){
+        bg_linear_new(784, 64, true, &rng), bg_layernorm_new(64, 1e-5f, true), bg_gelu_new(false),
+        bg_linear_new(64, 64, false, &rng), bg_rmsnorm_new(64, 1e-6f), bg_leaky_relu_new(0.1f), bg_dropout_new(0.5f, 1),
+        bg_linear_new(64, 32, true, &rng), bg_tanh_new(), bg_linear_new(32, 32, true, &rng), bg_gelu_new(true),
+        bg_linear_new(32, 10, true, &rng)});
+    CHECK_MSG(net != NULL, "float kinds: %s", bg_last_error());
+    if (!net) return;
+    bg_module_train(net, false);
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/bg_test_infer_%d_float.bgx", (int)getpid());
+    bg_infer_model *rt = NULL;
+    float *ref = malloc(sizeof(float) * (size_t)n * 10), *got = malloc(sizeof(float) * (size_t)n * 10);
+    if (bg_export(net, path, NULL) == BG_OK && bg_infer_load(path, &rt) == BG_OK) {
+        CHECK_STR(bg_infer_layer_kind(rt, 1), "layernorm");
+        CHECK_STR(bg_infer_layer_kind(rt, 4), "rmsnorm");
+        CHECK_STR(bg_infer_layer_kind(rt, 10), "gelu_tanh");
+        if (model_logits(net, X, n, 784, ref, 10) && bg_infer_run(rt, X, n, got) == BG_OK)
+            CHECK_ARRAYS("float kinds", got, ref, n * 10, 1e-5, 1e-4);
+        else
+            CHECK_MSG(false, "float kinds: run: %s", bg_last_error());
+    } else {
+        CHECK_MSG(false, "float kinds: %s", bg_last_error());
+    }
+    bg_infer_free(rt);
+    unlink(path);
+    free(ref);
+    free(got);
+    bg_module_free(net);
+}
+
+// ---------------------------------------------------------------------------
 // corrupt exports
 
 /* Copies the export at src to dst through the safetensors writer, with
@@ -459,6 +495,7 @@ int main(void) {
     test_cnn(X, 500);
     test_groups(X, 2000);
     test_s8_fix(X);
+    test_float_kinds(X, 500);
 
     bg_rng rng;
     bg_rng_seed(&rng, 42);
