@@ -89,24 +89,43 @@ static void run(op o, const bg_int_kernels *ik, bufs *b, int64_t M) {
     }
 }
 
-/* median seconds per call over reps timed batches of >= ~5 ms each */
-static double time_op(op o, const bg_int_kernels *ik, bufs *b, int64_t M, int reps) {
-    run(o, ik, b, M);   /* warm-up: caches, oneDNN primitive creation */
-    double t0 = now_seconds();
-    run(o, ik, b, M);
-    double one = now_seconds() - t0;
-    int inner = one > 0 ? (int)(5e-3 / one) : 1000;
-    if (inner < 1) inner = 1;
-    if (inner > 1000) inner = 1000;
+/* One timed variant: calls per timed batch (>= ~5 ms) and its samples. */
+typedef struct bench_case {
+    op o;
+    const bg_int_kernels *ik;
+    char name[64];
+    int inner;
     double t[64];
-    if (reps > 64) reps = 64;
-    for (int r = 0; r < reps; r++) {
-        t0 = now_seconds();
-        for (int i = 0; i < inner; i++) run(o, ik, b, M);
-        t[r] = (now_seconds() - t0) / inner;
+} bench_case;
+
+/* Medians of seconds per call over reps rounds; each round times every case
+ * once, so the cases see the same machine load (the cores are shared). */
+static bench_case make_case(op o, const bg_int_kernels *ik, const char *name) {
+    bench_case c = {.o = o, .ik = ik};
+    snprintf(c.name, sizeof c.name, "%s", name);
+    return c;
+}
+
+static void time_cases(bench_case *c, int nc, bufs *b, int64_t M, int reps) {
+    for (int i = 0; i < nc; i++) {
+        run(c[i].o, c[i].ik, b, M);   /* warm-up: caches, oneDNN primitive creation */
+        double t0 = now_seconds();
+        run(c[i].o, c[i].ik, b, M);
+        double one = now_seconds() - t0;
+        c[i].inner = one > 0 ? (int)(5e-3 / one) : 1000;
+        if (c[i].inner < 1) c[i].inner = 1;
+        if (c[i].inner > 1000) c[i].inner = 1000;
     }
-    qsort(t, (size_t)reps, sizeof t[0], cmp_double);
-    return t[reps / 2];
+    for (int r = 0; r < reps; r++)
+        for (int i = 0; i < nc; i++) {
+            double t0 = now_seconds();
+            for (int k = 0; k < c[i].inner; k++) run(c[i].o, c[i].ik, b, M);
+            c[i].t[r] = (now_seconds() - t0) / c[i].inner;
+        }
+    for (int i = 0; i < nc; i++) {
+        qsort(c[i].t, (size_t)reps, sizeof c[i].t[0], cmp_double);
+        c[i].t[0] = c[i].t[reps / 2];   /* the median, kept in t[0] */
+    }
 }
 
 static void *xalloc(size_t n) {
@@ -282,40 +301,35 @@ int main(int argc, char **argv) {
     printf("  (ratio = f32 baseline (first line of each block) / time; OPENBLAS_CORETYPE=%s)\n",
            getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "unset");
 
+    if (reps > 64) reps = 64;
     const int64_t batches[] = {1, 8, 128};
     for (int bi = 0; bi < 3; bi++) {
         const int64_t M = batches[bi];
-        double tblas = time_op(M == 1 ? OP_SGEMV : OP_SGEMM_BLAS, NULL, &b, M, reps);
-        double tdnnl = time_op(OP_SGEMM_DNNL, NULL, &b, M, reps);
+        bench_case c[16];
+        int nc = 0, it = -1, is8 = -1;
+        c[nc++] = make_case(M == 1 ? OP_SGEMV : OP_SGEMM_BLAS, NULL,
+                            M == 1 ? "f32 cblas_sgemv" : "f32 cblas_sgemm");
+        c[nc++] = make_case(OP_SGEMM_DNNL, NULL, "f32 oneDNN matmul (bg_sgemm)");
+        for (int kind = 0; kind < 2; kind++)
+            for (int isa = BG_ISA_COUNT - 1; isa >= BG_ISA_REF; isa--) {
+                const bg_int_kernels *ik = bg_int_kernels_for((bg_isa)isa);
+                if (!ik || (isa == BG_ISA_REF && M > 1)) continue;   /* the reference is slow */
+                if (ik == best) *(kind ? &is8 : &it) = nc;
+                char name[64];
+                snprintf(name, sizeof name, "%s (%s)", kind ? "int8 x int8" : "ternary x int8",
+                         ik->isa);
+                c[nc++] = make_case(kind ? OP_S8 : OP_TERNARY, ik, name);
+            }
+        c[nc++] = make_case(OP_S8_DNNL, NULL, "int8 x int8 (oneDNN s8 matmul)");
+        c[nc++] = make_case(OP_LAYER_TERNARY, best, "ternary layer (quantize+gemm+scale)");
+        time_cases(c, nc, &b, M, reps);
         printf("\nbatch %lld  (y[%lld, %d] = x w^T)\n", (long long)M, (long long)M, DIM);
-        row(M == 1 ? "f32 cblas_sgemv" : "f32 cblas_sgemm", M, tblas, tblas);
-        row("f32 oneDNN matmul (bg_sgemm)", M, tdnnl, tblas);
-        double best_t = 0, best_s8 = 0;
-        for (int isa = BG_ISA_COUNT - 1; isa >= BG_ISA_REF; isa--) {
-            const bg_int_kernels *ik = bg_int_kernels_for((bg_isa)isa);
-            if (!ik || (isa == BG_ISA_REF && M > 1)) continue;   /* the reference is slow */
-            char name[64];
-            double t = time_op(OP_TERNARY, ik, &b, M, isa == BG_ISA_REF ? 3 : reps);
-            snprintf(name, sizeof name, "ternary x int8 (%s)", ik->isa);
-            row(name, M, t, tblas);
-            if (ik == best) best_t = t;
-        }
-        for (int isa = BG_ISA_COUNT - 1; isa >= BG_ISA_REF; isa--) {
-            const bg_int_kernels *ik = bg_int_kernels_for((bg_isa)isa);
-            if (!ik || (isa == BG_ISA_REF && M > 1)) continue;
-            char name[64];
-            double t = time_op(OP_S8, ik, &b, M, isa == BG_ISA_REF ? 3 : reps);
-            snprintf(name, sizeof name, "int8 x int8 (%s)", ik->isa);
-            row(name, M, t, tblas);
-            if (ik == best) best_s8 = t;
-        }
-        double tsd = time_op(OP_S8_DNNL, NULL, &b, M, reps);
-        row("int8 x int8 (oneDNN s8 matmul)", M, tsd, tblas);
-        double tl = time_op(OP_LAYER_TERNARY, best, &b, M, reps);
-        row("ternary layer (quantize+gemm+scale)", M, tl, tblas);
+        const double tblas = c[0].t[0], tdnnl = c[1].t[0];
+        for (int i = 0; i < nc; i++) row(c[i].name, M, c[i].t[0], tblas);
         printf("  => ternary %s: %.2fx %s, %.2fx oneDNN f32; int8: %.2fx %s, %.2fx oneDNN f32\n",
-               best->isa, tblas / best_t, M == 1 ? "cblas_sgemv" : "cblas_sgemm", tdnnl / best_t,
-               tblas / best_s8, M == 1 ? "cblas_sgemv" : "cblas_sgemm", tdnnl / best_s8);
+               best->isa, tblas / c[it].t[0], M == 1 ? "cblas_sgemv" : "cblas_sgemm",
+               tdnnl / c[it].t[0], tblas / c[is8].t[0], M == 1 ? "cblas_sgemv" : "cblas_sgemm",
+               tdnnl / c[is8].t[0]);
     }
     free(b.wf), free(b.xf), free(b.yf), free(b.wt), free(b.ws), free(b.xq), free(b.acc);
     bench_mlp(reps);
