@@ -163,7 +163,8 @@ static const char *get_str(json_t *o, const char *key) {
 #define BIG ((int64_t)1 << 40)
 #define MAX_DIM ((int64_t)1 << 24)       /* features, channels, K */
 #define MAX_WEIGHTS ((int64_t)1 << 31)   /* weights of one layer */
-#define MAX_FEAT ((int64_t)1 << 26)      /* elements of one example between layers */
+#define MAX_FEAT ((int64_t)1 << 22)      /* elements of one example between layers */
+#define MAX_BUF ((int64_t)1 << 28)       /* elements of one activation buffer (max_batch x features) */
 
 // ---------------------------------------------------------------------------
 // weights
@@ -670,6 +671,14 @@ bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_inf
     const char *os = bg_safetensors_metadata(ld.st, "output_size");
     if (os && strtoll(os, NULL, 10) != m->out_size) {
         s = ferr(&ld, "metadata \"output_size\" is %s, the layers give %lld", os, (long long)m->out_size);
+        goto done;
+    }
+    int64_t widest = max_feat > max_kp ? max_feat : max_kp;
+    widest = widest > max_n ? widest : max_n;
+    widest = widest > max_qg ? widest : max_qg;
+    if (m->max_batch > MAX_BUF / widest) {
+        s = bg_set_error(BG_ERR_ARG, OP ": %s: max_batch %lld x %lld values per example is too large (lower max_batch)",
+                         path, (long long)m->max_batch, (long long)widest);
         goto done;
     }
     const size_t B = (size_t)m->max_batch;
