@@ -26,6 +26,8 @@ static inline vmask tmask(int64_t rem) {
     int r = rem >= VL ? VL : rem <= 0 ? 0 : (int)rem;
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
+static inline vf ld(const float *p) { return _mm256_loadu_ps(p); }
+static inline void st(float *p, vf v) { _mm256_storeu_ps(p, v); }
 static inline vf ldz(const float *p, vmask m) { return _mm256_maskload_ps(p, m); }
 static inline vf ldf(const float *p, vmask m, float fill) {
     return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
@@ -50,24 +52,30 @@ static inline vmask mand(vmask a, vmask b) { return _mm256_and_si256(a, b); }
 static inline vf vblend(vmask m, vf t, vf f) { return _mm256_blendv_ps(f, t, _mm256_castsi256_ps(m)); }
 static inline vi vcvt_i32(vf a) { return _mm256_cvtps_epi32(a); }
 
+/* A tail's first rem (< 8) bytes of b. */
+static __attribute__((noinline)) void st_bytes_tail(uint8_t *p, int64_t rem, __m128i b) {
+    uint8_t t[16];
+    _mm_storeu_si128((__m128i *)(void *)t, b);
+    if (rem > 0) memcpy(p, t, (size_t)rem);
+}
 /* The low bytes of 8 dwords, in order; only the first min(rem, 8) written. */
 static inline void st_bytes(uint8_t *p, int64_t rem, vi v) {
     v = _mm256_and_si256(v, _mm256_set1_epi32(0xff));
     __m256i w = _mm256_packus_epi32(v, v);    // per 128-bit lane: d0..d3 d0..d3 as u16
     w = _mm256_packus_epi16(w, w);            // bytes d0..d3 repeated
     __m128i b = _mm_unpacklo_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
-    if (rem >= VL) {
+    if (__builtin_expect(rem >= VL, 1))
         _mm_storel_epi64((__m128i *)(void *)p, b);
-    } else if (rem > 0) {
-        uint8_t t[16];
-        _mm_storeu_si128((__m128i *)(void *)t, b);
-        memcpy(p, t, (size_t)rem);
-    }
+    else
+        st_bytes_tail(p, rem, b);
 }
 static inline void st_flags(uint8_t *p, int64_t rem, vmask m) { st_bytes(p, rem, _mm256_srli_epi32(m, 31)); }
 static inline vmask ld_flags(const uint8_t *p, int64_t rem) {
     int64_t m8 = 0;
-    if (rem > 0) memcpy(&m8, p, (size_t)(rem < VL ? rem : VL));
+    if (rem >= VL)
+        memcpy(&m8, p, VL);
+    else if (rem > 0)
+        memcpy(&m8, p, (size_t)rem);
     return _mm256_cmpgt_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(m8)), _mm256_setzero_si256());
 }
 

@@ -24,6 +24,8 @@ typedef __m512d vd;       /* 8 doubles */
 static inline vmask tmask(int64_t rem) {
     return rem >= VL ? (vmask)0xffff : rem <= 0 ? (vmask)0 : (vmask)((1u << rem) - 1u);
 }
+static inline vf ld(const float *p) { return _mm512_loadu_ps(p); }
+static inline void st(float *p, vf v) { _mm512_storeu_ps(p, v); }
 static inline vf ldz(const float *p, vmask m) { return _mm512_maskz_loadu_ps(m, p); }
 static inline vf ldf(const float *p, vmask m, float fill) { return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), m, p); }
 static inline void stm(float *p, vmask m, vf v) { _mm512_mask_storeu_ps(p, m, v); }
