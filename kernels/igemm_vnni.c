@@ -188,92 +188,120 @@ static void s8_unit(int32_t *acc, const int8_t *x, const int8_t *w, int64_t m0, 
 // holds codes of k = 32j + 4q .. 32j + 4q + 3 at bit 2j of each byte, so
 // (gather >> 2j) & 0x03 is the panel vector for k = 32j + 4q. Then each x
 // row's 4 weights are broadcast (one dword) and one vpdpbusd adds 16
-// outputs; acc starts at -sum(x) and ends in memory with a masked store.
+// outputs per panel; two panels (32 weight rows) share each broadcast.
+// acc starts at -corr and ends in memory with a masked store.
 
-enum { PT = 16, KC = 1024, PM = 12 };
+enum { PT = 16, KC = 512 };
+/* x rows per register tile: 12 with one panel, 8 with two (16 accumulators) */
+enum { PM1 = 12, PM2 = 8 };
 /* from this many x rows on (fewer do not repay the gathers) */
 enum { PANEL_MIN_M_TERNARY = 16, PANEL_MIN_M_S8 = 32 };
 
+/* P x rows from m times H panels (buf[t*H + h]; h = 1 is rows n0 + 16..) */
 INLINE void panel_rows(int32_t *acc, const int8_t *x, const __m512i *buf, int64_t m, int64_t N,
-                       int64_t n0, __mmask16 rmask, int64_t kp, int64_t k0, int64_t kc,
-                       const int32_t *corr, const int P) {
-    __m512i a[PM];
+                       int64_t n0, const __mmask16 *rmask, int64_t kp, int64_t k0, int64_t kc,
+                       const int32_t *corr, const int P, const int H) {
+    __m512i a[PM1][2];
 #pragma GCC unroll 12
-    for (int p = 0; p < P; p++) {
-        /* the first chunk starts at -sum(x), the next ones where it ended */
-        if (k0 == 0)
-            _mm512_mask_storeu_epi32(acc + (m + p) * N + n0, rmask,
-                                     _mm512_set1_epi32(wrap_sub(0, corr[p])));
-        a[p] = _mm512_maskz_loadu_epi32(rmask, acc + (m + p) * N + n0);
-    }
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 2
+        for (int h = 0; h < H; h++) {
+            int32_t *dst = acc + (m + p) * N + n0 + 16 * h;
+            /* the first chunk starts at -corr, the next ones where it ended */
+            if (k0 == 0)
+                _mm512_mask_storeu_epi32(dst, rmask[h], _mm512_set1_epi32(wrap_sub(0, corr[p])));
+            a[p][h] = _mm512_maskz_loadu_epi32(rmask[h], dst);
+        }
     const int8_t *xr = x + m * kp + k0;
     for (int64_t t = 0; t < kc / 4; t++) {
-        const __m512i wv = _mm512_load_si512(buf + t);
+        __m512i wv[2];
+#pragma GCC unroll 2
+        for (int h = 0; h < H; h++) wv[h] = _mm512_load_si512(buf + t * H + h);
 #pragma GCC unroll 12
         for (int p = 0; p < P; p++) {
             int32_t v;
             memcpy(&v, xr + p * kp + 4 * t, 4);
-            a[p] = _mm512_dpbusd_epi32(a[p], wv, _mm512_set1_epi32(v));
+            const __m512i xb = _mm512_set1_epi32(v);
+#pragma GCC unroll 2
+            for (int h = 0; h < H; h++) a[p][h] = _mm512_dpbusd_epi32(a[p][h], wv[h], xb);
         }
     }
 #pragma GCC unroll 12
-    for (int p = 0; p < P; p++) _mm512_mask_storeu_epi32(acc + (m + p) * N + n0, rmask, a[p]);
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 2
+        for (int h = 0; h < H; h++)
+            _mm512_mask_storeu_epi32(acc + (m + p) * N + n0 + 16 * h, rmask[h], a[p][h]);
 }
 
-/* rows [m0, m1) of x (xs: their sums, xs[0] for m0) times weight rows
- * [n0, n0 + 16) (fewer at the end of N) */
+/* x rows [m, m1) through the register tiles */
+INLINE void panel_all_rows(int32_t *acc, const int8_t *x, const __m512i *buf, int64_t m,
+                           int64_t m1, int64_t N, int64_t n0, const __mmask16 *rmask, int64_t kp,
+                           int64_t k0, int64_t kc, const int32_t *corr, const int H) {
+    const int64_t pm = H == 2 ? PM2 : PM1;
+    for (; m < m1; m += pm, corr += pm) {
+        const int64_t mp = m1 - m < pm ? m1 - m : pm;
+#define PANEL_ROWS(P) panel_rows(acc, x, buf, m, N, n0, rmask, kp, k0, kc, corr, P, H)
+        switch (mp) {
+        case 1: PANEL_ROWS(1); break;
+        case 2: PANEL_ROWS(2); break;
+        case 3: PANEL_ROWS(3); break;
+        case 4: PANEL_ROWS(4); break;
+        case 5: PANEL_ROWS(5); break;
+        case 6: PANEL_ROWS(6); break;
+        case 7: PANEL_ROWS(7); break;
+        case 8: PANEL_ROWS(8); break;
+        case 9: PANEL_ROWS(9); break;
+        case 10: PANEL_ROWS(10); break;
+        case 11: PANEL_ROWS(11); break;
+        default: PANEL_ROWS(12); break;
+        }
+#undef PANEL_ROWS
+    }
+}
+
 /* rows [m0, m1) of x (corr: what each acc row starts at, negated; [0] for
- * m0) times weight rows [n0, n0 + 16) (fewer at the end of N), ternary
+ * m0) times weight rows [n0, n0 + 32) (fewer at the end of N), ternary
  * (packed) or int8 weights. int8 panels hold w + 128 as u8 (corr = 128 sum x). */
 NO_PRE static void panel(bool ternary, int32_t *acc, const int8_t *x, const void *w, int64_t m0,
                          int64_t m1, int64_t n0, int64_t N, int64_t kp, const int32_t *corr) {
-    __m512i buf[KC / 4];
+    __m512i buf[2 * KC / 4];
     const __m512i three = _mm512_set1_epi8(3), flip = _mm512_set1_epi8((char)0x80);
     const int64_t rb = ternary ? kp / 4 : kp;   /* bytes per weight row */
-    const int nr = N - n0 < PT ? (int)(N - n0) : PT;
-    const __mmask16 rmask = (__mmask16)((1u << nr) - 1);
+    const int64_t nr = N - n0 < 2 * PT ? N - n0 : 2 * PT;
+    const int H = nr > PT ? 2 : 1;
+    __mmask16 rmask[2];
+    rmask[0] = (__mmask16)(nr >= PT ? 0xFFFF : (1u << nr) - 1);
+    rmask[1] = (__mmask16)(nr >= 2 * PT ? 0xFFFF : nr > PT ? (1u << (nr - PT)) - 1 : 0);
     const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
                                                              12, 13, 14, 15),
                                            _mm512_set1_epi32((int32_t)rb));
-    const uint8_t *wb = (const uint8_t *)w + n0 * rb;
     for (int64_t k0 = 0; k0 < kp; k0 += KC) {
         const int64_t kc = kp - k0 < KC ? kp - k0 : KC;
-        if (ternary) {
-            for (int64_t blk = 0; blk < kc / 128; blk++) {
-                const uint8_t *base = wb + (k0 + blk * 128) / 4;
-                for (int q = 0; q < 8; q++) {
-                    __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rmask, idx,
-                                                            base + 4 * q, 1);
-                    buf[blk * 32 + q] = _mm512_and_si512(g, three);
-                    buf[blk * 32 + 8 + q] = _mm512_and_si512(_mm512_srli_epi32(g, 2), three);
-                    buf[blk * 32 + 16 + q] = _mm512_and_si512(_mm512_srli_epi32(g, 4), three);
-                    buf[blk * 32 + 24 + q] = _mm512_and_si512(_mm512_srli_epi32(g, 6), three);
+        for (int h = 0; h < H; h++) {
+            const uint8_t *wb = (const uint8_t *)w + (n0 + PT * h) * rb;
+            if (ternary) {
+                for (int64_t blk = 0; blk < kc / 128; blk++) {
+                    const uint8_t *base = wb + (k0 + blk * 128) / 4;
+                    __m512i *d = buf + blk * 32 * H + h;
+                    for (int q = 0; q < 8; q++) {
+                        __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rmask[h],
+                                                                idx, base + 4 * q, 1);
+                        d[q * H] = _mm512_and_si512(g, three);
+                        d[(8 + q) * H] = _mm512_and_si512(_mm512_srli_epi32(g, 2), three);
+                        d[(16 + q) * H] = _mm512_and_si512(_mm512_srli_epi32(g, 4), three);
+                        d[(24 + q) * H] = _mm512_and_si512(_mm512_srli_epi32(g, 6), three);
+                    }
                 }
+            } else {
+                for (int64_t t = 0; t < kc / 4; t++)
+                    buf[t * H + h] = _mm512_xor_si512(
+                        _mm512_mask_i32gather_epi32(flip, rmask[h], idx, wb + k0 + 4 * t, 1), flip);
             }
-        } else {
-            for (int64_t t = 0; t < kc / 4; t++)
-                buf[t] = _mm512_xor_si512(
-                    _mm512_mask_i32gather_epi32(flip, rmask, idx, wb + k0 + 4 * t, 1), flip);
         }
-        for (int64_t m = m0; m < m1; m += PM) {
-            const int64_t mp = m1 - m < PM ? m1 - m : PM;
-#define PANEL_ROWS(P) panel_rows(acc, x, buf, m, N, n0, rmask, kp, k0, kc, corr + (m - m0), P)
-            switch (mp) {
-            case 1: PANEL_ROWS(1); break;
-            case 2: PANEL_ROWS(2); break;
-            case 3: PANEL_ROWS(3); break;
-            case 4: PANEL_ROWS(4); break;
-            case 5: PANEL_ROWS(5); break;
-            case 6: PANEL_ROWS(6); break;
-            case 7: PANEL_ROWS(7); break;
-            case 8: PANEL_ROWS(8); break;
-            case 9: PANEL_ROWS(9); break;
-            case 10: PANEL_ROWS(10); break;
-            case 11: PANEL_ROWS(11); break;
-            default: PANEL_ROWS(12); break;
-            }
-#undef PANEL_ROWS
-        }
+        if (H == 2)
+            panel_all_rows(acc, x, buf, m0, m1, N, n0, rmask, kp, k0, kc, corr, 2);
+        else
+            panel_all_rows(acc, x, buf, m0, m1, N, n0, rmask, kp, k0, kc, corr, 1);
     }
 }
 
@@ -296,18 +324,18 @@ static void run_units(bool ternary, int32_t *acc, const int8_t *x, const void *w
         int32_t xs[MCHUNK];
         for (int64_t m = 0; m < mc; m++) xs[m] = row_sum(x + (c0 + m) * kp, kp);
         if (mc >= (ternary ? PANEL_MIN_M_TERNARY : PANEL_MIN_M_S8)) {
-            /* panels of 16 weight rows; x rows split too when panels are few */
+            /* panels of 32 weight rows; x rows split too when panels are few */
             if (!ternary)
                 for (int64_t m = 0; m < mc; m++) xs[m] = (int32_t)((uint32_t)xs[m] << 7);
-            const int64_t np = (N + PT - 1) / PT;
+            const int64_t np = (N + 2 * PT - 1) / (2 * PT);
             int64_t ms = np >= 8 ? 1 : (8 + np - 1) / np;
-            if (ms > mc / PM) ms = mc / PM > 0 ? mc / PM : 1;
+            if (ms > mc / PM2) ms = mc / PM2 > 0 ? mc / PM2 : 1;
             const int64_t units = np * ms;
 #pragma omp parallel for schedule(static) if (mc * N * kp >= BG_IGEMM_PAR_MIN && units > 1)
             for (int64_t u = 0; u < units; u++) {
                 int64_t tp = u / ms, tm = u % ms;
                 int64_t m0 = mc * tm / ms, m1 = mc * (tm + 1) / ms;
-                panel(ternary, acc + c0 * N, x + c0 * kp, w, m0, m1, tp * PT, N, kp, xs + m0);
+                panel(ternary, acc + c0 * N, x + c0 * kp, w, m0, m1, tp * 2 * PT, N, kp, xs + m0);
             }
             continue;
         }
