@@ -195,7 +195,7 @@ enum { PT = 16, KC = 512 };
 /* x rows per register tile: 12 with one panel, 8 with two (16 accumulators) */
 enum { PM1 = 12, PM2 = 8 };
 /* from this many x rows on (fewer do not repay the gathers) */
-enum { PANEL_MIN_M_TERNARY = 16, PANEL_MIN_M_S8 = 32 };
+enum { PANEL_MIN_M_TERNARY = 8, PANEL_MIN_M_S8 = 32 };
 
 /* P x rows from m times H panels (buf[t*H + h]; h = 1 is rows n0 + 16..) */
 INLINE void panel_rows(int32_t *acc, const int8_t *x, const __m512i *buf, int64_t m, int64_t N,
