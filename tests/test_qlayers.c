@@ -687,6 +687,9 @@ static void test_int_forward(void) {
                40, 1);
     int_vs_f32("QLinear int4 per-channel W, int8 A", bg_qlinear_new(40, 24, false, &i4_pc, &i8, &rng), 40, 1);
     int_vs_f32("QLinear int8 narrow W, int8 A", bg_qlinear_new(40, 24, true, &i8n, &i8, &rng), 40, 1);
+    bg_quant_spec t_lsq;
+    CHECK(bg_quant_spec_parse("ternary:per_channel:lsq", &t_lsq) == BG_OK);
+    int_vs_f32("QLinear ternary per-channel LSQ W, int8 A", bg_qlinear_new(40, 24, true, &t_lsq, &i8, &rng), 40, 1);
     // Not applicable: f32 product both times.
     int_vs_f32("QLinear int8 W (code -128), int8 A", bg_qlinear_new(40, 24, true, &i8, &i8, &rng), 40, 0);
     int_vs_f32("QLinear int4 per-group W, int8 A", bg_qlinear_new(40, 24, true, &i4_g, &i8, &rng), 40, 0);
