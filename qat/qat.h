@@ -109,7 +109,8 @@ typedef enum bg_quant_range {
     BG_QUANT_RANGE_MINMAX = 0,    /* running min / max of all inputs (MinMaxObserver) */
     BG_QUANT_RANGE_MOVING_MINMAX, /* min/max averaged with momentum (MovingAverageMinMaxObserver) */
     BG_QUANT_RANGE_PERCENTILE,    /* the percentile-th |x| (sym) or x (affine) from a histogram, averaged */
-    BG_QUANT_RANGE_MSE,           /* the clipping range minimising sum (x - q(x))^2 over a grid, averaged */
+    BG_QUANT_RANGE_MSE,           /* the clipping range minimising sum (x - q(x))^2 over a grid (on a strided
+                                     sample of <= 4096 elements per call), averaged */
     BG_QUANT_RANGE_FIXED,         /* spec.scale and spec.zero_point */
     BG_QUANT_RANGE_LSQ,           /* learned step s (Esser et al. 2020) */
     BG_QUANT_RANGE_LSQ_PLUS,      /* learned step s and offset (PyTorch's learnable zero point) */

@@ -695,6 +695,54 @@ static void test_percentile_mse(void) {
     free(x8);
 }
 
+/* The MSE search on a large tensor looks at a strided sample: the range it
+ * picks must do (almost) as well on the whole tensor as the full search. */
+static double full_error(const float *x, int64_t n, float s, float z, float qmin, float qmax) {
+    double err = 0;
+    float inv = 1.0f / s;
+    for (int64_t i = 0; i < n; i++) {
+        float q = fminf(fmaxf(nearbyintf(x[i] * inv) + z, qmin), qmax);
+        err += pow((double)x[i] - (double)((q - z) * s), 2);
+    }
+    return err;
+}
+
+static void test_mse_sampled(void) {
+    const int64_t n = 200000, shape[1] = {200000};
+    float *x = randn(n, 23, 0.05f);
+    for (int64_t i = 0; i < n; i += 997) x[i] *= 6.0f;   // heavy tails: clipping pays
+    const char *strs[] = {"int4:mse", "int2:mse", "int4:affine:mse"};
+    for (int v = 0; v < 3; v++) {
+        bg_quant_spec spec = parse(strs[v]);
+        bg_quant_state *st;
+        CHECK(bg_quant_state_new(&spec, 1, shape, &st) == BG_OK);
+        run r = run_op(&spec, st, 1, shape, x, 29);
+        float s = bg_f32(bg_quant_state_scale(st))[0], z = bg_f32(bg_quant_state_zero_point(st))[0];
+        int32_t qmin, qmax;
+        bg_quant_spec_qrange(&spec, &qmin, &qmax);
+        double got = full_error(x, n, s, z, (float)qmin, (float)qmax), best = INFINITY;
+        // the full search over every element, as the observer's grid
+        float mn = INFINITY, mx = -INFINITY;
+        for (int64_t i = 0; i < n; i++) mn = fminf(mn, x[i]), mx = fmaxf(mx, x[i]);
+        if (spec.symmetric) mx = fmaxf(-mn, mx), mn = -mx;
+        for (int k = 100; k >= 1; k--) {
+            float f = (float)k / 100.0f, cs, cz;
+            if (spec.symmetric) {
+                cs = fmaxf(mx * f / ((float)(qmax - qmin) / 2.0f), BG_QUANT_EPS), cz = 0;
+            } else {
+                float lo = fminf(mn * f, 0.0f), hi = fmaxf(mx * f, 0.0f);
+                cs = fmaxf((hi - lo) / (float)(qmax - qmin), BG_QUANT_EPS);
+                cz = fminf(fmaxf((float)qmin - nearbyintf(lo / cs), (float)qmin), (float)qmax);
+            }
+            best = fmin(best, full_error(x, n, cs, cz, (float)qmin, (float)qmax));
+        }
+        CHECK_MSG(got <= best * 1.05, "%s: sampled search error %g vs full search %g", strs[v], got, best);
+        run_free(&r);
+        bg_quant_state_free(st);
+    }
+    free(x);
+}
+
 static void test_bind_and_init(void) {
     const int64_t shape[2] = {4, 8}, n = 32;
     float *w = randn(n, 19, 0.3f);
@@ -883,6 +931,7 @@ int main(void) {
     test_stochastic();
     test_observer_controls();
     test_percentile_mse();
+    test_mse_sampled();
     test_bind_and_init();
     test_degenerate_inputs();
     test_errors();
