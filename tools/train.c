@@ -67,39 +67,11 @@ static void log_phases(loop *l, int64_t step) {
     }
 }
 
-/* Histogram of each quantized layer's latent weights with the levels and
- * thresholds of its current quantizer (mean scale when there are several). */
+/* Histogram of each quantized layer's latent weights with the levels of its
+ * current quantizer. */
 static void log_histograms(loop *l, int64_t step) {
-    if (!l->o->log || l->log_status != BG_OK) return;
-    for (int i = 0; i < l->n; i++) {
-        const bg_tensor *w = l->weights[i];
-        if (!w) continue;
-        const bg_quant_spec *sp = bg_quant_state_spec(l->states[i]);
-        const float *x = bg_f32(w);
-        int64_t n = bg_numel(w);
-        double scale = 0;
-        if (sp->kind != BG_QUANT_INT && sp->range == BG_QUANT_RANGE_ABSMEAN) {
-            for (int64_t k = 0; k < n; k++) scale += fabs(x[k]);
-            scale = fmax(scale / (double)n, BG_QUANT_BITNET_EPS);
-        } else {
-            const bg_tensor *s = bg_quant_state_scale(l->states[i]);
-            int64_t p = s ? bg_numel(s) : 0;
-            for (int64_t k = 0; k < p; k++) scale += bg_f32(s)[k];
-            scale = p ? scale / (double)p : 0;
-        }
-        int32_t qmin, qmax;
-        bg_quant_spec_qrange(sp, &qmin, &qmax);
-        float levels[16];
-        int nl = 0;
-        if (bg_quant_state_enabled(l->states[i]) && scale > 0 && qmax - qmin < 16) {
-            if (sp->kind == BG_QUANT_BINARY)
-                levels[nl++] = (float)-scale, levels[nl++] = (float)scale;
-            else
-                nl = bg_trainlog_levels((float)scale, 0.0f, qmin, qmax, levels, 16);
-        }
-        char layer[BG_PARAM_NAME_MAX];
-        log_check(l, bg_trainlog_hist(l->o->log, step, layer_of(l->names[i], layer, sizeof layer), x, n, 64, levels, nl));
-    }
+    if (l->o->log && l->log_status == BG_OK)
+        log_check(l, bg_trainlog_model_hists(l->o->log, step, l->model, 64, true));
 }
 
 static void log_metrics(loop *l, int64_t step) {
@@ -117,8 +89,13 @@ static bg_tensor *kd_loss(bg_ctx *ctx, bg_tensor *out, bg_tensor *x, bg_tensor *
     return t ? bg_kd_loss(ctx, out, t, y, l->o->kd_T, l->o->kd_alpha) : NULL;
 }
 
+/* Quantization metrics are tracked on one training forward in
+ * METRICS_EVERY (the tracking costs a pass) and logged after it. */
+#define METRICS_EVERY 50
+
 static bg_status before_step(int64_t step, void *user) {
     loop *l = user;
+    if (l->n && l->o->log && step % METRICS_EVERY == METRICS_EVERY - 1) bg_model_track_quant(l->model, true);
     if (!l->has_sched) return BG_OK;
     int64_t local = step;   // the optimizer is new: its steps count from 0
     bool first = l->sched.last_step < 0;
@@ -148,6 +125,10 @@ static bg_status before_step(int64_t step, void *user) {
 static void after_step(int64_t step, double loss, int64_t batch, void *user) {
     loop *l = user;
     (void)batch;
+    if (l->n && l->o->log && step % METRICS_EVERY == METRICS_EVERY - 1) {
+        log_metrics(l, step + 1);
+        bg_model_track_quant(l->model, false);
+    }
     l->loss_sum += loss, l->window_sum += loss;
     l->loss_n++, l->window_n++;
     int every = l->o->log_every > 0 ? l->o->log_every : 10;
