@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "infer/infer.h"
+#include "kernels/kernels.h"
 #include "qat/qat.h"
 
 static char path[64];
