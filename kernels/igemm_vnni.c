@@ -9,8 +9,9 @@
  * 16 code(w[i+64]) | 64 code(w[i+96]) against x[0..63] and x[64..127]
  * (no shifts; the products are at most 192*128, exact). The powers of four
  * are divided out of each int32 lane at the end (exact: every term is a
- * multiple), and sum code*x - sum x gives sum w*x.
- * Batches of >= 16 rows use weight panels in VNNI layout instead (below).
+ * multiple; a lane stays below 512 kp, so kp < 2^22), and sum code*x -
+ * sum x gives sum w*x. Batches (from 8 x rows for ternary, 32 for int8)
+ * use weight panels in VNNI layout instead (below).
  * int8: (w + 128) as u8 times x, minus 128 sum x (mod 2^32, exact when
  * the true sum fits int32). */
 #include <immintrin.h>
