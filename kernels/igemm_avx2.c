@@ -108,11 +108,12 @@ INLINE void s8_tile(int32_t *acc, const int8_t *x, const int8_t *w, int64_t m, i
 static void s8_unit(int32_t *acc, const int8_t *x, const int8_t *w, int64_t m0, int64_t mp,
                     int64_t n0, int64_t n1, int64_t N, int64_t kp, const int32_t *xs) {
     (void)xs;
-    for (int64_t m = m0; m < m0 + mp; m++) {
-        int64_t n = n0;
-        for (; n + 4 <= n1; n += 4) s8_tile(acc, x, w, m, n, N, kp, 4);
-        for (; n < n1; n++) s8_tile(acc, x, w, m, n, N, kp, 1);
-    }
+    /* weight rows outer: their 4 kp bytes stay in L1 across the x rows */
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4)
+        for (int64_t m = m0; m < m0 + mp; m++) s8_tile(acc, x, w, m, n, N, kp, 4);
+    for (; n < n1; n++)
+        for (int64_t m = m0; m < m0 + mp; m++) s8_tile(acc, x, w, m, n, N, kp, 1);
 }
 
 // ---------------------------------------------------------------------------
