@@ -104,12 +104,18 @@ bg_tensor *bg_qlinear_int(bg_ctx *ctx, bg_tensor *xq, bg_tensor *wq, bg_tensor *
             const float sr = xs[nxs > 1 ? r : 0];
             const int32_t *ar = acc + r * M;
             float *yr = y + r * M;
-            if (nws > 1)
+            const float f = sr * ws[0];
+            if (nws > 1) {
+#pragma omp simd
                 for (int64_t m = 0; m < M; m++) yr[m] = (float)ar[m] * (sr * ws[m]);
-            else
-                for (int64_t m = 0; m < M; m++) yr[m] = (float)ar[m] * (sr * ws[0]);
-            if (bias)
+            } else {
+#pragma omp simd
+                for (int64_t m = 0; m < M; m++) yr[m] = (float)ar[m] * f;
+            }
+            if (bias) {
+#pragma omp simd
                 for (int64_t m = 0; m < M; m++) yr[m] += bias[m];
+            }
         }
     }
 
