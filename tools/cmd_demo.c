@@ -20,7 +20,7 @@ static void demo_usage(FILE *f) {
     fprintf(f,
             "usage: bitgrad demo [options]\n"
             "Trains an fp32 Fashion-MNIST MLP teacher, fine-tunes a ternary BitLinear student from it\n"
-            "(schedule int8 -> int4 -> int2 -> ternary, one phase per epoch, distillation from the\n"
+            "(schedule int8 -> int4 -> int2 -> ternary, four equal phases, distillation from the\n"
             "teacher), saves both checkpoints, exports the student, runs the export with the integer\n"
             "runtime, prints a summary and draws the figures.\n"
             "  --teacher-epochs N  fp32 teacher epochs (default 3)\n"
@@ -172,7 +172,7 @@ static bool run(const demo_opts *o) {
     path_in(export_path, sizeof export_path, o->out, "student.bgx");
     path_in(log_path, sizeof log_path, o->out, "train.jsonl");
     path_in(plot_dir, sizeof plot_dir, o->out, "plots");
-    const char *schedule = "int8@0,int4@1ep,int2@2ep,ternary@3ep";
+    char schedule[128];
 
     bg_set_num_threads(o->threads);
     printf("bitgrad demo: Fashion-MNIST, MLP 784-512-512-10, %d threads, output in %s/\n", bg_get_num_threads(),
@@ -182,6 +182,10 @@ static bool run(const demo_opts *o) {
         fail();
         goto done;
     }
+    // Four equal phases over the student's steps (1ep, 2ep, 3ep for 4 epochs).
+    int64_t total = o->epochs * bg_batcher_batches(d.train_b);
+    snprintf(schedule, sizeof schedule, "int8@0,int4@%lld,int2@%lld,ternary@%lld", (long long)(total / 4),
+             (long long)(total / 2), (long long)(3 * total / 4));
 
     // 1. the fp32 teacher
     printf("\n[1/5] fp32 teacher: %d epochs, Adam 1e-3, batch 128\n", o->teacher_epochs);

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# test_cli.sh BITGRAD OUTDIR — the `bitgrad` program end to end on a short
+# run: demo (1 teacher epoch, 1 student epoch through all four phases), the files
+# and figures it promises, the summary's agreement and size figures, then the
+# other subcommands on its outputs and their errors on bad input.
+set -u
+bitgrad=$1
+out=$2
+rm -rf "$out"
+mkdir -p "$out"
+fails=0
+check() {   # check "what" command...
+    local what=$1
+    shift
+    if "$@"; then echo "ok   $what"; else echo "FAIL $what"; fails=$((fails + 1)); fi
+}
+
+"$bitgrad" demo --teacher-epochs 1 --epochs 1 --out "$out/demo" --threads 2 >"$out/demo.log" 2>&1
+check "demo exits 0" test $? -eq 0
+for f in teacher.safetensors student.safetensors student.bgx train.jsonl plots/training.png plots/weights.png \
+    plots/ternary.png plots/sqnr.png; do
+    check "demo wrote $f" test -s "$out/demo/$f"
+done
+check "demo prints the summary" grep -q "^summary" "$out/demo.log"
+agree=$(sed -n 's/.*(export; \([0-9.]*\)% same class as fake-quant).*/\1/p' "$out/demo.log")
+check "integer runtime agrees with fake-quant on >= 99.9% ($agree%)" awk -v a="${agree:-0}" 'BEGIN { exit !(a >= 99.9) }'
+ratio=$(sed -n 's/.*export \/ f32 parameters = 1\/\([0-9.]*\).*/\1/p' "$out/demo.log")
+check "export <= 1/12 of the f32 parameters (1/$ratio)" awk -v r="${ratio:-0}" 'BEGIN { exit !(r >= 12) }'
+acc=$(sed -n 's/.*ternary student, integer runtime *\([0-9.]*\)%.*/\1/p' "$out/demo.log")
+check "student learned (integer runtime accuracy $acc% > 80%)" awk -v a="${acc:-0}" 'BEGIN { exit !(a > 80) }'
+
+"$bitgrad" export "$out/demo/student.safetensors" "$out/s.bgx" >"$out/export.log" 2>&1
+check "export exits 0" test $? -eq 0
+"$bitgrad" infer "$out/s.bgx" --data fashion-mnist >"$out/infer.log" 2>&1
+check "infer exits 0" test $? -eq 0
+check "infer prints the accuracy" grep -q "accuracy 0\.[89]" "$out/infer.log"
+"$bitgrad" plot "$out/demo/train.jsonl" --out "$out/replot" >"$out/plot.log" 2>&1
+check "plot redraws the figures" test -s "$out/replot/training.png"
+
+printf '{"type":"step","step":1,"loss":0.5}\n{"type":"step","step":2,"loss":"x"}\n' >"$out/bad.jsonl"
+"$bitgrad" plot "$out/bad.jsonl" --out "$out/badplot" >"$out/badplot.log" 2>&1
+check "plot of a bad log exits 1" test $? -eq 1
+check "plot names the bad line" grep -q 'line 2: "loss" is not a number' "$out/badplot.log"
+"$bitgrad" export "$out/missing.safetensors" "$out/m.bgx" >"$out/missing.log" 2>&1
+check "export of a missing checkpoint exits 1" test $? -eq 1
+check "and writes nothing" test ! -e "$out/m.bgx"
+"$bitgrad" demo --epochs zero >"$out/usage.log" 2>&1
+check "bad option exits 2" test $? -eq 2
+check "and says why" grep -q "expected an integer" "$out/usage.log"
+"$bitgrad" nosuchcommand >/dev/null 2>&1
+check "unknown command exits 2" test $? -eq 2
+
+echo "$fails failed"
+test "$fails" -eq 0
