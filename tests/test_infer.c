@@ -331,6 +331,75 @@ static void test_s8_fix(const float *X) {
 }
 
 // ---------------------------------------------------------------------------
+// activation quantizers: PACT (unsigned 4-bit), LSQ+ (affine, learned zero
+// point), per-token absmax on a QLinear, a fixed scale / zero point
+
+static void test_act_kinds(const float *X, int64_t n) {
+    static const char *const specs[4][2] = {
+        {"int4:per_channel", "int4:unsigned:pact"},
+        {"int8:per_channel:lsq", "int8:affine:lsq_plus"},
+        {"ternary", "int8:per_token:absmax"},
+        {"int6", "int8:affine:scale=0.05:zp=3"},
+    };
+    const int64_t dims[5] = {784, 32, 16, 12, 10};
+    bg_rng rng;
+    bg_rng_seed(&rng, 12);
+    bg_module *layers[7];
+    for (int i = 0; i < 4; i++) {
+        bg_quant_spec w, a;
+        CHECK_MSG(bg_quant_spec_parse(specs[i][0], &w) == BG_OK && bg_quant_spec_parse(specs[i][1], &a) == BG_OK,
+                  "spec: %s", bg_last_error());
+        layers[2 * i] = bg_qlinear_new(dims[i], dims[i + 1], true, &w, &a, &rng);
+        if (i < 3) layers[2 * i + 1] = bg_relu_new();
+    }
+    bg_module *net = bg_sequential_new(7, layers);
+    CHECK_MSG(net != NULL, "act kinds: %s", bg_last_error());
+    if (!net) return;
+    bg_ctx *ctx = bg_ctx_new(0);
+    bg_set_grad_enabled(ctx, false);
+    bg_tensor *xt = bg_from_data(ctx, BG_DTYPE_F32, BG_SHAPE(500, 784), X);
+    CHECK(xt && bg_module_forward(ctx, net, xt) != NULL);   // initialise PACT / LSQ+ / observers
+    bg_ctx_free(ctx);
+    bg_model_set_quant_mode(net, BG_QUANT_MODE_EVAL);
+    bg_model_set_int_forward(net, false);
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/bg_test_infer_%d_acts.bgx", (int)getpid());
+    bg_infer_model *rt = NULL;
+    float *ref = malloc(sizeof(float) * (size_t)n * 10), *got = malloc(sizeof(float) * (size_t)n * 10);
+    bg_status s = bg_export(net, path, NULL);
+    CHECK_MSG(s == BG_OK, "act kinds: export: %s", bg_last_error());
+    if (s == BG_OK && bg_infer_load(path, &rt) == BG_OK) {
+        bg_infer_print(rt, stdout);
+        for (int i = 0; i < 4; i++) CHECK_MSG(strncmp(bg_infer_layer_path(rt, 2 * i), "int", 3) == 0, "layer %d on %s", 2 * i, bg_infer_layer_path(rt, 2 * i));
+        if (model_logits(net, X, n, 784, ref, 10) && bg_infer_run(rt, X, n, got) == BG_OK) {
+            double maxdiff = 0, maxlogit = 0;
+            int64_t same = 0;
+            for (int64_t i = 0; i < n; i++) {
+                same += argmax(ref + i * 10, 10) == argmax(got + i * 10, 10);
+                for (int j = 0; j < 10; j++) {
+                    double d = fabs((double)ref[i * 10 + j] - got[i * 10 + j]);
+                    maxdiff = d > maxdiff ? d : maxdiff;
+                    maxlogit = fabs(ref[i * 10 + j]) > maxlogit ? fabs(ref[i * 10 + j]) : maxlogit;
+                }
+            }
+            printf("act kinds: %lld images, same class %lld, max |logit diff| %.3g (max |logit| %.3g)\n", (long long)n,
+                   (long long)same, maxdiff, maxlogit);
+            CHECK_MSG(maxdiff <= LOGIT_TOL_REL * maxlogit, "act kinds: max logit diff %g", maxdiff);
+            CHECK_MSG(same * 100 >= n * 99, "act kinds: same class on %lld of %lld", (long long)same, (long long)n);
+        } else {
+            CHECK_MSG(false, "act kinds: run: %s", bg_last_error());
+        }
+    } else if (s == BG_OK) {
+        CHECK_MSG(false, "act kinds: load: %s", bg_last_error());
+    }
+    bg_infer_free(rt);
+    unlink(path);
+    free(ref);
+    free(got);
+    bg_module_free(net);
+}
+
+// ---------------------------------------------------------------------------
 // float layers: norms and the other activations
 
 static void test_float_kinds(const float *X, int64_t n) {
@@ -496,6 +565,7 @@ int main(void) {
     test_groups(X, 2000);
     test_s8_fix(X);
     test_float_kinds(X, 500);
+    test_act_kinds(X, 1000);
 
     bg_rng rng;
     bg_rng_seed(&rng, 42);
