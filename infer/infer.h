@@ -14,8 +14,9 @@
  * - "int": Linear-like layers whose weights are ternary or integer codes
  *   with a per-tensor or per-output-channel scale and whose input quantizer
  *   is per-token absmax (BitLinear, after its RMSNorm without gain) or a
- *   static per-tensor scale / zero point: the activations are quantized with
- *   quantize_rows, multiplied with gemm_ternary (t2 weights) or gemm_s8 (i8 /
+ *   static per-tensor scale / zero point (unsigned codes shifted by -128
+ *   into int8, which leaves code - z unchanged), and K <= 65536 (exact int32
+ *   sums): the activations are quantized with quantize_rows, multiplied with gemm_ternary (t2 weights) or gemm_s8 (i8 /
  *   i4 / u4 / u8 codes minus their zero point, unpacked to int8 at load; a
  *   code -128 is carried as -127 plus an exact sparse correction, since
  *   gemm_s8 wants |w| <= 127), and each output is rescaled once:
