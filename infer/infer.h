@@ -37,7 +37,10 @@
  *   kernels).
  *
  * Memory: every buffer is allocated at load for max_batch examples; a run
- * of more examples is processed in chunks, so bg_infer_run never allocates.
+ * of more examples is processed in chunks, so bg_infer_run never allocates
+ * on the integer paths; f32 matmuls go to OpenBLAS (no allocation on one
+ * thread, a few small ones per call on more), and conv layers allocate inside
+ * oneDNN's convolution, as int8 layers do with use_dnnl.
  * A model is not thread-safe (one run at a time); threads come from the
  * kernels' OpenMP (bg_set_num_threads).
  */
