@@ -336,9 +336,10 @@ bg_status bg_quantize(bg_ctx *ctx, const bg_quant_spec *spec, bg_quant_state *st
 // becomes absmean for ternary / binary and minmax again for an int kind after
 // absmean; a minmax or moving_minmax range becomes an MSE search (mse, with
 // the spec's grid and momentum) for an int kind of 4 bits or fewer, since
-// min-max ranges waste most low-bit levels on outliers — it costs a grid
-// search per forward, so learned LSQ steps, which stay LSQ and are
-// re-initialised from the weights at each transition, are the cheap choice)
+// min-max ranges waste most low-bit levels on outliers; it costs a grid
+// search over a sample of the input per forward. Learned LSQ steps, which
+// stay LSQ and are re-initialised from the weights at each transition, are
+// cheaper and were more accurate in README's progressive rows)
 // or a full spec string ("int4:per_group=64:lsq", replacing the
 // spec). Before a rule's first phase
 // the layer is fp32 (a quantization delay). A layer follows the first rule
