@@ -5,6 +5,7 @@
  * arena. Calls kernels/, tensor/ (errors, aligned memory) and io/ (the
  * safetensors reader). */
 #include <jansson.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -155,6 +156,9 @@ static bool get_pair(json_t *o, const char *key, int64_t lo, int64_t hi, int64_t
     return true;
 }
 
+/* A JSON number that fits a float (converting a larger double is undefined). */
+static bool is_float(json_t *v) { return json_is_number(v) && fabs(json_number_value(v)) <= FLT_MAX; }
+
 static const char *get_str(json_t *o, const char *key) {
     json_t *v = json_object_get(o, key);
     return json_is_string(v) ? json_string_value(v) : NULL;
@@ -224,6 +228,10 @@ static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
     if (json_is_true(hz)) {
         if ((s = tensor_of(ld, "weight_zero_point", BG_DTYPE_I32, 1, &C, &tz)) != BG_OK) return s;
         zp = tz.data;
+        for (int64_t c = 0; c < C; c++)
+            if (zp[c] < qmin || zp[c] > qmax)
+                return ferr(ld, "weight zero point %lld is %d, outside [%lld,%lld]", (long long)c, zp[c], (long long)qmin,
+                            (long long)qmax);
     }
 
     // the stored codes: dtype and shape first (nothing is allocated for a
@@ -449,7 +457,7 @@ static bg_status load_matmul(loader *ld, layer *L, json_t *lj, bool conv, bool f
     if (norm && !json_is_null(norm)) {
         json_t *eps = json_object_get(norm, "eps");
         const char *nk = get_str(norm, "kind");
-        if (!nk || strcmp(nk, "rmsnorm") || !json_is_number(eps) || !(json_number_value(eps) > 0))
+        if (!nk || strcmp(nk, "rmsnorm") || !is_float(eps) || !(json_number_value(eps) > 0))
             return ferr(ld, "\"norm\" must be {\"kind\":\"rmsnorm\",\"eps\":>0}");
         L->norm = true;
         L->norm_eps = (float)json_number_value(eps);
@@ -492,7 +500,7 @@ static bg_status load_layer(loader *ld, layer *L, json_t *lj, bool force_f32) {
     case L_RMSNORM: {
         int64_t dim;
         json_t *eps = json_object_get(lj, "eps");
-        if (!get_int(lj, "dim", 1, MAX_DIM, &dim) || !json_is_number(eps) || !(json_number_value(eps) >= 0))
+        if (!get_int(lj, "dim", 1, MAX_DIM, &dim) || !is_float(eps) || !(json_number_value(eps) >= 0))
             return ferr(ld, "%s needs \"dim\" and \"eps\" >= 0", k);
         if (L->in_shape[L->in_ndim - 1] != dim) {
             char a[64];
@@ -517,7 +525,7 @@ static bg_status load_layer(loader *ld, layer *L, json_t *lj, bool force_f32) {
     }
     case L_LEAKY: {
         json_t *v = json_object_get(lj, "negative_slope");
-        if (!json_is_number(v)) return ferr(ld, "leaky_relu has no \"negative_slope\"");
+        if (!is_float(v)) return ferr(ld, "leaky_relu has no \"negative_slope\"");
         L->slope = (float)json_number_value(v);
         return BG_OK;
     }
