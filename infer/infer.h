@@ -37,10 +37,10 @@
  *   kernels).
  *
  * Memory: every buffer is allocated at load for max_batch examples; a run
- * of more examples is processed in chunks, so bg_infer_run never allocates
- * on the integer paths; f32 matmuls go to OpenBLAS (no allocation on one
- * thread, a few small ones per call on more), and conv layers allocate inside
- * oneDNN's convolution, as int8 layers do with use_dnnl.
+ * of more examples is processed in chunks, so bg_infer_run itself never
+ * allocates (0 mallocs per run on the integer paths, counted); f32 layers
+ * call bg_sgemm / bg_conv2d_forward, whose oneDNN backend allocates a little
+ * scratch per call, as int8 layers do with use_dnnl.
  * A model is not thread-safe (one run at a time); threads come from the
  * kernels' OpenMP (bg_set_num_threads).
  */
