@@ -272,7 +272,7 @@ static bool run(const demo_opts *o) {
     printf("  %-38s %8.2f%% %11.0f %9.1f KiB  (checkpoint; %.1f s training)\n", "fp32 teacher", 100 * sum.teacher_acc,
            sum.teacher_ips, (double)sum.teacher_bytes / 1024, sum.teacher_s);
     printf("  %-38s %8.2f%% %11.0f %9.1f KiB  (checkpoint; %.1f s fine-tuning)\n",
-           "ternary student, fake-quant (f32 math)", 100 * sum.student_acc, sum.student_ips,
+           "ternary student, fake-quant model", 100 * sum.student_acc, sum.student_ips,
            (double)sum.student_bytes / 1024, sum.student_s);
     printf("  %-38s %8.2f%% %11.0f %9.1f KiB  (export; %.2f%% same class as fake-quant)\n",
            "ternary student, integer runtime", 100 * sum.runtime_acc, sum.runtime_ips,
