@@ -99,9 +99,10 @@ INLINE void ternary_tile(int32_t *acc, const int8_t *x, const uint8_t *w, int64_
 }
 
 /* A tile of up to 4 x rows (mp of them) by the weight rows [n0, n1). */
-NO_PRE static void ternary_unit(int32_t *acc, const int8_t *x, const uint8_t *w, int64_t m0,
+NO_PRE static void ternary_unit(int32_t *acc, const int8_t *x, const void *wv, int64_t m0,
                                 int64_t mp, int64_t n0, int64_t n1, int64_t N, int64_t kp,
                                 const int32_t *xs) {
+    const uint8_t *w = wv;
     int64_t n = n0;
     if (mp == 1) {
         for (; n + 8 <= n1; n += 8) ternary_tile(acc, x, w, m0, n, N, kp, xs, 1, 8);
@@ -157,8 +158,9 @@ INLINE void s8_tile(int32_t *acc, const int8_t *x, const int8_t *w, int64_t m0, 
                 wrap_sub(_mm512_reduce_add_epi32(a[p][r]), (int32_t)((uint32_t)xs[p] << 7));
 }
 
-static void s8_unit(int32_t *acc, const int8_t *x, const int8_t *w, int64_t m0, int64_t mp,
+static void s8_unit(int32_t *acc, const int8_t *x, const void *wv, int64_t m0, int64_t mp,
                     int64_t n0, int64_t n1, int64_t N, int64_t kp, const int32_t *xs) {
+    const int8_t *w = wv;
     int64_t n = n0;
     if (mp == 1) {
         for (; n + 8 <= n1; n += 8) s8_tile(acc, x, w, m0, n, N, kp, xs, 1, 8);
@@ -340,19 +342,7 @@ static void run_units(bool ternary, int32_t *acc, const int8_t *x, const void *w
             }
             continue;
         }
-        const int64_t mt = (mc + 3) / 4, nt = (N + NT - 1) / NT, units = mt * nt;
-#pragma omp parallel for schedule(static) if (mc * N * kp >= BG_IGEMM_PAR_MIN && units > 1)
-        for (int64_t u = 0; u < units; u++) {
-            int64_t tn = u / mt, tm = u % mt;
-            int64_t m0 = tm * 4, mp = mc - m0 < 4 ? mc - m0 : 4;
-            int64_t n0 = tn * NT, n1 = n0 + NT < N ? n0 + NT : N;
-            if (ternary)
-                ternary_unit(acc + c0 * N, x + c0 * kp, (const uint8_t *)w, m0, mp, n0, n1, N, kp,
-                             xs + m0);
-            else
-                s8_unit(acc + c0 * N, x + c0 * kp, (const int8_t *)w, m0, mp, n0, n1, N, kp,
-                        xs + m0);
-        }
+        bg_igemm_run_tiles(ternary ? ternary_unit : s8_unit, acc + c0 * N, x + c0 * kp, w, mc, N, kp, xs, NT);
     }
 }
 
