@@ -193,22 +193,6 @@ static bg_status quantize(bg_module *model, const qat_options *q) {
     return BG_OK;
 }
 
-/* Puts "[*weight_quant]" before every rule of s without a pattern. */
-static int weight_schedule(const char *s, char *buf, size_t len) {
-    size_t o = 0;
-    const char *p = s;
-    while (*p) {
-        const char *e = strchr(p, ';');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        int w = snprintf(buf + o, len - o, "%s%s%.*s", o ? ";" : "", *p == '[' ? "" : "[*weight_quant]", (int)n, p);
-        if (w < 0 || (size_t)w >= len - o) return -1;
-        o += (size_t)w;
-        p += n;
-        if (*p == ';') p++;
-    }
-    return 0;
-}
-
 // --- teacher weights -----------------------------------------------------------
 
 static bg_status save_weights(const bg_module *model, const char *path) {
@@ -321,10 +305,7 @@ int main(int argc, char **argv) {
     // The schedule is parsed first: its phases choose the default start spec.
     char sched_buf[BG_SCHEDULE_STR_MAX];
     if (q.schedule) {
-        if (weight_schedule(q.schedule, sched_buf, sizeof sched_buf)) {
-            fprintf(stderr, "--schedule: too long\n");
-            goto done;
-        }
+        if (bg_schedule_weights_only(q.schedule, sched_buf, sizeof sched_buf) != BG_OK) goto fail;
         if (bg_schedule_parse(sched_buf, bg_batcher_batches(train_b), &sched) != BG_OK) goto fail;
         bool bare = true;
         for (int i = 0; i < sched.n_rules; i++)

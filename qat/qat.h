@@ -379,6 +379,12 @@ typedef struct bg_schedule {
  * boundaries (0 when none are used). BG_ERR_ARG + bg_last_error() naming
  * the token, e.g. `schedule: missing '@' in "int8"`; *out untouched then. */
 bg_status bg_schedule_parse(const char *str, int64_t steps_per_epoch, bg_schedule *out);
+/* Writes str with "[*weight_quant]" put before every rule that has no
+ * [PATTERN], so that a plain schedule ("int8@0,int4@1ep") drives the weight
+ * quantizers and leaves the activations' specs alone (what the command line
+ * programs take). BG_ERR_ARG + bg_last_error() when buf (len bytes) is too
+ * small. */
+bg_status bg_schedule_weights_only(const char *str, char *buf, size_t len);
 /* Canonical string (boundaries in steps); parses back to the same phases. */
 int bg_schedule_format(const bg_schedule *s, char *buf, size_t len);
 

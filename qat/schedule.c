@@ -385,3 +385,21 @@ bg_status bg_schedule_sync(const bg_schedule *s, bg_quant_state *const *states, 
     }
     return BG_OK;
 }
+
+bg_status bg_schedule_weights_only(const char *str, char *buf, size_t len) {
+    size_t o = 0;
+    const char *p = str;
+    if (len) buf[0] = 0;
+    while (*p) {
+        const char *e = strchr(p, ';');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        int w = snprintf(buf + o, len - o, "%s%s%.*s", o ? ";" : "", *p == '[' ? "" : "[*weight_quant]", (int)n, p);
+        if (w < 0 || (size_t)w >= len - o)
+            return bg_set_error(BG_ERR_ARG, "schedule: \"%.40s...\" is longer than %zu characters with its patterns",
+                                str, len ? len - 1 : 0);
+        o += (size_t)w;
+        p += n;
+        if (*p == ';') p++;
+    }
+    return BG_OK;
+}

@@ -365,11 +365,23 @@ static void test_save_restore(void) {
     CHECK(bg_schedule_load("int8@0#5:0:0", &bad) == BG_ERR_ARG);
 }
 
+static void test_weights_only(void) {
+    char buf[128];
+    CHECK(bg_schedule_weights_only("int8@0,int4@1ep;[fc*]ternary@0;int2@5", buf, sizeof buf) == BG_OK);
+    CHECK(strcmp(buf, "[*weight_quant]int8@0,int4@1ep;[fc*]ternary@0;[*weight_quant]int2@5") == 0);
+    CHECK(bg_schedule_weights_only("", buf, sizeof buf) == BG_OK);
+    CHECK(buf[0] == 0);
+    char small[20];
+    CHECK(bg_schedule_weights_only("int8@0,int4@100", small, sizeof small) == BG_ERR_ARG);
+    CHECK_STR(bg_last_error(), "schedule: \"int8@0,int4@100...\" is longer than 19 characters with its patterns");
+}
+
 int main(void) {
     test_parse();
     test_transitions();
     test_per_layer();
     test_reinit();
     test_save_restore();
+    test_weights_only();
     return bg_test_finish();
 }

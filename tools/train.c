@@ -152,23 +152,6 @@ static bool fail(bg_ctx *ctx) {
     return false;
 }
 
-/* Puts "[*weight_quant]" before every rule of s without a pattern: a plain
- * schedule drives the weights, the activations keep their spec. */
-static bool weight_schedule(const char *s, char *buf, size_t len) {
-    size_t o = 0;
-    const char *p = s;
-    while (*p) {
-        const char *e = strchr(p, ';');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        int w = snprintf(buf + o, len - o, "%s%s%.*s", o ? ";" : "", *p == '[' ? "" : "[*weight_quant]", (int)n, p);
-        if (w < 0 || (size_t)w >= len - o) return false;
-        o += (size_t)w;
-        p += n;
-        if (*p == ';') p++;
-    }
-    return true;
-}
-
 static bool evaluate(loop *l, bg_ctx *ctx, tool_data *d, double *acc) {
     bool quantized = l->n > 0;
     if (quantized) {
@@ -196,10 +179,7 @@ bool tool_train(bg_module *model, tool_data *d, const tool_train_opts *o, tool_t
     l.steps_per_epoch = bg_batcher_batches(d->train_b);
     if (o->schedule) {
         char buf[BG_SCHEDULE_STR_MAX];
-        if (!weight_schedule(o->schedule, buf, sizeof buf)) {
-            fprintf(stderr, "--schedule: too long\n");
-            return false;
-        }
+        if (bg_schedule_weights_only(o->schedule, buf, sizeof buf) != BG_OK) return fail(NULL);
         if (bg_schedule_parse(buf, l.steps_per_epoch, &l.sched) != BG_OK) return fail(NULL);
         l.has_sched = true;
     }
