@@ -55,20 +55,21 @@ static void rng_from_bytes(bg_rng *r, const uint8_t in[16]) {
     }
 }
 
-/* Every Dropout of m's tree with its path ("3", "1.2"), pre-order. */
+/* Every module of m's tree that owns a generator (its kind's module_rng:
+ * Dropout's, or a user kind's), with its path ("3", "1.2"), pre-order. */
 typedef struct dropout_ref {
     char path[BG_PARAM_NAME_MAX];
     bg_rng *rng;
 } dropout_ref;
 
 static int find_dropouts(const bg_module *m, char *path, size_t plen, dropout_ref *out, int n, int max) {
-    if (strcmp(bg_module_kind(m), "Dropout") == 0) {
-        bg_layer_hparams h;
-        if (n < max && bg_layer_hparams_get(m, &h) == BG_OK && h.rng) {
+    const bg_module_type *t = bg_module_type_of(m);
+    if (t->module_rng) {
+        if (n < max) {
             snprintf(out[n].path, sizeof out[n].path, "%s", path);
-            out[n].rng = h.rng;
+            out[n].rng = t->module_rng((bg_module *)m);
         }
-        return n + 1;
+        n++;
     }
     for (int i = 0; i < bg_module_num_children(m); i++) {
         int w = snprintf(path + plen, BG_PARAM_NAME_MAX - plen, "%s%s", plen ? "." : "", bg_module_child_name(m, i));
@@ -229,7 +230,7 @@ bg_status bg_checkpoint_save(const char *path, const bg_checkpoint *ck) {
     char pathbuf[BG_PARAM_NAME_MAX] = "";
     int nd = s == BG_OK ? find_dropouts(m, pathbuf, 0, drops, 0, CK_MAX_DROPOUT) : 0;
     if (nd > CK_MAX_DROPOUT)
-        s = bg_set_error(BG_ERR_ARG, "checkpoint_save: the model has %d Dropout layers, at most %d are supported", nd,
+        s = bg_set_error(BG_ERR_ARG, "checkpoint_save: the model has %d modules with their own generator, at most %d are supported", nd,
                          CK_MAX_DROPOUT);
     for (int i = 0; s == BG_OK && i < nd && i < CK_MAX_DROPOUT; i++) {
         char key[BG_PARAM_NAME_MAX + 32];
@@ -301,7 +302,9 @@ static bg_status compare_desc(const char *path, const char *where, json_t *f, js
                                     "checkpoint_load: %s: layer %s has %zu children in the file, %zu in the model", path,
                                     lw, nf, nm);
             for (size_t i = 0; i < nm; i++) {
-                int w = snprintf(lpath + plen, BG_PARAM_NAME_MAX - plen, "%s%zu", plen ? "." : "", i);
+                json_t *cn = json_object_get(json_array_get(mv, i), "name");
+                int w = snprintf(lpath + plen, BG_PARAM_NAME_MAX - plen, "%s%s", plen ? "." : "",
+                                 json_is_string(cn) ? json_string_value(cn) : "?");
                 size_t nl = w > 0 && plen + (size_t)w < BG_PARAM_NAME_MAX ? plen + (size_t)w : BG_PARAM_NAME_MAX - 1;
                 bg_status s = compare_desc(path, where, json_array_get(fv, i), json_array_get(mv, i), lpath, nl);
                 lpath[plen] = '\0';
@@ -310,6 +313,7 @@ static bg_status compare_desc(const char *path, const char *where, json_t *f, js
             continue;
         }
         if (fv && (is_quant_key(key) || json_equal(fv, mv))) continue;
+        if (!fv && strcmp(key, "name") == 0) continue;   // version 1 named children by position
         char *a = fv ? json_dumps(fv, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
         char *b = json_dumps(mv, JSON_COMPACT | JSON_ENCODE_ANY);
         bg_status s = bg_set_error(BG_ERR_SHAPE, "checkpoint_load: %s: layer %s: %s is %.64s in the file, %.64s in the model",
@@ -345,8 +349,12 @@ static bg_status check_description(const char *path, const bg_safetensors *st, c
     } else if (!json_is_object(froot) || !json_is_object(json_object_get(froot, "model"))) {
         s = bg_set_error(BG_ERR_FORMAT, "checkpoint_load: %s: the model description has no \"model\" object", path);
     } else if (!json_equal(json_object_get(froot, "format"), json_object_get(mroot, "format")) ||
-               !json_equal(json_object_get(froot, "version"), json_object_get(mroot, "version"))) {
-        s = bg_set_error(BG_ERR_FORMAT, "checkpoint_load: %s: the model description is not bitgrad-model version 1", path);
+               !json_is_integer(json_object_get(froot, "version")) ||
+               json_integer_value(json_object_get(froot, "version")) < 1 ||
+               json_integer_value(json_object_get(froot, "version")) >
+                   json_integer_value(json_object_get(mroot, "version"))) {
+        s = bg_set_error(BG_ERR_FORMAT, "checkpoint_load: %s: the model description is not bitgrad-model version 1 or 2",
+                         path);
     } else {
         char lpath[BG_PARAM_NAME_MAX] = "";
         s = compare_desc(path, "", json_object_get(froot, "model"), json_object_get(mroot, "model"), lpath, 0);
@@ -568,7 +576,7 @@ static bg_status make_plan(const char *path, const bg_safetensors *st, const bg_
     char pathbuf[BG_PARAM_NAME_MAX] = "";
     p->n_drops = find_dropouts(m, pathbuf, 0, p->drops, 0, CK_MAX_DROPOUT);
     if (p->n_drops > CK_MAX_DROPOUT)
-        return bg_set_error(BG_ERR_ARG, "checkpoint_load: the model has %d Dropout layers, at most %d are supported",
+        return bg_set_error(BG_ERR_ARG, "checkpoint_load: the model has %d modules with their own generator, at most %d are supported",
                             p->n_drops, CK_MAX_DROPOUT);
     for (int i = 0; i < p->n_drops; i++) {
         char key[BG_PARAM_NAME_MAX + 32];

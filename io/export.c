@@ -123,7 +123,7 @@ static bg_status nomem(exporter *e) { return fail(e, BG_ERR_NOMEM, "out of memor
 // the model's leaves (Sequentials flattened)
 
 static bg_status collect(exporter *e, const bg_module *m, const char *path) {
-    if (strcmp(bg_module_kind(m), "Sequential") == 0) {
+    if (bg_module_type_of(m) == &bg_sequential_type) {
         for (int i = 0; i < bg_module_num_children(m); i++) {
             char p[NAME_MAX_LEN];
             const char *cn = bg_module_child_name(m, i);
@@ -357,7 +357,7 @@ static bg_status linear_layer(exporter *e, const bg_module *m, bool quant, shape
     json_object_set_new(lj, "out", json_integer(out));
     json_object_set_new(lj, "bias", json_boolean(b != NULL));
     if (b && (s = put(e, "bias", BG_DTYPE_F32, 1, &out, b->data)) != BG_OK) return s;
-    if (strcmp(bg_module_kind(m), "BitLinear") == 0)
+    if (bg_module_type_of(m) == &bg_bitlinear_type)
         json_object_set_new(lj, "norm", json_pack("{s:s, s:f}", "kind", "rmsnorm", "eps", (double)BITLINEAR_NORM_EPS));
     sh->d[0] = out;
     return BG_OK;
@@ -417,62 +417,88 @@ static bg_status pool_layer(exporter *e, const bg_module *m, bool max, shape3 *s
     return BG_OK;
 }
 
+static bg_status float_linear(exporter *e, const bg_module *m, shape3 *sh, json_t *lj) { return linear_layer(e, m, false, sh, lj); }
+static bg_status quant_linear(exporter *e, const bg_module *m, shape3 *sh, json_t *lj) { return linear_layer(e, m, true, sh, lj); }
+static bg_status float_conv(exporter *e, const bg_module *m, shape3 *sh, json_t *lj) { return conv_layer(e, m, false, sh, lj); }
+static bg_status quant_conv(exporter *e, const bg_module *m, shape3 *sh, json_t *lj) { return conv_layer(e, m, true, sh, lj); }
+static bg_status max_pool(exporter *e, const bg_module *m, shape3 *sh, json_t *lj) { return pool_layer(e, m, true, sh, lj); }
+static bg_status avg_pool(exporter *e, const bg_module *m, shape3 *sh, json_t *lj) { return pool_layer(e, m, false, sh, lj); }
+
+static bg_status flatten_layer(exporter *e, const bg_module *m, shape3 *sh, json_t *lj) {
+    (void)e, (void)m;
+    int64_t n = shape_numel(sh);
+    sh->ndim = 1, sh->d[0] = n;
+    return json_object_set_new(lj, "kind", json_string("flatten")) == 0 ? BG_OK : nomem(e);
+}
+
+/* Element-wise layers without parameters: the runtime's name for the kind. */
+static bg_status act_layer(exporter *e, const bg_module *m, shape3 *sh, json_t *lj) {
+    (void)sh;
+    const bg_module_type *t = bg_module_type_of(m);
+    const char *name = t == &bg_relu_type ? "relu" : t == &bg_silu_type ? "silu" : t == &bg_tanh_type ? "tanh"
+                     : t == &bg_sigmoid_type ? "sigmoid" : "identity";   // Dropout: identity in eval mode
+    return json_object_set_new(lj, "kind", json_string(name)) == 0 ? BG_OK : nomem(e);
+}
+
+/* LayerNorm / RMSNorm over the last dim; LayerNorm's affine / RMSNorm's gain as f32 tensors. */
+static bg_status norm_layer(exporter *e, const bg_module *m, shape3 *sh, json_t *lj) {
+    bg_layer_hparams hp;
+    if (bg_layer_hparams_get(m, &hp) != BG_OK) return fail(e, bg_last_status(), "%s", bg_last_error());
+    char a[64];
+    shape_str(sh, a, sizeof a);
+    if (sh->d[sh->ndim - 1] != hp.in)
+        return fail(e, BG_ERR_SHAPE, "%s normalizes a last dim of %lld, the previous layer gives %s", bg_module_kind(m),
+                    (long long)hp.in, a);
+    const bg_tensor *w = bg_module_find_param(m, "weight"), *b = bg_module_find_param(m, "bias");
+    bg_status s;
+    if (w && (s = put(e, "weight", BG_DTYPE_F32, 1, &hp.in, w->data)) != BG_OK) return s;
+    if (b && (s = put(e, "bias", BG_DTYPE_F32, 1, &hp.in, b->data)) != BG_OK) return s;
+    bool layernorm = bg_module_type_of(m) == &bg_layernorm_type;
+    if (json_object_set_new(lj, "kind", json_string(layernorm ? "layernorm" : "rmsnorm")) != 0 ||
+        json_object_set_new(lj, "dim", json_integer(hp.in)) != 0 || json_object_set_new(lj, "eps", json_real(hp.eps)) != 0 ||
+        json_object_set_new(lj, "weight", json_boolean(w != NULL)) != 0 ||
+        json_object_set_new(lj, "bias", json_boolean(b != NULL)) != 0)
+        return nomem(e);
+    return BG_OK;
+}
+
+static bg_status leaky_layer(exporter *e, const bg_module *m, shape3 *sh, json_t *lj) {
+    (void)sh;
+    bg_layer_hparams hp;
+    if (bg_layer_hparams_get(m, &hp) != BG_OK) return fail(e, bg_last_status(), "%s", bg_last_error());
+    if (json_object_set_new(lj, "kind", json_string("leaky_relu")) != 0 ||
+        json_object_set_new(lj, "negative_slope", json_real(hp.slope)) != 0)
+        return nomem(e);
+    return BG_OK;
+}
+
+static bg_status gelu_layer(exporter *e, const bg_module *m, shape3 *sh, json_t *lj) {
+    (void)sh;
+    bg_layer_hparams hp;
+    if (bg_layer_hparams_get(m, &hp) != BG_OK) return fail(e, bg_last_status(), "%s", bg_last_error());
+    return json_object_set_new(lj, "kind", json_string(hp.tanh_approx ? "gelu_tanh" : "gelu")) == 0 ? BG_OK : nomem(e);
+}
+
+/* What the runtime's layer list can hold, keyed by the registered type. */
+static const struct {
+    const bg_module_type *type;
+    bg_status (*write)(exporter *e, const bg_module *m, shape3 *sh, json_t *lj);
+} export_forms[] = {
+    {&bg_linear_type, float_linear},   {&bg_qlinear_type, quant_linear},  {&bg_bitlinear_type, quant_linear},
+    {&bg_conv2d_type, float_conv},     {&bg_qconv2d_type, quant_conv},    {&bg_max_pool2d_type, max_pool},
+    {&bg_avg_pool2d_type, avg_pool},   {&bg_flatten_type, flatten_layer}, {&bg_relu_type, act_layer},
+    {&bg_silu_type, act_layer},        {&bg_tanh_type, act_layer},        {&bg_sigmoid_type, act_layer},
+    {&bg_dropout_type, act_layer},     {&bg_layernorm_type, norm_layer},  {&bg_rmsnorm_type, norm_layer},
+    {&bg_leaky_relu_type, leaky_layer}, {&bg_gelu_type, gelu_layer},
+};
+
 static bg_status export_layer(exporter *e, const bg_module *m, shape3 *sh, json_t *lj) {
-    const char *k = bg_module_kind(m);
-    if (!strcmp(k, "Linear")) return linear_layer(e, m, false, sh, lj);
-    if (!strcmp(k, "QLinear") || !strcmp(k, "BitLinear")) return linear_layer(e, m, true, sh, lj);
-    if (!strcmp(k, "Conv2d")) return conv_layer(e, m, false, sh, lj);
-    if (!strcmp(k, "QConv2d")) return conv_layer(e, m, true, sh, lj);
-    if (!strcmp(k, "MaxPool2d")) return pool_layer(e, m, true, sh, lj);
-    if (!strcmp(k, "AvgPool2d")) return pool_layer(e, m, false, sh, lj);
-    if (!strcmp(k, "Flatten")) {
-        int64_t n = shape_numel(sh);
-        sh->ndim = 1, sh->d[0] = n;
-        json_object_set_new(lj, "kind", json_string("flatten"));
-        return BG_OK;
-    }
-    static const char *const acts[][2] = {{"ReLU", "relu"}, {"SiLU", "silu"}, {"Tanh", "tanh"},
-                                          {"Sigmoid", "sigmoid"}, {"Dropout", "identity"}};
-    for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
-        if (!strcmp(k, acts[i][0])) {
-            json_object_set_new(lj, "kind", json_string(acts[i][1]));
-            return BG_OK;
-        }
-    if (!strcmp(k, "LayerNorm") || !strcmp(k, "RMSNorm")) {
-        // over the last dim; LayerNorm's affine / RMSNorm's gain as f32 tensors
-        bg_layer_hparams hp;
-        if (bg_layer_hparams_get(m, &hp) != BG_OK) return fail(e, bg_last_status(), "%s", bg_last_error());
-        char a[64];
-        shape_str(sh, a, sizeof a);
-        if (sh->d[sh->ndim - 1] != hp.in)
-            return fail(e, BG_ERR_SHAPE, "%s normalizes a last dim of %lld, the previous layer gives %s", k,
-                        (long long)hp.in, a);
-        const bg_tensor *w = bg_module_find_param(m, "weight"), *b = bg_module_find_param(m, "bias");
-        bg_status s;
-        if (w && (s = put(e, "weight", BG_DTYPE_F32, 1, &hp.in, w->data)) != BG_OK) return s;
-        if (b && (s = put(e, "bias", BG_DTYPE_F32, 1, &hp.in, b->data)) != BG_OK) return s;
-        json_object_set_new(lj, "kind", json_string(k[0] == 'L' ? "layernorm" : "rmsnorm"));
-        json_object_set_new(lj, "dim", json_integer(hp.in));
-        json_object_set_new(lj, "eps", json_real(hp.eps));
-        json_object_set_new(lj, "weight", json_boolean(w != NULL));
-        json_object_set_new(lj, "bias", json_boolean(b != NULL));
-        return BG_OK;
-    }
-    if (!strcmp(k, "LeakyReLU") || !strcmp(k, "GELU")) {
-        bg_layer_hparams hp;
-        if (bg_layer_hparams_get(m, &hp) != BG_OK) return fail(e, bg_last_status(), "%s", bg_last_error());
-        if (k[0] == 'L') {
-            json_object_set_new(lj, "kind", json_string("leaky_relu"));
-            json_object_set_new(lj, "negative_slope", json_real(hp.slope));
-        } else {
-            json_object_set_new(lj, "kind", json_string(hp.tanh_approx ? "gelu_tanh" : "gelu"));
-        }
-        return BG_OK;
-    }
+    for (size_t i = 0; i < sizeof export_forms / sizeof export_forms[0]; i++)
+        if (export_forms[i].type == bg_module_type_of(m)) return export_forms[i].write(e, m, sh, lj);
     return fail(e, BG_ERR_ARG,
-                "unsupported kind \"%s\" (the runtime runs Linear, Conv2d, their quantized forms, activations, Flatten, "
-                "pools, norms)",
-                k);
+                "kind \"%s\" has no export form (the runtime runs Linear, Conv2d, their quantized forms, activations, "
+                "Flatten, pools, norms, in Sequentials)",
+                bg_module_kind(m));
 }
 
 // ---------------------------------------------------------------------------
@@ -516,8 +542,9 @@ bg_status bg_export(const bg_module *model, const char *path, const bg_export_op
     } else if (e->n_leaves > 0) {
         const bg_module *f = e->leaves[0].m;
         const bg_tensor *W = bg_module_is_qlayer(f) ? bg_qlayer_weight(f) : bg_module_find_param(f, "weight");
-        const char *k = bg_module_kind(f);
-        if (W && W->ndim == 2 && (!strcmp(k, "Linear") || !strcmp(k, "QLinear") || !strcmp(k, "BitLinear"))) {
+        const bg_module_type *t = bg_module_type_of(f);
+        const char *k = t->kind;
+        if (W && W->ndim == 2 && (t == &bg_linear_type || t == &bg_qlinear_type || t == &bg_bitlinear_type)) {
             sh.ndim = 1, sh.d[0] = W->shape[1];
         } else {
             s = bg_set_error(BG_ERR_ARG, OP ": the model starts with a %s: give the input shape (bg_export_opts)", k);

@@ -186,10 +186,15 @@ bg_status bg_evaluate(bg_ctx *ctx, bg_module *model, bg_batcher *batches, double
 //     if (bg_checkpoint_load("run.ckpt", &ck) != BG_OK) fprintf(stderr, "%s\n", bg_last_error());
 //     // or, knowing nothing about the model: bg_checkpoint_load_model("run.ckpt", &net);
 //
-// A model description is JSON: {"format": "bitgrad-model", "version": 1,
-// "model": NODE}, NODE = {"kind": KIND, <hyperparameters>}; a Sequential adds
-// "children": [NODE, ...] (named "0", "1", ... as bg_sequential_new does).
-// Hyperparameters by kind (PyTorch's names):
+// A model description is JSON: {"format": "bitgrad-model", "version": 2,
+// "model": NODE}, NODE = {"name"?: NAME, "kind": KIND, <hyperparameters>,
+// "children"?: [NODE, ...]}. KIND is any registered kind (layers.h "the kind
+// registry"): its save_hparams hook writes the hyperparameters, its
+// load_hparams hook reads them back; a container (Sequential, Residual, a
+// user's block) lists its children with their names, a kind that builds its
+// own children (the quantized layers) does not. Version 1 files (children by
+// position, "name" absent) are still read.
+// Hyperparameters of the built-in kinds (PyTorch's names):
 //   Linear, QLinear       in_features, out_features, bias
 //   BitLinear             in_features, out_features
 //   Conv2d, QConv2d       in_channels, out_channels, kernel_size [kh,kw], stride [2],
@@ -198,7 +203,8 @@ bg_status bg_evaluate(bg_ctx *ctx, bg_module *model, bg_batcher *batches, double
 //   LayerNorm             dim, eps, elementwise_affine      RMSNorm: dim, eps
 //   Dropout               p        LeakyReLU: negative_slope   GELU: approximate ("none"|"tanh")
 //   MaxPool2d, AvgPool2d  kernel_size, stride, padding (integers)
-//   ReLU, SiLU, Tanh, Sigmoid, Flatten: none
+//   FakeQuant             spec, enabled, shape (the tensor shape its state was made for)
+//   ReLU, SiLU, Tanh, Sigmoid, Flatten, Sequential, Residual: none
 // Quantized kinds add "weight_spec" / "input_spec" (canonical spec strings,
 // bg_quant_spec_format; absent = that side is float) and "weight_enabled" /
 // "input_enabled" (false in a schedule's fp32 phase). Their FakeQuant
@@ -216,7 +222,8 @@ bg_status bg_evaluate(bg_ctx *ctx, bg_module *model, bg_batcher *batches, double
 //                                the names of bg_model_quantizers); absent when P = 0
 //   "quant.<q>.flags"            I32 [6]: observed, initialized, observer on,
 //                                enabled, calls (low and high 32 bits)
-//   "dropout.<path>.rng"         U8 [16]: each Dropout's generator
+//   "dropout.<path>.rng"         U8 [16]: the generator of each module whose kind has
+//                                one (module_rng: Dropout's, a user kind's)
 //   "rng"                        U8 [16]: ck->rng's two words, little-endian
 // and __metadata__ strings: "format" = "bitgrad-checkpoint", "version" = "1",
 // "model" (the description), "specs" (JSON {"<q>": spec string}), "step",
@@ -227,14 +234,15 @@ bg_status bg_evaluate(bg_ctx *ctx, bg_module *model, bg_batcher *batches, double
  * features, bias, conv options, eps, ...), and for quantized layers their
  * weight/input quantizer spec strings (bg_quant_spec_format) and current
  * enabled state. Returns a malloc'd string (release with free()), or NULL +
- * bg_last_error() (e.g. a custom module kind it cannot describe:
- * "model_desc: layer 1: cannot describe kind \"Scale\""). */
+ * bg_last_error() (e.g. a kind that was not registered:
+ * "model_desc: layer 1: kind \"Scale\" is not registered (bg_module_register_type)"). */
 char *bg_model_to_json(const bg_module *model);
 /* Builds a model from such a description into *out (a finalized root, freed
  * with bg_module_free); parameters are freshly initialised (load values
  * after, e.g. bg_checkpoint_load). On failure *out is NULL, BG_ERR_FORMAT,
  * and the error names the layer by its path and the bad field
- * ("model_desc: layer 2: unknown kind \"Foo\"", "model_desc: layer 0:
+ * ("model_desc: layer 2: unknown kind \"Foo\": register it with
+ * bg_module_register_type before loading", "model_desc: layer 0:
  * missing field \"out_features\""; the root is "(root)"). The tree may be
  * at most 32 deep and each weight at most 2^32 elements. */
 bg_status bg_model_from_json(const char *json, bg_module **out);
@@ -254,7 +262,7 @@ typedef struct bg_checkpoint {
  * any failure (including a full disk half-way) the previous file at path is
  * untouched and no temporary file remains. Saves the members that are
  * non-NULL. Fails with BG_ERR_ARG when the model cannot be described (a
- * custom module kind). */
+ * kind that was not registered with bg_module_register_type). */
 bg_status bg_checkpoint_save(const char *path, const bg_checkpoint *ck);
 /* Loads into the existing ck->model (+ opt, schedule, rng when non-NULL)
  * and sets step / epoch / batch_in_epoch: checks the file's layout (the

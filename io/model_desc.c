@@ -1,8 +1,8 @@
-/* model_desc.c — model descriptions: a module tree as JSON (kinds,
- * hyperparameters, quantizer specs) and back to a freshly initialised model
- * (io/io.h "model descriptions and checkpoints"). JSON through jansson.
- * Calls layers/ (constructors, bg_layer_hparams_get, qlayer accessors) and
- * qat/ (spec strings). */
+/* model_desc.c — model descriptions: a module tree as JSON and back to a
+ * freshly initialised model (io/io.h "model descriptions and checkpoints").
+ * Generic over the kind registry (layers.h): each kind's save_hparams /
+ * load_hparams hooks write and read its own fields; this file adds the
+ * kind, the child names and the tree. JSON through jansson. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,121 +10,82 @@
 #include <jansson.h>
 
 #include "io/io.h"
-#include "qat/qat.h"
 
 #define DESC_FORMAT "bitgrad-model"
-#define DESC_VERSION 1
+/* Version 2 names every child ("name") and describes any registered kind;
+ * version 1 (Sequential children by position) is still read. */
+#define DESC_VERSION 2
+#define DESC_MIN_VERSION 1
 /* Deeper trees are rejected (a hostile description must not blow the stack). */
 #define DESC_MAX_DEPTH 32
 /* Seed of the generator that initialises a model built from a description. */
 #define DESC_INIT_SEED 0
+/* The most children a described container may have. */
+#define DESC_MAX_CHILDREN 100000
 
 // ---------------------------------------------------------------------------
 // model -> JSON
 
-/* A JSON array [a, b]. */
-static json_t *pair(int64_t a, int64_t b) { return json_pack("[I,I]", (json_int_t)a, (json_int_t)b); }
+/* Re-raises the current error as "model_desc: layer <where>: <message>". */
+static bg_status layer_error(bg_status st, const char *where) {
+    char msg[BG_ERROR_MAX];
+    snprintf(msg, sizeof msg, "%s", bg_last_error());
+    return bg_set_error(st, "model_desc: layer %s: %s", where, msg);
+}
 
-/* Sets key to v (taking v); false on failure (v NULL or out of memory). */
-static bool put(json_t *o, const char *key, json_t *v) { return v && json_object_set_new(o, key, v) == 0; }
+static json_t *describe(const bg_module *m, const char *name, const char *path, int depth);
 
-/* Adds weight_spec / input_spec and their enabled flags for a qlayer. */
-static bool put_specs(json_t *o, const bg_module *m) {
-    for (int side = 0; side < 2; side++) {
-        const bg_quant_state *st = side ? bg_qlayer_input_state(m) : bg_qlayer_weight_state(m);
-        if (!st) continue;
-        char s[BG_QUANT_SPEC_STR_MAX];
-        bg_quant_spec_format(bg_quant_state_spec(st), s, sizeof s);
-        if (!put(o, side ? "input_spec" : "weight_spec", json_string(s)) ||
-            !put(o, side ? "input_enabled" : "weight_enabled", json_boolean(bg_quant_state_enabled(st))))
-            return false;
+/* The "children" array of a container node. */
+static bg_status describe_children(json_t *o, const bg_module *m, const char *path, int depth) {
+    json_t *arr = json_array();
+    if (!arr || json_object_set_new(o, "children", arr) != 0) return bg_set_error(BG_ERR_NOMEM, "model_desc: out of memory");
+    for (int i = 0; i < bg_module_num_children(m); i++) {
+        const char *cn = bg_module_child_name(m, i);
+        char cp[BG_PARAM_NAME_MAX];
+        if (snprintf(cp, sizeof cp, "%s%s%s", path, path[0] ? "." : "", cn) >= (int)sizeof cp)
+            return bg_set_error(BG_ERR_ARG, "model_desc: layer %s.%s: the path is longer than %d characters", path, cn,
+                                BG_PARAM_NAME_MAX - 1);
+        json_t *c = describe(bg_module_child(m, i), cn, cp, depth + 1);
+        if (!c) return bg_last_status();
+        if (json_array_append_new(arr, c) != 0) return bg_set_error(BG_ERR_NOMEM, "model_desc: out of memory");
     }
-    return true;
+    return BG_OK;
 }
 
-static bool put_conv(json_t *o, int64_t in, int64_t out, int64_t kh, int64_t kw, const bg_conv2d_opts *c, bool bias) {
-    return put(o, "in_channels", json_integer(in)) && put(o, "out_channels", json_integer(out)) &&
-           put(o, "kernel_size", pair(kh, kw)) && put(o, "stride", pair(c->stride[0], c->stride[1])) &&
-           put(o, "padding", pair(c->padding[0], c->padding[1])) &&
-           put(o, "dilation", pair(c->dilation[0], c->dilation[1])) && put(o, "groups", json_integer(c->groups)) &&
-           put(o, "bias", json_boolean(bias));
-}
-
-/* The node of m (path names it in errors); NULL + bg_last_error. */
-static json_t *describe(const bg_module *m, const char *path, int depth) {
-    const char *k = bg_module_kind(m);
+/* The node of m (path names it in errors): {"name"?, "kind", hparams...,
+ * "children"?}; NULL + bg_last_error. */
+static json_t *describe(const bg_module *m, const char *name, const char *path, int depth) {
+    const bg_module_type *t = bg_module_type_of(m);
     const char *where = path[0] ? path : "(root)";
     if (depth > DESC_MAX_DEPTH) {
         bg_set_error(BG_ERR_ARG, "model_desc: layer %s: the tree is deeper than %d", where, DESC_MAX_DEPTH);
         return NULL;
     }
+    if (bg_module_find_type(t->kind) != t) {
+        bg_set_error(BG_ERR_ARG, "model_desc: layer %s: kind \"%s\" is not registered (bg_module_register_type)",
+                     where, t->kind);
+        return NULL;
+    }
     json_t *o = json_object();
-    if (!o || !put(o, "kind", json_string(k))) goto nomem;
-    if (bg_module_is_qlayer(m)) {
-        const bg_tensor *w = bg_qlayer_weight(m);
-        bool bias = bg_module_find_param(m, "bias") != NULL;
-        bool ok;
-        if (strcmp(k, "QConv2d") == 0) {
-            bg_conv2d_opts c;
-            if (bg_qconv2d_get_opts(m, &c) != BG_OK) goto fail;
-            ok = put_conv(o, w->shape[1] * c.groups, w->shape[0], w->shape[2], w->shape[3], &c, bias);
-        } else if (strcmp(k, "QEmbedding") == 0) {
-            ok = put(o, "num_embeddings", json_integer(w->shape[0])) &&
-                 put(o, "embedding_dim", json_integer(w->shape[1]));
-        } else {   // QLinear, BitLinear: weight [out, in]
-            ok = put(o, "in_features", json_integer(w->shape[1])) &&
-                 put(o, "out_features", json_integer(w->shape[0])) &&
-                 (strcmp(k, "BitLinear") == 0 || put(o, "bias", json_boolean(bias)));
-        }
-        if (!ok || !put_specs(o, m)) goto nomem;
-        return o;
-    }
-    bg_layer_hparams h;
-    if (bg_layer_hparams_get(m, &h) != BG_OK) {
-        bg_set_error(BG_ERR_ARG, "model_desc: layer %s: cannot describe kind \"%s\"", where, k);
+    bg_status st = BG_OK;
+    if (!o || (name && json_object_set_new(o, "name", json_string(name)) != 0) ||
+        json_object_set_new(o, "kind", json_string(t->kind)) != 0) {
+        st = bg_set_error(BG_ERR_NOMEM, "model_desc: out of memory");
         goto fail;
     }
-    bool ok = true;
-    if (strcmp(k, "Linear") == 0)
-        ok = put(o, "in_features", json_integer(h.in)) && put(o, "out_features", json_integer(h.out)) &&
-             put(o, "bias", json_boolean(h.bias));
-    else if (strcmp(k, "Conv2d") == 0)
-        ok = put_conv(o, h.in, h.out, h.kernel_h, h.kernel_w, &h.conv, h.bias);
-    else if (strcmp(k, "Embedding") == 0)
-        ok = put(o, "num_embeddings", json_integer(h.in)) && put(o, "embedding_dim", json_integer(h.out));
-    else if (strcmp(k, "LayerNorm") == 0)
-        ok = put(o, "dim", json_integer(h.in)) && put(o, "eps", json_real(h.eps)) &&
-             put(o, "elementwise_affine", json_boolean(h.bias));
-    else if (strcmp(k, "RMSNorm") == 0)
-        ok = put(o, "dim", json_integer(h.in)) && put(o, "eps", json_real(h.eps));
-    else if (strcmp(k, "Dropout") == 0)
-        ok = put(o, "p", json_real(h.p));
-    else if (strcmp(k, "LeakyReLU") == 0)
-        ok = put(o, "negative_slope", json_real(h.slope));
-    else if (strcmp(k, "GELU") == 0)
-        ok = put(o, "approximate", json_string(h.tanh_approx ? "tanh" : "none"));
-    else if (strcmp(k, "MaxPool2d") == 0 || strcmp(k, "AvgPool2d") == 0)
-        ok = put(o, "kernel_size", json_integer(h.kernel)) && put(o, "stride", json_integer(h.stride)) &&
-             put(o, "padding", json_integer(h.padding));
-    if (!ok) goto nomem;
-    int nc = bg_module_num_children(m);
-    if (strcmp(k, "Sequential") == 0) {
-        json_t *arr = json_array();
-        if (!put(o, "children", arr)) goto nomem;
-        for (int i = 0; i < nc; i++) {
-            char cp[BG_PARAM_NAME_MAX];
-            snprintf(cp, sizeof cp, "%s%s%s", path, path[0] ? "." : "", bg_module_child_name(m, i));
-            json_t *c = describe(bg_module_child(m, i), cp, depth + 1);
-            if (!c) goto fail;
-            if (json_array_append_new(arr, c) != 0) goto nomem;
-        }
-    } else if (nc > 0) {
-        bg_set_error(BG_ERR_ARG, "model_desc: layer %s: cannot describe the children of kind \"%s\"", where, k);
+    if (t->save_hparams && (st = t->save_hparams(m, o)) != BG_OK) {
+        layer_error(st, where);
         goto fail;
     }
+    json_t *k = json_object_get(o, "kind");
+    if (!json_is_string(k) || strcmp(json_string_value(k), t->kind) != 0 || json_object_get(o, "children") ||
+        (name && !json_object_get(o, "name"))) {
+        st = bg_set_error(BG_ERR_ARG, "model_desc: layer %s: %s's save_hparams wrote a reserved key (kind, name, children)",
+                          where, t->kind);
+        goto fail;
+    }
+    if (!t->builds_children && bg_module_num_children(m) > 0 && describe_children(o, m, path, depth) != BG_OK) goto fail;
     return o;
-nomem:
-    bg_set_error(BG_ERR_NOMEM, "model_desc: out of memory");
 fail:
     json_decref(o);
     return NULL;
@@ -135,10 +96,10 @@ char *bg_model_to_json(const bg_module *model) {
         bg_set_error(BG_ERR_ARG, "model_desc: model is NULL");
         return NULL;
     }
-    json_t *node = describe(model, "", 0);
+    json_t *node = describe(model, NULL, "", 0);
     if (!node) return NULL;
     json_t *root = json_pack("{s:s, s:i, s:o}", "format", DESC_FORMAT, "version", DESC_VERSION, "model", node);
-    char *s = root ? json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    char *s = root ? json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(root);
     if (!s) bg_set_error(BG_ERR_NOMEM, "model_desc: out of memory");
     return s;
@@ -154,273 +115,81 @@ typedef struct desc_ctx {
 
 static const char *where(const desc_ctx *d) { return d->path[0] ? d->path : "(root)"; }
 
-static bg_status bad(const desc_ctx *d, const char *fmt, const char *key, const char *what) {
+static bg_module *fail_at(const desc_ctx *d, const char *fmt, const char *a, const char *b) {
     char msg[BG_ERROR_MAX];
-    snprintf(msg, sizeof msg, fmt, key, what);
-    return bg_set_error(BG_ERR_FORMAT, "model_desc: layer %s: %s", where(d), msg);
-}
-
-/* An integer field in [lo, hi]. */
-static bg_status get_int(const desc_ctx *d, json_t *o, const char *key, int64_t lo, int64_t hi, int64_t *out) {
-    json_t *v = json_object_get(o, key);
-    if (!v) return bad(d, "missing field \"%s\"%s", key, "");
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-        char what[96];
-        snprintf(what, sizeof what, "an integer in [%lld, %lld]", (long long)lo, (long long)hi);
-        return bad(d, "field \"%s\" must be %s", key, what);
-    }
-    *out = (int64_t)json_integer_value(v);
-    return BG_OK;
-}
-
-/* A pair of integers [a, b], each in [lo, hi]. */
-static bg_status get_pair(const desc_ctx *d, json_t *o, const char *key, int64_t lo, int64_t hi, int64_t out[2]) {
-    json_t *v = json_object_get(o, key);
-    if (!v) return bad(d, "missing field \"%s\"%s", key, "");
-    char what[96];
-    snprintf(what, sizeof what, "a pair of integers in [%lld, %lld]", (long long)lo, (long long)hi);
-    if (!json_is_array(v) || json_array_size(v) != 2) return bad(d, "field \"%s\" must be %s", key, what);
-    for (size_t i = 0; i < 2; i++) {
-        json_t *e = json_array_get(v, i);
-        if (!json_is_integer(e) || json_integer_value(e) < lo || json_integer_value(e) > hi)
-            return bad(d, "field \"%s\" must be %s", key, what);
-        out[i] = (int64_t)json_integer_value(e);
-    }
-    return BG_OK;
-}
-
-static bg_status get_bool(const desc_ctx *d, json_t *o, const char *key, bool *out) {
-    json_t *v = json_object_get(o, key);
-    if (!v) return bad(d, "missing field \"%s\"%s", key, "");
-    if (!json_is_boolean(v)) return bad(d, "field \"%s\" must be %s", key, "true or false");
-    *out = json_is_true(v);
-    return BG_OK;
-}
-
-static bg_status get_float(const desc_ctx *d, json_t *o, const char *key, float *out) {
-    json_t *v = json_object_get(o, key);
-    if (!v) return bad(d, "missing field \"%s\"%s", key, "");
-    if (!json_is_number(v)) return bad(d, "field \"%s\" must be %s", key, "a number");
-    *out = (float)json_number_value(v);
-    return BG_OK;
-}
-
-/* An optional spec string (absent: *has false); parse errors name the layer. */
-static bg_status get_spec(const desc_ctx *d, json_t *o, const char *key, bg_quant_spec *spec, bool *has) {
-    json_t *v = json_object_get(o, key);
-    *has = v != NULL;
-    if (!v) return BG_OK;
-    if (!json_is_string(v)) return bad(d, "field \"%s\" must be %s", key, "a quantizer spec string");
-    if (bg_quant_spec_parse(json_string_value(v), spec) != BG_OK) {
-        char msg[BG_ERROR_MAX];
-        snprintf(msg, sizeof msg, "%s", bg_last_error());
-        return bg_set_error(BG_ERR_FORMAT, "model_desc: layer %s: field \"%s\": %s", where(d), key, msg);
-    }
-    return BG_OK;
-}
-
-/* Bounds on described sizes: a hostile description must not overflow a
- * product or ask for absurd memory (2^32 floats = 16 GiB per weight). */
-#define MAXDIM ((int64_t)1 << 31)
-#define MAXNUMEL ((int64_t)1 << 32)
-
-/* BG_OK when a*b*c*d (each in [1, MAXDIM]) is at most MAXNUMEL. */
-static bg_status check_numel(const desc_ctx *d, int64_t a, int64_t b, int64_t c, int64_t e) {
-    int64_t f[4] = {a, b, c, e}, n = 1;
-    for (int i = 0; i < 4; i++) {
-        if (f[i] > MAXNUMEL / n)
-            return bg_set_error(BG_ERR_FORMAT, "model_desc: layer %s: the weight would hold more than %lld elements",
-                                where(d), (long long)MAXNUMEL);
-        n *= f[i];
-    }
-    return BG_OK;
-}
-
-/* Wraps a constructor's failure: "model_desc: layer 0: <its message>". */
-static bg_module *built(const desc_ctx *d, bg_module *m) {
-    if (!m) {
-        char msg[BG_ERROR_MAX];
-        snprintf(msg, sizeof msg, "%s", bg_last_error());
-        bg_set_error(BG_ERR_FORMAT, "model_desc: layer %s: %s", where(d), msg);
-    }
-    return m;
-}
-
-static bg_status read_conv(const desc_ctx *d, json_t *o, int64_t *in, int64_t *out, int64_t k[2],
-                           bg_conv2d_opts *c, bool *bias) {
-    bg_status s;
-    if ((s = get_int(d, o, "in_channels", 1, MAXDIM, in)) || (s = get_int(d, o, "out_channels", 1, MAXDIM, out)) ||
-        (s = get_pair(d, o, "kernel_size", 1, MAXDIM, k)) || (s = get_pair(d, o, "stride", 1, MAXDIM, c->stride)) ||
-        (s = get_pair(d, o, "padding", 0, MAXDIM, c->padding)) ||
-        (s = get_pair(d, o, "dilation", 1, MAXDIM, c->dilation)) ||
-        (s = get_int(d, o, "groups", 1, MAXDIM, &c->groups)) || (s = get_bool(d, o, "bias", bias)))
-        return s;
-    return BG_OK;
-}
-
-/* Sets a freshly built qlayer's quantizers enabled or not, as described. */
-static bg_status apply_enabled(const desc_ctx *d, json_t *o, bg_module *m) {
-    for (int side = 0; side < 2; side++) {
-        bg_quant_state *st = side ? bg_qlayer_input_state(m) : bg_qlayer_weight_state(m);
-        if (!st) continue;
-        const char *key = side ? "input_enabled" : "weight_enabled";
-        if (!json_object_get(o, key)) continue;   // optional: enabled
-        bool on;
-        bg_status s = get_bool(d, o, key, &on);
-        if (s != BG_OK) return s;
-        bg_quant_state_set_enabled(st, on);
-    }
-    return BG_OK;
+    snprintf(msg, sizeof msg, fmt, a, b);
+    bg_set_error(BG_ERR_FORMAT, "model_desc: layer %s: %s", where(d), msg);
+    return NULL;
 }
 
 static bg_module *build(desc_ctx *d, json_t *o, int depth);
 
-static bg_module *build_sequential(desc_ctx *d, json_t *o, int depth) {
+/* The name of child i of a node: its "name", or its position (version 1). */
+static bool child_name(json_t *c, int i, char *buf, size_t len) {
+    json_t *nv = json_is_object(c) ? json_object_get(c, "name") : NULL;
+    if (!nv) return snprintf(buf, len, "%d", i) > 0;
+    if (!json_is_string(nv)) return false;
+    return snprintf(buf, len, "%s", json_string_value(nv)) < (int)len;
+}
+
+/* Builds the described children of a container node and adds them to m. */
+static bg_status build_children(desc_ctx *d, json_t *o, bg_module *m, int depth) {
     json_t *arr = json_object_get(o, "children");
-    if (!arr) {
-        bad(d, "missing field \"%s\"%s", "children", "");
-        return NULL;
-    }
-    if (!json_is_array(arr)) {
-        bad(d, "field \"%s\" must be %s", "children", "an array of layers");
-        return NULL;
-    }
-    int n = (int)json_array_size(arr);
-    if (json_array_size(arr) > 100000) {
-        bad(d, "field \"%s\" must be %s", "children", "an array of at most 100000 layers");
-        return NULL;
-    }
-    bg_module **kids = calloc((size_t)(n ? n : 1), sizeof *kids);
-    if (!kids) {
-        bg_set_error(BG_ERR_NOMEM, "model_desc: out of memory");
-        return NULL;
+    if (!arr) return BG_OK;
+    if (!json_is_array(arr) || json_array_size(arr) > DESC_MAX_CHILDREN) {
+        char what[64];
+        snprintf(what, sizeof what, "an array of at most %d layers", DESC_MAX_CHILDREN);
+        fail_at(d, "field \"%s\" must be %s", "children", what);
+        return BG_ERR_FORMAT;
     }
     size_t plen = strlen(d->path);
-    bool ok = true;
-    for (int i = 0; i < n && ok; i++) {
-        snprintf(d->path + plen, sizeof d->path - plen, "%s%d", plen ? "." : "", i);
-        kids[i] = build(d, json_array_get(arr, (size_t)i), depth + 1);
-        ok = kids[i] != NULL;
+    for (int i = 0; i < (int)json_array_size(arr); i++) {
+        json_t *c = json_array_get(arr, (size_t)i);
+        char name[BG_PARAM_NAME_MAX];
+        if (!child_name(c, i, name, sizeof name) ||
+            snprintf(d->path + plen, sizeof d->path - plen, "%s%s", plen ? "." : "", name) >= (int)(sizeof d->path - plen)) {
+            d->path[plen] = '\0';
+            fail_at(d, "child %s has a bad name (want a string of at most %s characters)", i ? "> 0" : "0", "127");
+            return BG_ERR_FORMAT;
+        }
+        bg_module *child = build(d, c, depth + 1);
+        if (child && bg_module_add_child(m, name, child) != BG_OK) {   // add_child frees child on failure
+            layer_error(BG_ERR_FORMAT, where(d));
+            child = NULL;
+        }
+        d->path[plen] = '\0';
+        if (!child) return BG_ERR_FORMAT;
     }
-    d->path[plen] = '\0';
-    bg_module *m = NULL;
-    if (ok) {
-        m = bg_sequential_new(n, kids);   // takes the children, also on failure
-        built(d, m);
-    } else {
-        for (int i = 0; i < n; i++) bg_module_free(kids[i]);
-    }
-    free(kids);
-    return m;
+    return BG_OK;
 }
 
 static bg_module *build(desc_ctx *d, json_t *o, int depth) {
-    if (depth > DESC_MAX_DEPTH) {
-        bad(d, "%s%s", "the tree is too deep", "");
-        return NULL;
-    }
-    if (!json_is_object(o)) {
-        bad(d, "%s%s", "not a JSON object", "");
-        return NULL;
-    }
+    if (depth > DESC_MAX_DEPTH) return fail_at(d, "%s%s", "the tree is too deep", "");
+    if (!json_is_object(o)) return fail_at(d, "%s%s", "not a JSON object", "");
     json_t *kv = json_object_get(o, "kind");
-    if (!kv) {
-        bad(d, "missing field \"%s\"%s", "kind", "");
+    if (!kv) return fail_at(d, "missing field \"%s\"%s", "kind", "");
+    if (!json_is_string(kv)) return fail_at(d, "field \"%s\" must be %s", "kind", "a string");
+    const bg_module_type *t = bg_module_find_type(json_string_value(kv));
+    if (!t)
+        return fail_at(d, "unknown kind \"%s\": register it with bg_module_register_type before loading%s",
+                       json_string_value(kv), "");
+    if (t->builds_children && json_object_get(o, "children"))
+        return fail_at(d, "a %s describes no children%s", t->kind, "");
+    bg_module *m = t->load_hparams(o, &d->rng);
+    if (!m) {
+        layer_error(BG_ERR_FORMAT, where(d));
         return NULL;
     }
-    if (!json_is_string(kv)) {
-        bad(d, "field \"%s\" must be %s", "kind", "a string");
+    if (bg_module_type_of(m) != t) {
+        bg_module_free(m);
+        return fail_at(d, "%s's load_hparams made a module of another kind%s", t->kind, "");
+    }
+    if (!t->builds_children && build_children(d, o, m, depth) != BG_OK) {
+        bg_module_free(m);
         return NULL;
     }
-    const char *k = json_string_value(kv);
-    int64_t a, b, kk[2], pad;
-    bool bias;
-    float f;
-    bg_conv2d_opts c = BG_CONV2D_DEFAULTS;
-    bg_quant_spec ws, as;
-    bool hw = false, ha = false;
-    bg_module *m = NULL;
-    bg_status s = BG_OK;
-    if (strcmp(k, "Sequential") == 0) return build_sequential(d, o, depth);
-    if (strcmp(k, "Linear") == 0 || strcmp(k, "QLinear") == 0) {
-        if ((s = get_int(d, o, "in_features", 1, MAXDIM, &a)) || (s = get_int(d, o, "out_features", 1, MAXDIM, &b)) ||
-            (s = get_bool(d, o, "bias", &bias)) || (s = check_numel(d, a, b, 1, 1)))
-            return NULL;
-        if (k[0] == 'L') return built(d, bg_linear_new(a, b, bias, &d->rng));
-        if ((s = get_spec(d, o, "weight_spec", &ws, &hw)) || (s = get_spec(d, o, "input_spec", &as, &ha))) return NULL;
-        m = built(d, bg_qlinear_new(a, b, bias, hw ? &ws : NULL, ha ? &as : NULL, &d->rng));
-    } else if (strcmp(k, "BitLinear") == 0) {
-        if ((s = get_int(d, o, "in_features", 1, MAXDIM, &a)) || (s = get_int(d, o, "out_features", 1, MAXDIM, &b)) ||
-            (s = check_numel(d, a, b, 1, 1)) || (s = get_spec(d, o, "weight_spec", &ws, &hw)) ||
-            (s = get_spec(d, o, "input_spec", &as, &ha)))
-            return NULL;
-        m = built(d, bg_bitlinear_new(a, b, &d->rng));
-        // A schedule may have moved BitLinear's quantizers to other specs.
-        for (int side = 0; m && side < 2; side++) {
-            bg_quant_state *st = side ? bg_qlayer_input_state(m) : bg_qlayer_weight_state(m);
-            const bg_quant_spec *want = side ? (ha ? &as : NULL) : (hw ? &ws : NULL);
-            if (want && st && !bg_quant_spec_equal(want, bg_quant_state_spec(st)) &&
-                bg_quant_state_set_spec(st, want) != BG_OK) {
-                built(d, NULL);
-                bg_module_free(m);
-                return NULL;
-            }
-        }
-    } else if (strcmp(k, "Conv2d") == 0 || strcmp(k, "QConv2d") == 0) {
-        if ((s = read_conv(d, o, &a, &b, kk, &c, &bias)) != BG_OK || (s = check_numel(d, a, b, kk[0], kk[1])))
-            return NULL;
-        if (k[0] == 'C') return built(d, bg_conv2d_new(a, b, kk[0], kk[1], &c, bias, &d->rng));
-        if ((s = get_spec(d, o, "weight_spec", &ws, &hw)) || (s = get_spec(d, o, "input_spec", &as, &ha))) return NULL;
-        m = built(d, bg_qconv2d_new(a, b, kk[0], kk[1], &c, bias, hw ? &ws : NULL, ha ? &as : NULL, &d->rng));
-    } else if (strcmp(k, "Embedding") == 0 || strcmp(k, "QEmbedding") == 0) {
-        if ((s = get_int(d, o, "num_embeddings", 1, MAXDIM, &a)) || (s = get_int(d, o, "embedding_dim", 1, MAXDIM, &b)) ||
-            (s = check_numel(d, a, b, 1, 1)))
-            return NULL;
-        if (k[0] == 'E') return built(d, bg_embedding_new(a, b, &d->rng));
-        if ((s = get_spec(d, o, "weight_spec", &ws, &hw))) return NULL;
-        m = built(d, bg_qembedding_new(a, b, hw ? &ws : NULL, &d->rng));
-    } else if (strcmp(k, "LayerNorm") == 0) {
-        if ((s = get_int(d, o, "dim", 1, MAXDIM, &a)) || (s = get_float(d, o, "eps", &f)) ||
-            (s = get_bool(d, o, "elementwise_affine", &bias)))
-            return NULL;
-        return built(d, bg_layernorm_new(a, f, bias));
-    } else if (strcmp(k, "RMSNorm") == 0) {
-        if ((s = get_int(d, o, "dim", 1, MAXDIM, &a)) || (s = get_float(d, o, "eps", &f))) return NULL;
-        return built(d, bg_rmsnorm_new(a, f));
-    } else if (strcmp(k, "Dropout") == 0) {
-        if ((s = get_float(d, o, "p", &f))) return NULL;
-        return built(d, bg_dropout_new(f, DESC_INIT_SEED));
-    } else if (strcmp(k, "LeakyReLU") == 0) {
-        if ((s = get_float(d, o, "negative_slope", &f))) return NULL;
-        return built(d, bg_leaky_relu_new(f));
-    } else if (strcmp(k, "GELU") == 0) {
-        json_t *v = json_object_get(o, "approximate");
-        const char *ap = json_is_string(v) ? json_string_value(v) : NULL;
-        if (!ap || (strcmp(ap, "tanh") != 0 && strcmp(ap, "none") != 0)) {
-            bad(d, "field \"%s\" must be %s", "approximate", "\"none\" or \"tanh\"");
-            return NULL;
-        }
-        return built(d, bg_gelu_new(strcmp(ap, "tanh") == 0));
-    } else if (strcmp(k, "MaxPool2d") == 0 || strcmp(k, "AvgPool2d") == 0) {
-        if ((s = get_int(d, o, "kernel_size", 1, MAXDIM, &a)) || (s = get_int(d, o, "stride", 0, MAXDIM, &b)) ||
-            (s = get_int(d, o, "padding", 0, MAXDIM, &pad)))
-            return NULL;
-        return built(d, k[0] == 'M' ? bg_max_pool2d_new(a, b, pad) : bg_avg_pool2d_new(a, b, pad));
-    } else if (strcmp(k, "ReLU") == 0) {
-        return built(d, bg_relu_new());
-    } else if (strcmp(k, "SiLU") == 0) {
-        return built(d, bg_silu_new());
-    } else if (strcmp(k, "Tanh") == 0) {
-        return built(d, bg_tanh_new());
-    } else if (strcmp(k, "Sigmoid") == 0) {
-        return built(d, bg_sigmoid_new());
-    } else if (strcmp(k, "Flatten") == 0) {
-        return built(d, bg_flatten_new());
-    } else {
-        bg_set_error(BG_ERR_FORMAT, "model_desc: layer %s: unknown kind \"%s\"", where(d), k);
-        return NULL;
-    }
-    if (m && apply_enabled(d, o, m) != BG_OK) {
+    if (bg_module_finalize(m) != BG_OK) {
+        layer_error(bg_last_status(), where(d));
         bg_module_free(m);
         return NULL;
     }
@@ -440,11 +209,12 @@ bg_status bg_model_from_json(const char *json, bg_module **out) {
     json_t *fmt = json_object_get(root, "format"), *ver = json_object_get(root, "version");
     if (!json_is_object(root) || !json_is_string(fmt) || strcmp(json_string_value(fmt), DESC_FORMAT) != 0) {
         s = bg_set_error(BG_ERR_FORMAT, "model_desc: not a model description (want \"format\": \"%s\")", DESC_FORMAT);
-    } else if (!json_is_integer(ver) || json_integer_value(ver) != DESC_VERSION) {
+    } else if (!json_is_integer(ver) || json_integer_value(ver) < DESC_MIN_VERSION ||
+               json_integer_value(ver) > DESC_VERSION) {
         char v[32] = "(not an integer)";
         if (json_is_integer(ver)) snprintf(v, sizeof v, "%lld", (long long)json_integer_value(ver));
-        s = bg_set_error(BG_ERR_FORMAT, "model_desc: unsupported version %s (this build reads version %d)", v,
-                         DESC_VERSION);
+        s = bg_set_error(BG_ERR_FORMAT, "model_desc: unsupported version %s (this build reads versions %d to %d)", v,
+                         DESC_MIN_VERSION, DESC_VERSION);
     } else {
         desc_ctx d;
         memset(&d, 0, sizeof d);

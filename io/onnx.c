@@ -611,15 +611,15 @@ static const char *pool(ox *b, const char *path, const char *x, shp *s, bool is_
 
 static const char *emit(ox *b, const bg_module *m, const char *path, const char *x, shp *s);
 
+/* Each kind's ONNX form: x (the input's name, shape s) -> the output's name,
+ * s updated; NULL with b->err set on failure. pfx names the layer. */
+typedef const char *(*emit_fn)(ox *b, const bg_module *m, const char *pfx, const char *x, shp *s);
+
 static const char *emit_qlayer(ox *b, const bg_module *m, const char *path, const char *x, shp *s) {
-    const char *kind = bg_module_kind(m);
+    const bg_module_type *t = bg_module_type_of(m);
     bg_tensor *weight = bg_qlayer_weight(m);
     const bg_tensor *bias = bg_module_find_param(m, "bias");
-    if (strcmp(kind, "QEmbedding") == 0) {
-        ox_fail(b, BG_ERR_UNSUPPORTED, "layer %s: QEmbedding has no ONNX form here", path);
-        return NULL;
-    }
-    if (strcmp(kind, "BitLinear") == 0) {
+    if (t == &bg_bitlinear_type) {
         if (s->d[s->ndim - 1] != weight->shape[1]) {
             ox_fail(b, BG_ERR_SHAPE, "layer %s expects %lld input features, the input has %lld", path,
                     (long long)weight->shape[1], (long long)s->d[s->ndim - 1]);
@@ -630,7 +630,7 @@ static const char *emit_qlayer(ox *b, const bg_module *m, const char *path, cons
     x = act_quant(b, path, x, s, bg_qlayer_input_state(m));
     const char *w = weight_of(b, path, m);
     if (!x || !w) return NULL;
-    if (strcmp(kind, "QConv2d") == 0) {
+    if (t == &bg_qconv2d_type) {
         bg_conv2d_opts o;
         if (bg_qconv2d_get_opts(m, &o) != BG_OK) {
             b->err = BG_ERR_STATE;
@@ -641,73 +641,149 @@ static const char *emit_qlayer(ox *b, const bg_module *m, const char *path, cons
     return linear(b, path, x, s, w, bias, weight->shape[1], weight->shape[0]);
 }
 
+static const char *emit(ox *b, const bg_module *m, const char *path, const char *x, shp *s);
+
+/* The children in order (path is the container's, "" for the root). */
+static const char *emit_children(ox *b, const bg_module *m, const char *path, const char *x, shp *s) {
+    for (int i = 0; i < bg_module_num_children(m) && x; i++) {
+        const char *cn = bg_module_child_name(m, i);
+        const char *cp = path[0] ? ox_fmt(b, "%s.%s", path, cn) : ox_fmt(b, "%s", cn);
+        x = emit(b, bg_module_child(m, i), cp, x, s);
+    }
+    return x;
+}
+
+static const char *emit_residual(ox *b, const bg_module *m, const char *path, const char *x, shp *s) {
+    shp in = *s;
+    const char *f = emit_children(b, m, path, x, s);
+    if (!f) return NULL;
+    if (s->ndim != in.ndim || memcmp(s->d, in.d, sizeof(int64_t) * (size_t)in.ndim) != 0) {
+        ox_fail(b, BG_ERR_SHAPE, "layer %s: the residual branch changes the shape", path[0] ? path : "model");
+        return NULL;
+    }
+    return op2(b, "Add", path[0] ? path : "model", "residual", x, f);
+}
+
+static const char *emit_fake_quant(ox *b, const bg_module *m, const char *pfx, const char *x, shp *s) {
+    return act_quant(b, pfx, x, s, bg_qlayer_input_state(m));
+}
+static const char *emit_identity(ox *b, const bg_module *m, const char *pfx, const char *x, shp *s) {
+    (void)b, (void)m, (void)pfx, (void)s;
+    return x;   // Dropout: the identity in eval mode
+}
+static const char *emit_relu(ox *b, const bg_module *m, const char *pfx, const char *x, shp *s) {
+    (void)m, (void)s;
+    return op1(b, "Relu", pfx, "relu", x);
+}
+static const char *emit_tanh(ox *b, const bg_module *m, const char *pfx, const char *x, shp *s) {
+    (void)m, (void)s;
+    return op1(b, "Tanh", pfx, "tanh", x);
+}
+static const char *emit_sigmoid(ox *b, const bg_module *m, const char *pfx, const char *x, shp *s) {
+    (void)m, (void)s;
+    return op1(b, "Sigmoid", pfx, "sigmoid", x);
+}
+static const char *emit_silu(ox *b, const bg_module *m, const char *pfx, const char *x, shp *s) {
+    (void)m, (void)s;
+    return op2(b, "Mul", pfx, "silu", x, op1(b, "Sigmoid", pfx, "sigmoid", x));
+}
+
+/* The built-in float layer's hyperparameters (every kind below has them). */
+static bool hparams(ox *b, const bg_module *m, bg_layer_hparams *hp) {
+    if (bg_layer_hparams_get(m, hp) == BG_OK) return true;
+    b->err = BG_ERR_STATE;
+    return false;
+}
+
+static const char *emit_leaky(ox *b, const bg_module *m, const char *pfx, const char *x, shp *s) {
+    (void)s;
+    bg_layer_hparams hp;
+    if (!hparams(b, m, &hp)) return NULL;
+    Onnx__NodeProto *nd = ox_node(b, "LeakyRelu", pfx, "leaky_relu", 1, (const char *[]){x});
+    attr_f(b, nd, "alpha", hp.slope);
+    return out_of(nd);
+}
+
+static const char *emit_gelu(ox *b, const bg_module *m, const char *pfx, const char *x, shp *s) {
+    (void)s;
+    bg_layer_hparams hp;
+    if (!hparams(b, m, &hp)) return NULL;
+    const char *inner;
+    if (hp.tanh_approx) {   // tanh(sqrt(2/pi) * (x + 0.044715 x^3))
+        const char *x3 = op2(b, "Mul", pfx, "x3", op2(b, "Mul", pfx, "x2", x, x), x);
+        const char *t = op2(b, "Add", pfx, "cubic", x, op2(b, "Mul", pfx, "cubic_term", x3, ox_f32(b, pfx, "c", 0.044715f)));
+        inner = op1(b, "Tanh", pfx, "tanh", op2(b, "Mul", pfx, "tanh_arg", t, ox_f32(b, pfx, "k", 0.7978845608028654f)));
+    } else {   // erf(x / sqrt(2))
+        inner = op1(b, "Erf", pfx, "erf", op2(b, "Mul", pfx, "erf_arg", x, ox_f32(b, pfx, "k", 0.7071067811865476f)));
+    }
+    const char *g = op2(b, "Add", pfx, "one_plus", inner, ox_f32(b, pfx, "one", 1.0f));
+    return op2(b, "Mul", pfx, "gelu", op2(b, "Mul", pfx, "half_x", x, ox_f32(b, pfx, "half", 0.5f)), g);
+}
+
+static const char *emit_flatten(ox *b, const bg_module *m, const char *pfx, const char *x, shp *s) {
+    (void)m;
+    Onnx__NodeProto *nd = ox_node(b, "Flatten", pfx, "flatten", 1, (const char *[]){x});
+    attr_i(b, nd, "axis", 1);
+    int64_t f = 1;
+    for (int i = 1; i < s->ndim; i++) f *= s->d[i];
+    s->ndim = 2, s->d[1] = f;
+    return out_of(nd);
+}
+
+static const char *emit_pool(ox *b, const bg_module *m, const char *pfx, const char *x, shp *s) {
+    bg_layer_hparams hp;
+    if (!hparams(b, m, &hp)) return NULL;
+    return pool(b, pfx, x, s, bg_module_type_of(m) == &bg_max_pool2d_type, hp.kernel, hp.stride, hp.padding);
+}
+
+static const char *emit_rmsnorm(ox *b, const bg_module *m, const char *pfx, const char *x, shp *s) {
+    bg_layer_hparams hp;
+    if (!hparams(b, m, &hp)) return NULL;
+    if (s->d[s->ndim - 1] != hp.in) {
+        ox_fail(b, BG_ERR_SHAPE, "layer %s normalises %lld features, the input has %lld", pfx, (long long)hp.in,
+                (long long)s->d[s->ndim - 1]);
+        return NULL;
+    }
+    return rmsnorm(b, pfx, x, hp.eps, bg_module_find_param(m, "weight"));
+}
+
+static const char *emit_linear(ox *b, const bg_module *m, const char *pfx, const char *x, shp *s) {
+    bg_layer_hparams hp;
+    if (!hparams(b, m, &hp)) return NULL;
+    bg_tensor *w = bg_module_find_param(m, "weight");
+    const char *wt = ox_tensor(b, ox_fmt(b, "%s.weight", pfx), DT_F32, w->ndim, w->shape, bg_f32(w));
+    return linear(b, pfx, x, s, wt, bg_module_find_param(m, "bias"), hp.in, hp.out);
+}
+
+static const char *emit_conv(ox *b, const bg_module *m, const char *pfx, const char *x, shp *s) {
+    bg_layer_hparams hp;
+    if (!hparams(b, m, &hp)) return NULL;
+    bg_tensor *w = bg_module_find_param(m, "weight");
+    const char *wt = ox_tensor(b, ox_fmt(b, "%s.weight", pfx), DT_F32, w->ndim, w->shape, bg_f32(w));
+    return conv(b, pfx, x, s, wt, w, bg_module_find_param(m, "bias"), &hp.conv);
+}
+
+/* The kinds with an ONNX form, keyed by the registered type. */
+static const struct {
+    const bg_module_type *type;
+    emit_fn emit;
+} onnx_forms[] = {
+    {&bg_residual_type, emit_residual}, {&bg_qlinear_type, emit_qlayer},   {&bg_bitlinear_type, emit_qlayer},
+    {&bg_qconv2d_type, emit_qlayer},    {&bg_fake_quant_type, emit_fake_quant}, {&bg_dropout_type, emit_identity},
+    {&bg_relu_type, emit_relu},         {&bg_tanh_type, emit_tanh},       {&bg_sigmoid_type, emit_sigmoid},
+    {&bg_silu_type, emit_silu},         {&bg_leaky_relu_type, emit_leaky}, {&bg_gelu_type, emit_gelu},
+    {&bg_flatten_type, emit_flatten},   {&bg_max_pool2d_type, emit_pool}, {&bg_avg_pool2d_type, emit_pool},
+    {&bg_rmsnorm_type, emit_rmsnorm},   {&bg_linear_type, emit_linear},   {&bg_conv2d_type, emit_conv},
+};
+
 static const char *emit(ox *b, const bg_module *m, const char *path, const char *x, shp *s) {
     if (b->err || !x) return NULL;
-    const char *kind = bg_module_kind(m);
-    if (strcmp(kind, "Sequential") == 0) {
-        for (int i = 0; i < bg_module_num_children(m) && x; i++) {
-            const char *cn = bg_module_child_name(m, i);
-            const char *cp = path[0] ? ox_fmt(b, "%s.%s", path, cn) : ox_fmt(b, "%s", cn);
-            x = emit(b, bg_module_child(m, i), cp, x, s);
-        }
-        return x;
-    }
+    const bg_module_type *t = bg_module_type_of(m);
+    if (t == &bg_sequential_type) return emit_children(b, m, path, x, s);
     const char *pfx = path[0] ? path : "model";
-    if (bg_module_is_qlayer(m)) return emit_qlayer(b, m, pfx, x, s);
-    if (strcmp(kind, "FakeQuant") == 0) return act_quant(b, pfx, x, s, bg_qlayer_input_state(m));
-    if (strcmp(kind, "Dropout") == 0) return x;   // identity in eval mode
-    if (strcmp(kind, "ReLU") == 0) return op1(b, "Relu", pfx, "relu", x);
-    if (strcmp(kind, "Tanh") == 0) return op1(b, "Tanh", pfx, "tanh", x);
-    if (strcmp(kind, "Sigmoid") == 0) return op1(b, "Sigmoid", pfx, "sigmoid", x);
-    if (strcmp(kind, "SiLU") == 0) return op2(b, "Mul", pfx, "silu", x, op1(b, "Sigmoid", pfx, "sigmoid", x));
-    bg_layer_hparams hp;
-    bool has_hp = bg_layer_hparams_get(m, &hp) == BG_OK;
-    if (strcmp(kind, "LeakyReLU") == 0 && has_hp) {
-        Onnx__NodeProto *nd = ox_node(b, "LeakyRelu", pfx, "leaky_relu", 1, (const char *[]){x});
-        attr_f(b, nd, "alpha", hp.slope);
-        return out_of(nd);
-    }
-    if (strcmp(kind, "GELU") == 0 && has_hp) {
-        const char *inner;
-        if (hp.tanh_approx) {   // tanh(sqrt(2/pi) * (x + 0.044715 x^3))
-            const char *x3 = op2(b, "Mul", pfx, "x3", op2(b, "Mul", pfx, "x2", x, x), x);
-            const char *t = op2(b, "Add", pfx, "cubic", x, op2(b, "Mul", pfx, "cubic_term", x3, ox_f32(b, pfx, "c", 0.044715f)));
-            inner = op1(b, "Tanh", pfx, "tanh", op2(b, "Mul", pfx, "tanh_arg", t, ox_f32(b, pfx, "k", 0.7978845608028654f)));
-        } else {   // erf(x / sqrt(2))
-            inner = op1(b, "Erf", pfx, "erf", op2(b, "Mul", pfx, "erf_arg", x, ox_f32(b, pfx, "k", 0.7071067811865476f)));
-        }
-        const char *g = op2(b, "Add", pfx, "one_plus", inner, ox_f32(b, pfx, "one", 1.0f));
-        return op2(b, "Mul", pfx, "gelu", op2(b, "Mul", pfx, "half_x", x, ox_f32(b, pfx, "half", 0.5f)), g);
-    }
-    if (strcmp(kind, "Flatten") == 0) {
-        Onnx__NodeProto *nd = ox_node(b, "Flatten", pfx, "flatten", 1, (const char *[]){x});
-        attr_i(b, nd, "axis", 1);
-        int64_t f = 1;
-        for (int i = 1; i < s->ndim; i++) f *= s->d[i];
-        s->ndim = 2, s->d[1] = f;
-        return out_of(nd);
-    }
-    if ((strcmp(kind, "MaxPool2d") == 0 || strcmp(kind, "AvgPool2d") == 0) && has_hp)
-        return pool(b, pfx, x, s, kind[0] == 'M', hp.kernel, hp.stride, hp.padding);
-    if (strcmp(kind, "RMSNorm") == 0 && has_hp) {
-        if (s->d[s->ndim - 1] != hp.in) {
-            ox_fail(b, BG_ERR_SHAPE, "layer %s normalises %lld features, the input has %lld", pfx, (long long)hp.in,
-                    (long long)s->d[s->ndim - 1]);
-            return NULL;
-        }
-        return rmsnorm(b, pfx, x, hp.eps, bg_module_find_param(m, "weight"));
-    }
-    if (strcmp(kind, "Linear") == 0 && has_hp) {
-        bg_tensor *w = bg_module_find_param(m, "weight");
-        const char *wt = ox_tensor(b, ox_fmt(b, "%s.weight", pfx), DT_F32, w->ndim, w->shape, bg_f32(w));
-        return linear(b, pfx, x, s, wt, bg_module_find_param(m, "bias"), hp.in, hp.out);
-    }
-    if (strcmp(kind, "Conv2d") == 0 && has_hp) {
-        bg_tensor *w = bg_module_find_param(m, "weight");
-        const char *wt = ox_tensor(b, ox_fmt(b, "%s.weight", pfx), DT_F32, w->ndim, w->shape, bg_f32(w));
-        return conv(b, pfx, x, s, wt, w, bg_module_find_param(m, "bias"), &hp.conv);
-    }
-    ox_fail(b, BG_ERR_UNSUPPORTED, "layer %s: %s has no ONNX form here", pfx, kind);
+    for (size_t i = 0; i < sizeof onnx_forms / sizeof onnx_forms[0]; i++)
+        if (onnx_forms[i].type == t) return onnx_forms[i].emit(b, m, t == &bg_residual_type ? path : pfx, x, s);
+    ox_fail(b, BG_ERR_UNSUPPORTED, "layer %s: %s has no ONNX form here", pfx, t->kind);
     return NULL;
 }
 

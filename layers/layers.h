@@ -64,11 +64,17 @@ extern "C" {
 
 typedef struct bg_module bg_module;   /* opaque */
 
+struct json_t;   /* jansson's JSON value (jansson.h) */
+
 /* The behaviour of one kind of module (a "class"). Built-in layers have their
  * own; a user defines one to write a custom module (see "defining a module"
- * below). The struct must outlive every module of its kind (make it static). */
+ * below). The struct must outlive every module of its kind (make it static).
+ * DESIGN.md "Model kinds are open": a kind registered with
+ * bg_module_register_type describes itself, saves, loads and resumes like a
+ * built-in one; checkpoints and exports find it through the registry. */
 typedef struct bg_module_type {
-    /* The kind, e.g. "Linear"; used in error messages and bg_module_describe. */
+    /* The kind, e.g. "Linear": its name in descriptions, checkpoints and
+     * error messages. Unique among registered kinds. */
     const char *kind;
     /* y = f(x). Must follow the builder contract of autograd.h: return an arena
      * tensor, or NULL with the ctx's sticky error set. Called only with a ctx
@@ -79,7 +85,82 @@ typedef struct bg_module_type {
     int (*describe)(const bg_module *m, char *buf, size_t len);
     /* Optional: frees the state passed to bg_module_new. */
     void (*free_state)(void *state);
+    /* Optional (none = no hyperparameters): writes m's hyperparameters as
+     * members of the JSON object hp (jansson; bg_hparam_set_* check every
+     * call). The keys "kind", "name" and "children" are reserved. */
+    bg_status (*save_hparams)(const bg_module *m, struct json_t *hp);
+    /* Required to register: a new module of this kind from the object hp
+     * that save_hparams wrote (read it with bg_hparam_get_*, whose errors name
+     * the field), parameters freshly initialised from rng. A container
+     * (builds_children false) returns it WITHOUT children: the loader adds
+     * the described children under their names, in order, and finalizes.
+     * NULL + bg_last_error() on bad values. */
+    bg_module *(*load_hparams)(const struct json_t *hp, bg_rng *rng);
+    /* true: the kind makes its children itself from its hyperparameters
+     * (the quantizers of QLinear); they are not described. false: a
+     * container whose children are described and rebuilt one by one. */
+    bool builds_children;
+    /* Optional: a random generator the module owns (Dropout's), which
+     * checkpoints save and restore (as "dropout.<path>.rng", the name Dropout's
+     * generators have always had). */
+    bg_rng *(*module_rng)(bg_module *m);
 } bg_module_type;
+
+// ---------------------------------------------------------------------------
+// the kind registry
+//
+// Every built-in kind is registered from the start (registry.c, one line per
+// kind). A program registers its own kinds once, before it loads a file that
+// uses them. Not thread-safe: register before starting threads.
+
+/* Registers type under type->kind. BG_OK when it is new or already
+ * registered (the same pointer); BG_ERR_ARG when kind, forward or
+ * load_hparams is missing or another type has the same kind. */
+bg_status bg_module_register_type(const bg_module_type *type);
+/* The registered type of that kind, or NULL. */
+const bg_module_type *bg_module_find_type(const char *kind);
+/* All registered kinds (built-ins first, then in registration order). */
+int bg_module_type_count(void);
+const bg_module_type *bg_module_type_at(int i);
+/* The type of m (NULL for NULL); compare it with the built-in types below or
+ * with a user's own, e.g. bg_module_type_of(m) == &bg_linear_type. */
+const bg_module_type *bg_module_type_of(const bg_module *m);
+
+/* The built-in kinds. */
+extern const bg_module_type bg_sequential_type, bg_residual_type, bg_linear_type, bg_conv2d_type,
+    bg_embedding_type, bg_layernorm_type, bg_rmsnorm_type, bg_dropout_type, bg_relu_type, bg_leaky_relu_type,
+    bg_gelu_type, bg_silu_type, bg_tanh_type, bg_sigmoid_type, bg_flatten_type, bg_max_pool2d_type,
+    bg_avg_pool2d_type;
+extern const bg_module_type bg_fake_quant_type, bg_qlinear_type, bg_qconv2d_type, bg_qembedding_type,
+    bg_bitlinear_type;
+
+// ---------------------------------------------------------------------------
+// hyperparameters as JSON (for save_hparams / load_hparams hooks)
+//
+// Getters: BG_OK, or BG_ERR_FORMAT with one sentence naming the field
+// ('missing field "dim"', 'field "dim" must be an integer in [1, 2147483648]');
+// the loader prefixes the layer's path. Setters: BG_OK or BG_ERR_NOMEM.
+
+/* The largest size a described dimension may have (2^31). */
+#define BG_HPARAM_MAX_DIM ((int64_t)1 << 31)
+
+bg_status bg_hparam_get_int(const struct json_t *hp, const char *key, int64_t lo, int64_t hi, int64_t *out);
+/* A pair [a, b], each in [lo, hi]. */
+bg_status bg_hparam_get_pair(const struct json_t *hp, const char *key, int64_t lo, int64_t hi, int64_t out[2]);
+bg_status bg_hparam_get_bool(const struct json_t *hp, const char *key, bool *out);
+/* Any finite JSON number. */
+bg_status bg_hparam_get_float(const struct json_t *hp, const char *key, float *out);
+/* A string (owned by hp). */
+bg_status bg_hparam_get_string(const struct json_t *hp, const char *key, const char **out);
+/* True when hp has the member key (for optional members). */
+bool bg_hparam_has(const struct json_t *hp, const char *key);
+
+bg_status bg_hparam_set_int(struct json_t *hp, const char *key, int64_t v);
+bg_status bg_hparam_set_pair(struct json_t *hp, const char *key, int64_t a, int64_t b);
+bg_status bg_hparam_set_bool(struct json_t *hp, const char *key, bool v);
+/* Written with 17 significant digits, so it reads back exactly. */
+bg_status bg_hparam_set_float(struct json_t *hp, const char *key, double v);
+bg_status bg_hparam_set_string(struct json_t *hp, const char *key, const char *v);
 
 // ---------------------------------------------------------------------------
 // using a module
@@ -114,6 +195,10 @@ int bg_module_num_children(const bg_module *m);
 bg_module *bg_module_child(const bg_module *m, int i);
 /* The child's name within m ("0", "1", ... for Sequential). */
 const char *bg_module_child_name(const bg_module *m, int i);
+/* The child called name, or NULL (no error is set). A container's forward
+ * looks its children up (by index or name) instead of keeping pointers to
+ * them: bg_module_replace_child may swap a child at any time. */
+bg_module *bg_module_find_child(const bg_module *m, const char *name);
 
 // ---------------------------------------------------------------------------
 // parameters (of m's whole subtree, in named_parameters() order)
@@ -224,6 +309,12 @@ bg_module *bg_avg_pool2d_new(int64_t kernel, int64_t stride, int64_t padding);
  * parameter of the tree into its own flat buffers (bg_module_finalize). A
  * child may not already belong to another container. */
 bg_module *bg_sequential_new(int n, bg_module *const *children);
+
+/* y = x + f(x), f = the n children run in order (named "0", "1", ... as in
+ * Sequential; ownership as bg_sequential_new). f's output must have x's
+ * shape ("Residual: the branch changes the shape: x is [8,16], f(x) is
+ * [8,4]"). */
+bg_module *bg_residual_new(int n, bg_module *const *children);
 
 // ---------------------------------------------------------------------------
 // defining a module
@@ -340,7 +431,9 @@ bg_module *bg_bitlinear_new(int64_t in_features, int64_t out_features, bg_rng *r
 bg_module *bg_bitlinear_from(const bg_module *linear);
 
 /* Replaces child i of m by child (which must be a root; m takes it, also
- * on failure), frees the old child and re-finalizes the root (module.c). */
+ * on failure), frees the old child and re-finalizes the root (module.c).
+ * Safe for any container whose forward looks its children up
+ * (bg_module_child, bg_module_find_child), as every built-in one does. */
 bg_status bg_module_replace_child(bg_module *m, int i, bg_module *child);
 /* The options of a Conv2d module (layers.c). BG_ERR_ARG for another kind. */
 bg_status bg_conv2d_get_opts(const bg_module *m, bg_conv2d_opts *opts);

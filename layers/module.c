@@ -466,6 +466,14 @@ const char *bg_module_child_name(const bg_module *m, int i) {
     return m && i >= 0 && i < m->n_children ? m->child_names[i] : NULL;
 }
 
+bg_module *bg_module_find_child(const bg_module *m, const char *name) {
+    for (int i = 0; m && name && i < m->n_children; i++)
+        if (strcmp(m->child_names[i], name) == 0) return m->children[i];
+    return NULL;
+}
+
+const bg_module_type *bg_module_type_of(const bg_module *m) { return m ? m->type : NULL; }
+
 // ---------------------------------------------------------------------------
 // forward
 

@@ -8,10 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layers/layers.h"
+#include <jansson.h>
+
+#include "layers/layers_internal.h"
 #include "qat/qat.h"
 
-#define FQ_KIND "FakeQuant"
 /* BitLinear's RMSNorm epsilon (LLaMA / BitNet's 1e-6). */
 #define BITLINEAR_NORM_EPS 1e-6f
 
@@ -20,6 +21,8 @@
 
 typedef struct fq_mod {
     bg_quant_state *st;
+    int ndim;                      /* the shape the state was made for (a description rebuilds it) */
+    int64_t shape[BG_MAX_DIMS];
     bool is_weight;       /* keeps ternary/binary levels for the flip metric */
     bool track;
     bg_quant_stats stats;
@@ -69,8 +72,12 @@ static int fq_describe(const bg_module *m, char *buf, size_t len) {
     return snprintf(buf, len, "FakeQuant(%s)", s);
 }
 
-static const bg_module_type fq_type = {
-    .kind = FQ_KIND, .forward = fq_forward, .describe = fq_describe, .free_state = fq_free,
+static bg_status fq_save(const bg_module *m, json_t *hp);
+static bg_module *fq_load(const json_t *hp, bg_rng *rng);
+
+const bg_module_type bg_fake_quant_type = {
+    .kind = "FakeQuant", .forward = fq_forward, .describe = fq_describe, .free_state = fq_free,
+    .save_hparams = fq_save, .load_hparams = fq_load,
 };
 
 /* A FakeQuant module, not finalized (the caller adopts or finalizes it). */
@@ -86,11 +93,18 @@ static bg_module *fq_build(const bg_quant_spec *spec, int ndim, const int64_t *s
     }
     f->is_weight = is_weight;
     f->stats.prev_version = -1;
+    if (ndim < 0 || ndim > BG_MAX_DIMS || (ndim > 0 && !shape)) {
+        free(f);
+        bg_set_error(BG_ERR_ARG, "FakeQuant: bad shape (%d dims)", ndim);
+        return NULL;
+    }
+    f->ndim = ndim;
+    for (int i = 0; i < ndim; i++) f->shape[i] = shape[i];
     if (bg_quant_state_new(spec, ndim, shape, &f->st) != BG_OK) {
         free(f);
         return NULL;
     }
-    bg_module *m = bg_module_new(&fq_type, f);
+    bg_module *m = bg_module_new(&bg_fake_quant_type, f);
     if (!m) return NULL;
     for (int i = 0; i < bg_quant_state_num_params(f->st); i++) {
         const bg_tensor *own = bg_quant_state_param(f->st, i);
@@ -112,7 +126,84 @@ bg_module *bg_fake_quant_new(const bg_quant_spec *spec, int ndim, const int64_t 
     return m;
 }
 
-static bool is_fq(const bg_module *m) { return m && strcmp(bg_module_kind(m), FQ_KIND) == 0; }
+static bool is_fq(const bg_module *m) { return bg_module_type_of(m) == &bg_fake_quant_type; }
+
+/* A quantizer's spec and enabled flag as "<prefix>spec" / "<prefix>enabled". */
+static bg_status save_quantizer(json_t *hp, const bg_quant_state *st, const char *spec_key, const char *enabled_key) {
+    char s[BG_QUANT_SPEC_STR_MAX];
+    bg_quant_spec_format(bg_quant_state_spec(st), s, sizeof s);
+    bg_status r = bg_hparam_set_string(hp, spec_key, s);
+    return r != BG_OK ? r : bg_hparam_set_bool(hp, enabled_key, bg_quant_state_enabled(st));
+}
+
+/* An optional spec string (absent: *has false); parse errors name the field. */
+static bg_status load_spec(const json_t *hp, const char *key, bg_quant_spec *spec, bool *has) {
+    *has = bg_hparam_has(hp, key);
+    if (!*has) return BG_OK;
+    const char *str;
+    if (bg_hparam_get_string(hp, key, &str) != BG_OK)
+        return bg_set_error(BG_ERR_FORMAT, "field \"%s\" must be a quantizer spec string", key);
+    if (bg_quant_spec_parse(str, spec) != BG_OK) {
+        char msg[BG_ERROR_MAX];
+        snprintf(msg, sizeof msg, "%s", bg_last_error());
+        return bg_set_error(BG_ERR_FORMAT, "field \"%s\": %s", key, msg);
+    }
+    return BG_OK;
+}
+
+/* Sets st enabled or not when hp says so (the key is optional: enabled). */
+static bg_status load_enabled(const json_t *hp, const char *key, bg_quant_state *st) {
+    if (!st || !bg_hparam_has(hp, key)) return BG_OK;
+    bool on;
+    bg_status s = bg_hparam_get_bool(hp, key, &on);
+    if (s == BG_OK) bg_quant_state_set_enabled(st, on);
+    return s;
+}
+
+static bg_status fq_save(const bg_module *m, json_t *hp) {
+    const fq_mod *f = bg_module_state(m);
+    bg_status s = save_quantizer(hp, f->st, "spec", "enabled");
+    json_t *shape = json_array();
+    for (int i = 0; shape && i < f->ndim; i++)
+        if (json_array_append_new(shape, json_integer(f->shape[i])) != 0) {
+            json_decref(shape);
+            shape = NULL;
+        }
+    if (s == BG_OK && (!shape || json_object_set_new(hp, "shape", shape) != 0))
+        return bg_set_error(BG_ERR_NOMEM, "FakeQuant: out of memory");
+    if (s != BG_OK) json_decref(shape);
+    return s;
+}
+
+static bg_module *fq_load(const json_t *hp, bg_rng *rng) {
+    (void)rng;
+    bg_quant_spec spec;
+    bool has;
+    if (load_spec(hp, "spec", &spec, &has) != BG_OK) return NULL;
+    if (!has) {
+        bg_set_error(BG_ERR_FORMAT, "missing field \"spec\"");
+        return NULL;
+    }
+    json_t *sh = json_object_get(hp, "shape");
+    int64_t shape[BG_MAX_DIMS];
+    size_t nd = json_is_array(sh) ? json_array_size(sh) : 0;
+    bool ok = json_is_array(sh) && nd <= BG_MAX_DIMS;
+    for (size_t i = 0; ok && i < nd; i++) {
+        json_t *d = json_array_get(sh, i);
+        ok = json_is_integer(d) && json_integer_value(d) >= 1 && json_integer_value(d) <= BG_HPARAM_MAX_DIM;
+        if (ok) shape[i] = (int64_t)json_integer_value(d);
+    }
+    if (!ok || (nd > 0 && bg_hparam_check_numel((int)nd, shape) != BG_OK)) {
+        bg_set_error(BG_ERR_FORMAT, "field \"shape\" must be an array of at most %d sizes", BG_MAX_DIMS);
+        return NULL;
+    }
+    bg_module *m = bg_fake_quant_new(&spec, (int)nd, shape);
+    if (m && load_enabled(hp, "enabled", ((fq_mod *)bg_module_state(m))->st) != BG_OK) {
+        bg_module_free(m);
+        return NULL;
+    }
+    return m;
+}
 
 // ---------------------------------------------------------------------------
 // quantized layers
@@ -128,7 +219,6 @@ typedef struct qlayer {
     int64_t in, out, kh, kw;   /* Embedding: in = num, out = dim */
     bg_conv2d_opts opts;
     bg_tensor *weight, *bias;
-    bg_module *wq, *aq;        /* FakeQuant children, or NULL (float) */
     bool f32_forward;          /* the product in f32 even when the integer forward applies */
 } qlayer;
 
@@ -153,9 +243,10 @@ static const bg_tensor *int_scale(const bg_quant_state *st, int32_t lo, int64_t 
  * quantizer's input, by the quantizer's own rule, which a stateless
  * per-token spec allows), the weights per tensor or per output channel.
  * NULL (and no error) when it does not apply: the caller runs bg_linear. */
-static bg_tensor *int_linear(bg_ctx *ctx, const qlayer *q, bg_tensor *x, bg_tensor *xq, bg_tensor *wq) {
-    if (q->f32_forward || !q->aq || !q->wq || xq == x || wq == q->weight) return NULL;
-    const bg_quant_state *ast = bg_qlayer_input_state(q->aq), *wst = bg_qlayer_weight_state(q->wq);
+static bg_tensor *int_linear(bg_ctx *ctx, const bg_module *m, bg_tensor *x, bg_tensor *xq, bg_tensor *wq) {
+    const qlayer *q = bg_module_state(m);
+    const bg_quant_state *ast = bg_qlayer_input_state(m), *wst = bg_qlayer_weight_state(m);
+    if (q->f32_forward || !ast || !wst || xq == x || wq == q->weight) return NULL;
     const bg_tensor *ws = int_scale(wst, -127, q->out);
     if (!ws) return NULL;
     const bg_quant_spec *as = bg_quant_state_spec(ast);
@@ -192,14 +283,15 @@ static bg_tensor *ql_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
     // Training-Tips FAQ puts it inside the layer). No gain (see layers.h).
     if (q->kind == QL_BIT) x = bg_rmsnorm(ctx, x, NULL, BITLINEAR_NORM_EPS);
     bg_tensor *xin = x;
-    if (x && q->aq) x = bg_module_forward(ctx, q->aq, x);
-    bg_tensor *w = q->wq ? bg_module_forward(ctx, q->wq, q->weight) : q->weight;
+    bg_module *aq = bg_module_find_child(m, "input_quant"), *wq = bg_module_find_child(m, "weight_quant");
+    if (x && aq) x = bg_module_forward(ctx, aq, x);
+    bg_tensor *w = wq ? bg_module_forward(ctx, wq, q->weight) : q->weight;
     if (!x || !w) return NULL;
     switch (q->kind) {
     case QL_CONV: return bg_conv2d(ctx, x, w, q->bias, &q->opts);
     case QL_EMBEDDING: return bg_embedding(ctx, w, x);
     default: {
-        bg_tensor *y = int_linear(ctx, q, xin, x, w);
+        bg_tensor *y = int_linear(ctx, m, xin, x, w);
         return y || bg_ctx_status(ctx) != BG_OK ? y : bg_linear(ctx, x, w, q->bias);
     }
     }
@@ -208,8 +300,9 @@ static bg_tensor *ql_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
 static int ql_describe(const bg_module *m, char *buf, size_t len) {
     const qlayer *q = bg_module_state(m);
     char ws[BG_QUANT_SPEC_STR_MAX] = "float", as[BG_QUANT_SPEC_STR_MAX] = "float";
-    if (q->wq) bg_quant_spec_format(bg_quant_state_spec(bg_qlayer_weight_state(m)), ws, sizeof ws);
-    if (q->aq) bg_quant_spec_format(bg_quant_state_spec(bg_qlayer_input_state(m)), as, sizeof as);
+    const bg_quant_state *wst = bg_qlayer_weight_state(m), *ast = bg_qlayer_input_state(m);
+    if (wst) bg_quant_spec_format(bg_quant_state_spec(wst), ws, sizeof ws);
+    if (ast) bg_quant_spec_format(bg_quant_state_spec(ast), as, sizeof as);
     switch (q->kind) {
     case QL_CONV:
         return snprintf(buf, len, "QConv2d(%lld, %lld, kernel_size=(%lld, %lld), stride=(%lld, %lld), padding=(%lld, %lld), "
@@ -227,20 +320,37 @@ static int ql_describe(const bg_module *m, char *buf, size_t len) {
     }
 }
 
-static const bg_module_type ql_types[] = {
-    [QL_LINEAR] = {.kind = "QLinear", .forward = ql_forward, .describe = ql_describe, .free_state = free},
-    [QL_CONV] = {.kind = "QConv2d", .forward = ql_forward, .describe = ql_describe, .free_state = free},
-    [QL_EMBEDDING] = {.kind = "QEmbedding", .forward = ql_forward, .describe = ql_describe, .free_state = free},
-    [QL_BIT] = {.kind = "BitLinear", .forward = ql_forward, .describe = ql_describe, .free_state = free},
+static bg_status ql_save(const bg_module *m, json_t *hp);
+static bg_module *ql_load(const json_t *hp, bg_rng *rng, ql_kind kind);
+static bg_module *qlinear_load(const json_t *hp, bg_rng *rng) { return ql_load(hp, rng, QL_LINEAR); }
+static bg_module *qconv_load(const json_t *hp, bg_rng *rng) { return ql_load(hp, rng, QL_CONV); }
+static bg_module *qembedding_load(const json_t *hp, bg_rng *rng) { return ql_load(hp, rng, QL_EMBEDDING); }
+static bg_module *bitlinear_load(const json_t *hp, bg_rng *rng) { return ql_load(hp, rng, QL_BIT); }
+
+/* Quantized layers make their FakeQuant children from their specs. */
+const bg_module_type bg_qlinear_type = {
+    .kind = "QLinear", .forward = ql_forward, .describe = ql_describe, .free_state = free,
+    .save_hparams = ql_save, .load_hparams = qlinear_load, .builds_children = true,
+};
+const bg_module_type bg_qconv2d_type = {
+    .kind = "QConv2d", .forward = ql_forward, .describe = ql_describe, .free_state = free,
+    .save_hparams = ql_save, .load_hparams = qconv_load, .builds_children = true,
+};
+const bg_module_type bg_qembedding_type = {
+    .kind = "QEmbedding", .forward = ql_forward, .describe = ql_describe, .free_state = free,
+    .save_hparams = ql_save, .load_hparams = qembedding_load, .builds_children = true,
+};
+const bg_module_type bg_bitlinear_type = {
+    .kind = "BitLinear", .forward = ql_forward, .describe = ql_describe, .free_state = free,
+    .save_hparams = ql_save, .load_hparams = bitlinear_load, .builds_children = true,
 };
 
-bool bg_module_is_qlayer(const bg_module *m) {
-    if (!m) return false;
-    const char *k = bg_module_kind(m);
-    for (int i = 0; i < 4; i++)
-        if (strcmp(k, ql_kinds[i]) == 0) return true;
-    return false;
-}
+static const bg_module_type *const ql_types[] = {
+    [QL_LINEAR] = &bg_qlinear_type, [QL_CONV] = &bg_qconv2d_type, [QL_EMBEDDING] = &bg_qembedding_type,
+    [QL_BIT] = &bg_bitlinear_type,
+};
+
+bool bg_module_is_qlayer(const bg_module *m) { return m && bg_module_type_of(m)->forward == ql_forward; }
 
 /* Checks an activation spec for a layer of this kind; BG_OK or BG_ERR_ARG. */
 static bg_status check_act_spec(ql_kind kind, const bg_quant_spec *a) {
@@ -284,7 +394,7 @@ static bg_module *ql_build(ql_kind kind, int64_t in, int64_t out, int64_t kh, in
                      (long long)in, (long long)out, (long long)(opts ? opts->groups : 1));
         return NULL;
     }
-    bg_module *m = bg_module_new(&ql_types[kind], q);
+    bg_module *m = bg_module_new(ql_types[kind], q);
     if (!m) return NULL;
     int64_t wshape[4];
     int wnd = 2;
@@ -299,24 +409,14 @@ static bg_module *ql_build(ql_kind kind, int64_t in, int64_t out, int64_t kh, in
     if (!q->weight || (bias && !(q->bias = bg_module_add_param(m, "bias", BG_SHAPE(out))))) goto fail;
     if (w_spec) {
         bg_module *c = fq_build(w_spec, wnd, wshape, true);
-        if (!c) goto fail;
-        q->wq = c;
-        if (bg_module_add_child(m, "weight_quant", c) != BG_OK) {
-            q->wq = NULL;
-            goto fail;
-        }
+        if (!c || bg_module_add_child(m, "weight_quant", c) != BG_OK) goto fail;
     }
     if (a_spec) {
         bool pc = a_spec->granularity == BG_QUANT_PER_CHANNEL;
         const int64_t conv_shape[4] = {1, in, 1, 1}, lin_shape[1] = {in};
         bg_module *c = kind == QL_CONV ? fq_build(a_spec, pc ? 4 : 0, conv_shape, false)
                                        : fq_build(a_spec, pc ? 1 : 0, lin_shape, false);
-        if (!c) goto fail;
-        q->aq = c;
-        if (bg_module_add_child(m, "input_quant", c) != BG_OK) {
-            q->aq = NULL;
-            goto fail;
-        }
+        if (!c || bg_module_add_child(m, "input_quant", c) != BG_OK) goto fail;
     }
     if (bg_module_finalize(m) != BG_OK) goto fail;
     return m;
@@ -325,12 +425,6 @@ fail:
     return NULL;
 }
 
-/* PyTorch's Linear/Conv2d bias init: U(+-1/sqrt(fan_in)). */
-static void init_bias(bg_tensor *b, const bg_tensor *w, bg_rng *rng) {
-    int64_t fan_in = bg_fan_in(w);
-    float bound = fan_in > 0 ? (float)(1.0 / sqrt((double)fan_in)) : 0.0f;
-    bg_init_uniform(b, rng, -bound, bound);
-}
 
 static bg_module *need_rng(const char *kind) {
     bg_set_error(BG_ERR_ARG, "%s: rng is NULL", kind);
@@ -344,7 +438,7 @@ bg_module *bg_qlinear_new(int64_t in_features, int64_t out_features, bool bias, 
     if (!m) return NULL;
     qlayer *q = bg_module_state(m);
     bg_init_torch_default(q->weight, rng);
-    if (bias) init_bias(q->bias, q->weight, rng);
+    if (bias) bg_init_bias_like(q->bias, q->weight, rng);
     return m;
 }
 
@@ -356,7 +450,7 @@ bg_module *bg_qconv2d_new(int64_t in_channels, int64_t out_channels, int64_t ker
     if (!m) return NULL;
     qlayer *q = bg_module_state(m);
     bg_init_torch_default(q->weight, rng);
-    if (bias) init_bias(q->bias, q->weight, rng);
+    if (bias) bg_init_bias_like(q->bias, q->weight, rng);
     return m;
 }
 
@@ -395,7 +489,7 @@ static bg_module *copy_params(bg_module *m, const bg_module *src) {
 }
 
 bg_module *bg_bitlinear_from(const bg_module *linear) {
-    if (!linear || strcmp(bg_module_kind(linear), "Linear") != 0) {
+    if (!linear || bg_module_type_of(linear) != &bg_linear_type) {
         bg_set_error(BG_ERR_ARG, "bitlinear_from: not a Linear: %s", linear ? bg_module_kind(linear) : "(null)");
         return NULL;
     }
@@ -406,22 +500,87 @@ bg_module *bg_bitlinear_from(const bg_module *linear) {
 }
 
 bg_module *bg_quantize_module(const bg_module *layer, const bg_quant_spec *w_spec, const bg_quant_spec *a_spec) {
-    const char *k = layer ? bg_module_kind(layer) : "(null)";
+    const bg_module_type *t = bg_module_type_of(layer);
     const bg_tensor *w = layer ? bg_module_find_param(layer, "weight") : NULL;
     bool bias = layer && bg_module_find_param(layer, "bias") != NULL;
-    if (w && strcmp(k, "Linear") == 0)
+    if (w && t == &bg_linear_type)
         return copy_params(ql_build(QL_LINEAR, w->shape[1], w->shape[0], 0, 0, NULL, bias, w_spec, a_spec), layer);
-    if (w && strcmp(k, "Embedding") == 0)
+    if (w && t == &bg_embedding_type)
         return copy_params(ql_build(QL_EMBEDDING, w->shape[0], w->shape[1], 0, 0, NULL, false, w_spec, a_spec), layer);
-    if (w && strcmp(k, "Conv2d") == 0) {
+    if (w && t == &bg_conv2d_type) {
         bg_conv2d_opts o;
         if (bg_conv2d_get_opts(layer, &o) != BG_OK) return NULL;
         return copy_params(ql_build(QL_CONV, w->shape[1] * o.groups, w->shape[0], w->shape[2], w->shape[3], &o, bias,
                                     w_spec, a_spec),
                            layer);
     }
-    bg_set_error(BG_ERR_ARG, "quantize_module: not a Linear, Conv2d or Embedding: %s", k);
+    bg_set_error(BG_ERR_ARG, "quantize_module: not a Linear, Conv2d or Embedding: %s", layer ? bg_module_kind(layer) : "(null)");
     return NULL;
+}
+
+// ---------------------------------------------------------------------------
+// hyperparameters (model descriptions)
+
+static bg_status ql_save(const bg_module *m, json_t *hp) {
+    const qlayer *q = bg_module_state(m);
+    bg_status s;
+    switch (q->kind) {
+    case QL_CONV: s = bg_conv2d_hparams_save(hp, q->in, q->out, q->kh, q->kw, &q->opts, q->bias != NULL); break;
+    case QL_EMBEDDING:
+        s = bg_hparam_set_int(hp, "num_embeddings", q->in);
+        if (s == BG_OK) s = bg_hparam_set_int(hp, "embedding_dim", q->out);
+        break;
+    default:
+        s = bg_hparam_set_int(hp, "in_features", q->in);
+        if (s == BG_OK) s = bg_hparam_set_int(hp, "out_features", q->out);
+        if (s == BG_OK && q->kind == QL_LINEAR) s = bg_hparam_set_bool(hp, "bias", q->bias != NULL);
+    }
+    const bg_quant_state *wst = bg_qlayer_weight_state(m), *ast = bg_qlayer_input_state(m);
+    if (s == BG_OK && wst) s = save_quantizer(hp, wst, "weight_spec", "weight_enabled");
+    if (s == BG_OK && ast) s = save_quantizer(hp, ast, "input_spec", "input_enabled");
+    return s;
+}
+
+/* A schedule may have moved a quantizer to another spec than the one its
+ * constructor gives (BitLinear's): set the described one. */
+static bg_status move_spec(bg_quant_state *st, const bg_quant_spec *want) {
+    if (!st || !want || bg_quant_spec_equal(want, bg_quant_state_spec(st))) return BG_OK;
+    return bg_quant_state_set_spec(st, want);
+}
+
+static bg_module *ql_load(const json_t *hp, bg_rng *rng, ql_kind kind) {
+    int64_t sz[4] = {1, 1, 1, 1}, k[2];
+    bool bias = false, hw = false, ha = false;
+    bg_conv2d_opts o;
+    bg_quant_spec ws, as;
+    bg_status s;
+    if (kind == QL_CONV) {
+        s = bg_conv2d_hparams_load(hp, &sz[0], &sz[1], k, &o, &bias);
+    } else {
+        bool emb = kind == QL_EMBEDDING;
+        s = bg_hparam_get_int(hp, emb ? "num_embeddings" : "in_features", 1, BG_HPARAM_MAX_DIM, &sz[0]);
+        if (s == BG_OK) s = bg_hparam_get_int(hp, emb ? "embedding_dim" : "out_features", 1, BG_HPARAM_MAX_DIM, &sz[1]);
+        if (s == BG_OK && kind == QL_LINEAR) s = bg_hparam_get_bool(hp, "bias", &bias);
+        if (s == BG_OK) s = bg_hparam_check_numel(2, sz);
+    }
+    if (s == BG_OK) s = load_spec(hp, "weight_spec", &ws, &hw);
+    if (s == BG_OK && kind != QL_EMBEDDING) s = load_spec(hp, "input_spec", &as, &ha);
+    if (s != BG_OK) return NULL;
+    bg_module *m;
+    switch (kind) {
+    case QL_CONV: m = bg_qconv2d_new(sz[0], sz[1], k[0], k[1], &o, bias, hw ? &ws : NULL, ha ? &as : NULL, rng); break;
+    case QL_EMBEDDING: m = bg_qembedding_new(sz[0], sz[1], hw ? &ws : NULL, rng); break;
+    case QL_BIT: m = bg_bitlinear_new(sz[0], sz[1], rng); break;
+    default: m = bg_qlinear_new(sz[0], sz[1], bias, hw ? &ws : NULL, ha ? &as : NULL, rng);
+    }
+    if (!m) return NULL;
+    bg_quant_state *wst = bg_qlayer_weight_state(m), *ast = bg_qlayer_input_state(m);
+    if ((kind == QL_BIT && (move_spec(wst, hw ? &ws : NULL) != BG_OK || move_spec(ast, ha ? &as : NULL) != BG_OK)) ||
+        load_enabled(hp, "weight_enabled", wst) != BG_OK || load_enabled(hp, "input_enabled", ast) != BG_OK) {
+        bg_module_free(m);
+        return NULL;
+    }
+    return m;
 }
 
 // ---------------------------------------------------------------------------
@@ -431,8 +590,7 @@ static const qlayer *as_qlayer(const bg_module *m) { return bg_module_is_qlayer(
 
 static fq_mod *fq_of(const bg_module *m, bool input) {
     if (is_fq(m)) return bg_module_state(m);
-    const qlayer *q = as_qlayer(m);
-    const bg_module *c = q ? (input ? q->aq : q->wq) : NULL;
+    const bg_module *c = bg_module_is_qlayer(m) ? bg_module_find_child(m, input ? "input_quant" : "weight_quant") : NULL;
     return c ? bg_module_state(c) : NULL;
 }
 
@@ -589,8 +747,7 @@ static bg_status parse_opt(const char *s, bg_quant_spec *spec, bool *has) {
 static bg_status convert_tree(bg_module *m, const bg_quant_spec *w, const bg_quant_spec *a, bool bitnet) {
     for (int i = 0; i < bg_module_num_children(m); i++) {
         bg_module *c = bg_module_child(m, i);
-        const char *k = bg_module_kind(c);
-        bool lin = strcmp(k, "Linear") == 0, conv = strcmp(k, "Conv2d") == 0;
+        bool lin = bg_module_type_of(c) == &bg_linear_type, conv = bg_module_type_of(c) == &bg_conv2d_type;
         bg_module *r = NULL;
         if (bitnet && lin)
             r = bg_bitlinear_from(c);
@@ -621,15 +778,15 @@ bg_status bg_quantize_model(bg_module *model, const char *w_spec, const char *a_
 
 bg_status bg_quantize_model_specs(bg_module *model, const bg_quant_spec *w_spec, const bg_quant_spec *a_spec) {
     if (!model) return bg_set_error(BG_ERR_ARG, "quantize_model: model is NULL");
-    const char *k = bg_module_kind(model);
-    if (strcmp(k, "Linear") == 0 || strcmp(k, "Conv2d") == 0)
-        return bg_set_error(BG_ERR_ARG, "quantize_model: the model is itself a %s; put it in a Sequential", k);
+    const bg_module_type *t = bg_module_type_of(model);
+    if (t == &bg_linear_type || t == &bg_conv2d_type)
+        return bg_set_error(BG_ERR_ARG, "quantize_model: the model is itself a %s; put it in a Sequential", t->kind);
     return convert_tree(model, w_spec, a_spec, false);
 }
 
 bg_status bg_bitnet_model(bg_module *model) {
     if (!model) return bg_set_error(BG_ERR_ARG, "bitnet_model: model is NULL");
-    if (strcmp(bg_module_kind(model), "Linear") == 0)
+    if (bg_module_type_of(model) == &bg_linear_type)
         return bg_set_error(BG_ERR_ARG, "bitnet_model: the model is itself a Linear; put it in a Sequential");
     return convert_tree(model, NULL, NULL, true);
 }

@@ -242,9 +242,10 @@ static void test_model_desc(void) {
     bg_module *mlp = bg_sequential_new(3, (bg_module *[]){bg_linear_new(4, 3, true, &rng), bg_relu_new(),
                                                           bg_linear_new(3, 2, false, &rng)});
     char *j = bg_model_to_json(mlp);
-    CHECK_STR(j, "{\"format\":\"bitgrad-model\",\"version\":1,\"model\":{\"kind\":\"Sequential\",\"children\":["
-                 "{\"kind\":\"Linear\",\"in_features\":4,\"out_features\":3,\"bias\":true},{\"kind\":\"ReLU\"},"
-                 "{\"kind\":\"Linear\",\"in_features\":3,\"out_features\":2,\"bias\":false}]}}");
+    CHECK_STR(j, "{\"format\":\"bitgrad-model\",\"version\":2,\"model\":{\"kind\":\"Sequential\",\"children\":["
+                 "{\"name\":\"0\",\"kind\":\"Linear\",\"in_features\":4,\"out_features\":3,\"bias\":true},"
+                 "{\"name\":\"1\",\"kind\":\"ReLU\"},"
+                 "{\"name\":\"2\",\"kind\":\"Linear\",\"in_features\":3,\"out_features\":2,\"bias\":false}]}}");
     free(j);
     round_trip("mlp", mlp);
     bg_conv2d_opts co = {.stride = {2, 1}, .padding = {1, 0}, .dilation = {1, 2}, .groups = 2};
@@ -273,7 +274,7 @@ static void test_model_desc(void) {
     CHECK(q && bg_quantize_model(q, "int4:per_channel:lsq", "int8:moving_minmax") == BG_OK);
     bg_quant_state_set_enabled(bg_qlayer_input_state(bg_qlayer_at(q, 1)), false);
     j = q ? bg_model_to_json(q) : NULL;
-    CHECK_MSG(j && strstr(j, "{\"kind\":\"QLinear\",\"in_features\":2704,\"out_features\":10,\"bias\":true,"
+    CHECK_MSG(j && strstr(j, "{\"name\":\"2\",\"kind\":\"QLinear\",\"in_features\":2704,\"out_features\":10,\"bias\":true,"
                              "\"weight_spec\":\"int4:per_channel=0:lsq\","
                              "\"weight_enabled\":true,\"input_spec\":\"int8:moving_minmax=0.00999999978\","
                              "\"input_enabled\":false}"),
@@ -293,7 +294,7 @@ static void test_model_desc(void) {
                                                           bg_linear_new(16, 4, false, &rng)});
     CHECK(bit && bg_bitnet_model(bit) == BG_OK);
     j = bit ? bg_model_to_json(bit) : NULL;
-    CHECK_MSG(j && strstr(j, "{\"kind\":\"BitLinear\",\"in_features\":8,\"out_features\":16,"
+    CHECK_MSG(j && strstr(j, "{\"name\":\"0\",\"kind\":\"BitLinear\",\"in_features\":8,\"out_features\":16,"
                              "\"weight_spec\":\"ternary:absmean\",\"weight_enabled\":true,\"input_spec\":\"int8:per_token:absmax\""),
               "bitlinear: %s", j ? j : "");
     free(j);
@@ -302,7 +303,7 @@ static void test_model_desc(void) {
     // Errors name the layer and the field.
     expect_desc_error("{\"format\":\"bitgrad-model\",\"version\":1,\"model\":{\"kind\":\"Sequential\",\"children\":"
                       "[{\"kind\":\"ReLU\"},{\"kind\":\"ReLU\"},{\"kind\":\"Foo\"}]}}",
-                      "model_desc: layer 2: unknown kind \"Foo\"");
+                      "model_desc: layer 2: unknown kind \"Foo\": register it with bg_module_register_type before loading");
     expect_desc_error("{\"format\":\"bitgrad-model\",\"version\":1,\"model\":{\"kind\":\"Sequential\",\"children\":"
                       "[{\"kind\":\"Linear\",\"in_features\":4,\"bias\":true}]}}",
                       "model_desc: layer 0: missing field \"out_features\"");
@@ -316,8 +317,8 @@ static void test_model_desc(void) {
                       "[{\"kind\":\"Sequential\",\"children\":[{\"kind\":\"QLinear\",\"in_features\":4,"
                       "\"out_features\":2,\"bias\":true,\"weight_spec\":\"int9\"}]}]}}",
                       "model_desc: layer 0.0: field \"weight_spec\": quant_spec: bits must be 1..8, got 9 in \"int9\"");
-    expect_desc_error("{\"format\":\"bitgrad-model\",\"version\":2,\"model\":{}}",
-                      "model_desc: unsupported version 2 (this build reads version 1)");
+    expect_desc_error("{\"format\":\"bitgrad-model\",\"version\":3,\"model\":{}}",
+                      "model_desc: unsupported version 3 (this build reads versions 1 to 2)");
     expect_desc_error("{\"format\":\"bitgrad-model\",", "model_desc: malformed JSON: string or '}' expected near end of file (line 1, column 26)");
 }
 

@@ -227,8 +227,8 @@ static void test_bad_inputs(void) {
     bg_module *net = bg_sequential_new(3, (bg_module *[]){bg_linear_new(8, 4, true, &rng), bg_relu_new(),
                                                           bg_embedding_new(4, 2, &rng)});
     CHECK(bg_export(net, path, NULL) == BG_ERR_ARG);
-    CHECK_STR(bg_last_error(), "export: layer 2: unsupported kind \"Embedding\" (the runtime runs Linear, Conv2d, "
-                               "their quantized forms, activations, Flatten, pools, norms)");
+    CHECK_STR(bg_last_error(), "export: layer 2: kind \"Embedding\" has no export form (the runtime runs Linear, "
+                               "Conv2d, their quantized forms, activations, Flatten, pools, norms, in Sequentials)");
     bg_module_free(net);
 
     // an input quantizer that never saw data

@@ -23,7 +23,7 @@ static void usage(FILE *f) {
 
 /* The first non-Sequential module of the tree. */
 static const bg_module *first_leaf(const bg_module *m) {
-    while (m && !strcmp(bg_module_kind(m), "Sequential") && bg_module_num_children(m) > 0) m = bg_module_child(m, 0);
+    while (m && bg_module_type_of(m) == &bg_sequential_type && bg_module_num_children(m) > 0) m = bg_module_child(m, 0);
     return m;
 }
 
@@ -86,7 +86,7 @@ int bg_cmd_export(int argc, char **argv) {
     }
     if (!eo.input_ndim) {
         const bg_module *f = first_leaf(model);
-        if (f && strstr(bg_module_kind(f), "Conv2d")) {
+        if (f && (bg_module_type_of(f) == &bg_conv2d_type || bg_module_type_of(f) == &bg_qconv2d_type)) {
             eo.input_ndim = 3;
             eo.input_shape[0] = 1, eo.input_shape[1] = 28, eo.input_shape[2] = 28;
         }

@@ -108,7 +108,7 @@ static int find_linears(const bg_module *m, const char *prefix, char paths[][BG_
         const bg_module *c = bg_module_child(m, i);
         char path[BG_PARAM_NAME_MAX];
         snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", bg_module_child_name(m, i));
-        if (!strcmp(bg_module_kind(c), "Linear")) {
+        if (bg_module_type_of(c) == &bg_linear_type) {
             if (n < MAX_LINEARS) snprintf(paths[n], BG_PARAM_NAME_MAX, "%s", path);
             n++;
         } else {

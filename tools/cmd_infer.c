@@ -153,8 +153,8 @@ int bg_cmd_infer(int argc, char **argv) {
             goto done;
         }
         const bg_module *f = model;
-        while (f && !strcmp(bg_module_kind(f), "Sequential") && bg_module_num_children(f) > 0) f = bg_module_child(f, 0);
-        bool conv = f && strstr(bg_module_kind(f), "Conv2d") != NULL;
+        while (f && bg_module_type_of(f) == &bg_sequential_type && bg_module_num_children(f) > 0) f = bg_module_child(f, 0);
+        bool conv = f && (bg_module_type_of(f) == &bg_conv2d_type || bg_module_type_of(f) == &bg_qconv2d_type);
         ref = malloc(sizeof(float) * (size_t)(n * C));
         double ips_fq = 0, ips_f32 = 0;
         bg_module_train(model, false);
