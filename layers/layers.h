@@ -512,7 +512,9 @@ bg_tensor *bg_qlayer_weight(const bg_module *qlayer);
 /* Every quantizer of m's qlayers, for a schedule (qat.h bg_schedule_apply):
  * per qlayer in order, its weight state named "<path>.weight_quant" with
  * weights[k] = its latent weight, then its input state "<path>.input_quant"
- * with weights[k] = NULL (float sides are skipped). names[k] point into
+ * with weights[k] = NULL (float sides are skipped), and every FakeQuant
+ * module outside a qlayer (a custom block's activation quantizer) under its
+ * own path ("fake_quant" for a root), weights[k] = NULL. names[k] point into
  * name_buf, which holds max * BG_PARAM_NAME_MAX chars. weights may be NULL.
  * Returns the total count (writes at most max). */
 int bg_model_quantizers(const bg_module *m, struct bg_quant_state **states, const char **names, char *name_buf,

@@ -622,30 +622,52 @@ bg_tensor *bg_qlayer_weight(const bg_module *layer) {
     return q ? q->weight : NULL;
 }
 
-int bg_model_quantizers(const bg_module *m, bg_quant_state **states, const char **names, char *name_buf,
-                        const bg_tensor **weights, int max) {
-    int k = 0, n = bg_qlayer_count(m);
-    for (int i = 0; i < n; i++) {
-        const bg_module *l = bg_qlayer_at(m, i);
-        char path[BG_PARAM_NAME_MAX];
-        bg_qlayer_name(m, i, path, sizeof path);
-        for (int side = 0; side < 2; side++) {
-            bg_quant_state *st = side ? bg_qlayer_input_state(l) : bg_qlayer_weight_state(l);
-            if (!st) continue;
-            if (k < max) {
-                if (states) states[k] = st;
-                if (weights) weights[k] = side ? NULL : bg_qlayer_weight(l);
-                if (names && name_buf) {
-                    char *nb = name_buf + (size_t)k * BG_PARAM_NAME_MAX;
-                    if (snprintf(nb, BG_PARAM_NAME_MAX, "%s%s%s", path, path[0] ? "." : "",
-                                 side ? "input_quant" : "weight_quant") >= BG_PARAM_NAME_MAX)
-                        nb[BG_PARAM_NAME_MAX - 1] = '\0';   // truncated (paths that long are not expected)
-                    names[k] = nb;
-                }
-            }
-            k++;
+/* Appends one quantizer (when there is room) and counts it. */
+static void add_quantizer(bg_quant_state *st, const bg_tensor *w, const char *path, const char *suffix,
+                          bg_quant_state **states, const char **names, char *name_buf, const bg_tensor **weights,
+                          int max, int *k) {
+    if (*k < max) {
+        if (states) states[*k] = st;
+        if (weights) weights[*k] = w;
+        if (names && name_buf) {
+            char *nb = name_buf + (size_t)*k * BG_PARAM_NAME_MAX;
+            if (snprintf(nb, BG_PARAM_NAME_MAX, "%s%s%s", path, path[0] && suffix[0] ? "." : "", suffix) >=
+                BG_PARAM_NAME_MAX)
+                nb[BG_PARAM_NAME_MAX - 1] = '\0';   // truncated (paths that long are not expected)
+            names[*k] = nb;
         }
     }
+    (*k)++;
+}
+
+/* Pre-order: a qlayer's weight then input quantizer; a FakeQuant outside a
+ * qlayer (a user's block may quantize an activation) under its own path. */
+static void collect_quantizers(const bg_module *m, char *path, size_t plen, bg_quant_state **states,
+                               const char **names, char *name_buf, const bg_tensor **weights, int max, int *k) {
+    if (bg_module_is_qlayer(m)) {
+        bg_quant_state *w = bg_qlayer_weight_state(m), *a = bg_qlayer_input_state(m);
+        if (w) add_quantizer(w, bg_qlayer_weight(m), path, "weight_quant", states, names, name_buf, weights, max, k);
+        if (a) add_quantizer(a, NULL, path, "input_quant", states, names, name_buf, weights, max, k);
+        return;
+    }
+    if (is_fq(m)) {
+        add_quantizer(((fq_mod *)bg_module_state(m))->st, NULL, path, path[0] ? "" : "fake_quant", states, names,
+                      name_buf, weights, max, k);
+        return;
+    }
+    for (int i = 0; i < bg_module_num_children(m); i++) {
+        int w = snprintf(path + plen, BG_PARAM_NAME_MAX - plen, "%s%s", plen ? "." : "", bg_module_child_name(m, i));
+        size_t nl = w > 0 && plen + (size_t)w < BG_PARAM_NAME_MAX ? plen + (size_t)w : BG_PARAM_NAME_MAX - 1;
+        collect_quantizers(bg_module_child(m, i), path, nl, states, names, name_buf, weights, max, k);
+        path[plen] = '\0';
+    }
+}
+
+int bg_model_quantizers(const bg_module *m, bg_quant_state **states, const char **names, char *name_buf,
+                        const bg_tensor **weights, int max) {
+    char path[BG_PARAM_NAME_MAX] = "";
+    int k = 0;
+    if (m) collect_quantizers(m, path, 0, states, names, name_buf, weights, max, &k);
     return k;
 }
 
