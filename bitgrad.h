@@ -4,6 +4,7 @@
 
 #include "tensor/tensor.h"
 #include "kernels/kernels.h"
+#include "quant/quant.h"
 #include "autograd/autograd.h"
 #include "layers/layers.h"
 #include "optim/optim.h"

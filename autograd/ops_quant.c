@@ -9,7 +9,7 @@
 
 #include "autograd/autograd_internal.h"
 #include "kernels/kernels.h"
-#include "qat/qat.h"
+#include "quant/quant.h"
 
 #define OP "fake_quant"
 

@@ -734,6 +734,35 @@ static bg_module *chain_new(const bg_module_type *type, int n, bg_module *const 
 bg_module *bg_sequential_new(int n, bg_module *const *children) { return chain_new(&bg_sequential_type, n, children); }
 bg_module *bg_residual_new(int n, bg_module *const *children) { return chain_new(&bg_residual_type, n, children); }
 
+/* (Lives with the containers: it is a forward over a Sequential.) */
+bg_tensor *bg_sequential_forward_capture(bg_ctx *ctx, bg_module *seq, bg_tensor *x, const int *idx, int n_idx,
+                                         bg_tensor **hidden, bool grad) {
+    if (!ctx || bg_ctx_status(ctx) != BG_OK) return NULL;
+    if (!seq) return bg_ctx_fail(ctx, BG_ERR_ARG, "sequential_forward_capture: module is NULL");
+    int nc = bg_module_num_children(seq);
+    if (n_idx < 0 || (n_idx > 0 && (!idx || !hidden)))
+        return bg_ctx_fail(ctx, BG_ERR_ARG, "sequential_forward_capture: bad capture list (%d indices)", n_idx);
+    for (int k = 0; k < n_idx; k++) {
+        if (idx[k] < 0 || idx[k] >= nc)
+            return bg_ctx_fail(ctx, BG_ERR_ARG, "sequential_forward_capture: child index %d out of range for %d children",
+                               idx[k], nc);
+        hidden[k] = NULL;
+    }
+    bool g = bg_set_grad_enabled(ctx, bg_grad_enabled(ctx) && grad);
+    bg_tensor *h = x;
+    if (nc == 0) {
+        h = bg_module_forward(ctx, seq, x);
+    } else {
+        for (int i = 0; i < nc && h; i++) {
+            h = bg_module_forward(ctx, bg_module_child(seq, i), h);
+            for (int k = 0; k < n_idx; k++)
+                if (idx[k] == i) hidden[k] = h;
+        }
+    }
+    bg_set_grad_enabled(ctx, g);
+    return h;
+}
+
 // ---------------------------------------------------------------------------
 // hyperparameters as a struct, for the exporters (io/export.c, io/onnx.c)
 

@@ -316,6 +316,15 @@ bg_module *bg_sequential_new(int n, bg_module *const *children);
  * [8,4]"). */
 bg_module *bg_residual_new(int n, bg_module *const *children);
 
+/* Runs a Sequential child by child and also returns the outputs of the
+ * children listed in idx (n_idx of them, in that order) in hidden[] (arena
+ * tensors). grad true records on the tape like bg_module_forward (a
+ * student); false runs with grad disabled (a frozen teacher). NULL + ctx
+ * error on a bad index ("sequential_forward_capture: child index 3 out of
+ * range for 3 children"). A module without children runs whole. */
+bg_tensor *bg_sequential_forward_capture(bg_ctx *ctx, bg_module *seq, bg_tensor *x,
+                                         const int *idx, int n_idx, bg_tensor **hidden, bool grad);
+
 // ---------------------------------------------------------------------------
 // defining a module
 //

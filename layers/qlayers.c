@@ -11,7 +11,7 @@
 #include <jansson.h>
 
 #include "layers/layers_internal.h"
-#include "qat/qat.h"
+#include "quant/quant.h"
 
 /* BitLinear's RMSNorm epsilon (LLaMA / BitNet's 1e-6). */
 #define BITLINEAR_NORM_EPS 1e-6f

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
-#include "qat/qat.h"
+#include "quant/quant.h"
 
 #define OP "fake_quant"
 

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "qat/qat.h"
+#include "quant/quant.h"
 
 // ---------------------------------------------------------------------------
 // names
