@@ -8,6 +8,7 @@
 #include "autograd/autograd.h"
 #include "layers/layers.h"
 #include "optim/optim.h"
+#include "format/format.h"
 #include "io/io.h"
 #include "qat/qat.h"
 #include "infer/infer.h"

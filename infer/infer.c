@@ -15,6 +15,10 @@
 #include "infer/infer.h"
 #include "kernels/kernels.h"
 
+/* Longest layer name in an export, NUL included (the training side's
+ * BG_PARAM_NAME_MAX). */
+#define LAYER_NAME_MAX 128
+
 #define OP "infer_load"
 #define DEFAULT_MAX_BATCH 256
 #define BITNET_EPS 1e-5f   /* BitNet's clamp of the per-token absmax */
@@ -40,7 +44,7 @@ typedef struct sparse_fix {   /* a weight -128 stored as -127: acc[:, n] -= x[:,
 
 typedef struct layer {
     lkind kind;
-    char name[BG_PARAM_NAME_MAX];
+    char name[LAYER_NAME_MAX];
     char kind_name[16];
     int in_ndim, out_ndim;
     int64_t in_shape[3], out_shape[3], in_numel, out_numel;
@@ -123,7 +127,7 @@ static const char *shape_text(int ndim, const int64_t *s, char *buf, size_t len)
 /* Tensor "<layer>.<suffix>" with exactly this dtype and shape. */
 static bg_status tensor_of(const loader *ld, const char *suffix, bg_dtype dt, int ndim, const int64_t *shape,
                            bg_tensor *v) {
-    char name[BG_PARAM_NAME_MAX + 32];
+    char name[LAYER_NAME_MAX + 32];
     snprintf(name, sizeof name, "%s.%s", ld->lname, suffix);
     if (bg_safetensors_get(ld->st, name, v) != BG_OK) return ferr(ld, "tensor %s is missing", name);
     bool ok = v->dtype == dt && v->ndim == ndim;
@@ -189,7 +193,7 @@ static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
     const int64_t N = L->N, K = L->K;
     if (!strcmp(fmt, "f32")) {
         bg_tensor v;
-        char name[BG_PARAM_NAME_MAX + 32];
+        char name[LAYER_NAME_MAX + 32];
         snprintf(name, sizeof name, "%s.weight", ld->lname);
         if (bg_safetensors_get(ld->st, name, &v) != BG_OK) return ferr(ld, "tensor %s is missing", name);
         if (v.dtype != BG_DTYPE_F32 || bg_numel(&v) != N * K)

@@ -47,7 +47,7 @@
 #ifndef BG_INFER_H
 #define BG_INFER_H
 
-#include "io/io.h"
+#include "format/format.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -12,7 +12,7 @@
 
 #include <jansson.h>
 
-#include "io/io.h"
+#include "format/format.h"
 
 /* A header larger than this is not a header (the Python reader caps at 100 MB). */
 #define ST_MAX_HEADER ((uint64_t)100 << 20)

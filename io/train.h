@@ -1,0 +1,48 @@
+/* io/train.h — the training loop over a batcher (io/train.c). */
+#ifndef BG_IO_TRAIN_H
+#define BG_IO_TRAIN_H
+
+#include "io/dataset.h"
+#include "layers/layers.h"
+#include "optim/optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---------------------------------------------------------------------------
+// training loops over a batcher (io/train.c): what every program that trains
+// on a dataset repeats, written once.
+
+/* The loss of one batch from the model's output; NULL with the ctx error set
+ * on failure. */
+typedef bg_tensor *(*bg_loss_fn)(bg_ctx *ctx, bg_tensor *out, bg_tensor *x, bg_tensor *y,
+                                 void *user);
+
+typedef struct bg_train_opts {
+    bg_loss_fn loss;   /* NULL: bg_cross_entropy(out, y) */
+    void *user;        /* passed to loss and before_step */
+    /* Optional, called before each step with the optimizer's step count (for
+     * schedules); a non-BG_OK return stops the epoch with that status. */
+    bg_status (*before_step)(int64_t step, void *user);
+    /* Optional, called after each step with the step just taken (the
+     * optimizer's count before it), the batch's mean loss and its size: for
+     * logs and progress lines. */
+    void (*after_step)(int64_t step, double loss, int64_t batch, void *user);
+} bg_train_opts;
+
+/* One epoch of train mode: forward, loss, backward, optimizer step, zero
+ * grads, ctx reset per batch. *mean_loss gets the example-weighted mean loss.
+ * opts may be NULL. On failure returns the status; bg_last_error() holds the
+ * ctx's message (the ctx is left reset). */
+bg_status bg_train_epoch(bg_ctx *ctx, bg_module *model, bg_optim *opt, bg_batcher *batches,
+                         const bg_train_opts *opts, double *mean_loss);
+
+/* Accuracy in [0,1] of argmax(model(x)) == y over one epoch of batches, in
+ * eval mode without a tape (the model is put back into train mode). */
+bg_status bg_evaluate(bg_ctx *ctx, bg_module *model, bg_batcher *batches, double *accuracy);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BG_IO_TRAIN_H */
