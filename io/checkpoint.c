@@ -464,6 +464,12 @@ static bg_status plan_optim(const char *path, const bg_safetensors *st, const bg
         p->lr_schedule = (bg_lr_schedule){.kind = (bg_lr_kind)kind_i, .base_lr = (float)base, .step_size = step_size,
                                           .gamma = (float)gamma, .warmup_steps = warm, .total_steps = total,
                                           .min_lr = (float)min_lr};
+        if (bg_lr_schedule_check(&p->lr_schedule) != BG_OK) {
+            char msg[BG_ERROR_MAX];
+            snprintf(msg, sizeof msg, "%s", bg_last_error());
+            s = bg_set_error(BG_ERR_FORMAT, "checkpoint_load: %s: the optimizer's %s", path, msg);
+            goto done;
+        }
     }
     for (int i = 0; i < bg_optim_state_count(o) && i < 4; i++) {
         const char *name;

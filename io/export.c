@@ -85,11 +85,19 @@ static bg_status put(exporter *e, const char *suffix, bg_dtype dtype, int ndim, 
     return bg_safetensors_writer_add(e->w, name, &t);
 }
 
+/* [d0, d1, ...], or NULL when out of memory. */
 static json_t *json_shape(int ndim, const int64_t *shape) {
     json_t *a = json_array();
-    for (int d = 0; a && d < ndim; d++) json_array_append_new(a, json_integer(shape[d]));
+    for (int d = 0; a && d < ndim; d++)
+        if (json_array_append_new(a, json_integer(shape[d])) != 0) {
+            json_decref(a);
+            return NULL;
+        }
     return a;
 }
+
+/* o[key] = v (taking v); false when v is NULL or out of memory. */
+static bool jset(json_t *o, const char *key, json_t *v) { return v && json_object_set_new(o, key, v) == 0; }
 
 static bg_status nomem(exporter *e) { return fail(e, BG_ERR_NOMEM, "out of memory"); }
 
@@ -190,8 +198,11 @@ static bg_status export_weight(exporter *e, bg_quant_state *st, const bg_tensor 
                           bg_quant_granularity_name(spec->granularity), "layout", (json_int_t)p.outer,
                           (json_int_t)p.channels, (json_int_t)p.inner, "zero_point", has_zp, "spec", sstr);
     if (!o) return nomem(e);
-    if (spec->granularity == BG_QUANT_PER_CHANNEL) json_object_set_new(o, "axis", json_integer(spec->axis));
-    if (spec->granularity == BG_QUANT_PER_GROUP) json_object_set_new(o, "group_size", json_integer(spec->group_size));
+    if ((spec->granularity == BG_QUANT_PER_CHANNEL && !jset(o, "axis", json_integer(spec->axis))) ||
+        (spec->granularity == BG_QUANT_PER_GROUP && !jset(o, "group_size", json_integer(spec->group_size)))) {
+        json_decref(o);
+        return nomem(e);
+    }
     *out = o;
     return BG_OK;
 }
@@ -287,7 +298,10 @@ static bg_status export_input(exporter *e, bg_quant_state *st, int64_t C, bool c
     *out = json_pack("{s:s, s:s, s:i, s:i, s:b, s:s}", "mode", "static", "granularity",
                      P == 1 && spec->granularity == BG_QUANT_PER_TENSOR ? "per_tensor" : "per_channel", "qmin",
                      (int)qmin, "qmax", (int)qmax, "zero_point", has_zp, "spec", sstr);
-    if (*out && spec->granularity == BG_QUANT_PER_CHANNEL) json_object_set_new(*out, "axis", json_integer(conv ? 1 : -1));
+    if (*out && spec->granularity == BG_QUANT_PER_CHANNEL && !jset(*out, "axis", json_integer(conv ? 1 : -1))) {
+        json_decref(*out);
+        *out = NULL;
+    }
     return *out ? BG_OK : nomem(e);
 }
 
@@ -323,16 +337,15 @@ static bg_status linear_layer(exporter *e, const bg_module *m, bool quant, shape
     json_t *wj, *aj;
     bg_status s = export_weight(e, quant ? bg_qlayer_weight_state(m) : NULL, W, out, in, &wj);
     if (s != BG_OK) return s;
-    json_object_set_new(lj, "weight", wj);
+    if (!jset(lj, "weight", wj)) return nomem(e);
     if ((s = export_input(e, quant ? bg_qlayer_input_state(m) : NULL, in, false, &aj)) != BG_OK) return s;
-    json_object_set_new(lj, "input_quant", aj);
-    json_object_set_new(lj, "kind", json_string("linear"));
-    json_object_set_new(lj, "in", json_integer(in));
-    json_object_set_new(lj, "out", json_integer(out));
-    json_object_set_new(lj, "bias", json_boolean(b != NULL));
+    if (!jset(lj, "input_quant", aj) || !jset(lj, "kind", json_string("linear")) || !jset(lj, "in", json_integer(in)) ||
+        !jset(lj, "out", json_integer(out)) || !jset(lj, "bias", json_boolean(b != NULL)))
+        return nomem(e);
     if (b && (s = put(e, "bias", BG_DTYPE_F32, 1, &out, b->data)) != BG_OK) return s;
-    if (bg_module_type_of(m) == &bg_bitlinear_type)
-        json_object_set_new(lj, "norm", json_pack("{s:s, s:f}", "kind", "rmsnorm", "eps", (double)BITLINEAR_NORM_EPS));
+    if (bg_module_type_of(m) == &bg_bitlinear_type &&
+        !jset(lj, "norm", json_pack("{s:s, s:f}", "kind", "rmsnorm", "eps", (double)BITLINEAR_NORM_EPS)))
+        return nomem(e);
     sh->d[0] = out;
     return BG_OK;
 }
@@ -356,17 +369,18 @@ static bg_status conv_layer(exporter *e, const bg_module *m, bool quant, shape3 
     json_t *wj, *aj;
     if ((s = export_weight(e, quant ? bg_qlayer_weight_state(m) : NULL, W, oc, W->shape[1] * kh * kw, &wj)) != BG_OK)
         return s;
-    json_object_set_new(lj, "weight", wj);
+    if (!jset(lj, "weight", wj)) return nomem(e);
     if ((s = export_input(e, quant ? bg_qlayer_input_state(m) : NULL, in, true, &aj)) != BG_OK) return s;
-    json_object_set_new(lj, "input_quant", aj);
+    if (!jset(lj, "input_quant", aj)) return nomem(e);
     json_t *c = json_pack("{s:s, s:I, s:I, s:[I,I], s:[I,I], s:[I,I], s:[I,I], s:I, s:b}", "kind", "conv2d", "in",
                           (json_int_t)in, "out", (json_int_t)oc, "kernel", (json_int_t)kh, (json_int_t)kw, "stride",
                           (json_int_t)o.stride[0], (json_int_t)o.stride[1], "padding", (json_int_t)o.padding[0],
                           (json_int_t)o.padding[1], "dilation", (json_int_t)o.dilation[0], (json_int_t)o.dilation[1],
                           "groups", (json_int_t)o.groups, "bias", b != NULL);
     if (!c) return nomem(e);
-    json_object_update(lj, c);
+    int r = json_object_update(lj, c);
     json_decref(c);
+    if (r != 0) return nomem(e);
     if (b && (s = put(e, "bias", BG_DTYPE_F32, 1, &oc, b->data)) != BG_OK) return s;
     sh->d[0] = oc, sh->d[1] = cs.oh, sh->d[2] = cs.ow;
     return BG_OK;
@@ -383,10 +397,9 @@ static bg_status pool_layer(exporter *e, const bg_module *m, bool max, shape3 *s
     shape_str(sh, a, sizeof a);
     if (sh->ndim != 3 || !bg_pool2d_shape_infer(&ps))
         return fail(e, BG_ERR_SHAPE, "%s expects [C,H,W] per example, the previous layer gives %s", bg_module_kind(m), a);
-    json_object_set_new(lj, "kind", json_string(max ? "max_pool2d" : "avg_pool2d"));
-    json_object_set_new(lj, "kernel", json_integer(hp.kernel));
-    json_object_set_new(lj, "stride", json_integer(stride));
-    json_object_set_new(lj, "padding", json_integer(hp.padding));
+    if (!jset(lj, "kind", json_string(max ? "max_pool2d" : "avg_pool2d")) || !jset(lj, "kernel", json_integer(hp.kernel)) ||
+        !jset(lj, "stride", json_integer(stride)) || !jset(lj, "padding", json_integer(hp.padding)))
+        return nomem(e);
     sh->d[1] = ps.oh, sh->d[2] = ps.ow;
     return BG_OK;
 }
@@ -402,7 +415,7 @@ static bg_status flatten_layer(exporter *e, const bg_module *m, shape3 *sh, json
     (void)e, (void)m;
     int64_t n = shape_numel(sh);
     sh->ndim = 1, sh->d[0] = n;
-    return json_object_set_new(lj, "kind", json_string("flatten")) == 0 ? BG_OK : nomem(e);
+    return jset(lj, "kind", json_string("flatten")) ? BG_OK : nomem(e);
 }
 
 /* Element-wise layers without parameters: the runtime's name for the kind. */
@@ -411,7 +424,7 @@ static bg_status act_layer(exporter *e, const bg_module *m, shape3 *sh, json_t *
     const bg_module_type *t = bg_module_type_of(m);
     const char *name = t == &bg_relu_type ? "relu" : t == &bg_silu_type ? "silu" : t == &bg_tanh_type ? "tanh"
                      : t == &bg_sigmoid_type ? "sigmoid" : "identity";   // Dropout: identity in eval mode
-    return json_object_set_new(lj, "kind", json_string(name)) == 0 ? BG_OK : nomem(e);
+    return jset(lj, "kind", json_string(name)) ? BG_OK : nomem(e);
 }
 
 /* LayerNorm / RMSNorm over the last dim; LayerNorm's affine / RMSNorm's gain as f32 tensors. */
@@ -428,10 +441,9 @@ static bg_status norm_layer(exporter *e, const bg_module *m, shape3 *sh, json_t 
     if (w && (s = put(e, "weight", BG_DTYPE_F32, 1, &hp.in, w->data)) != BG_OK) return s;
     if (b && (s = put(e, "bias", BG_DTYPE_F32, 1, &hp.in, b->data)) != BG_OK) return s;
     bool layernorm = bg_module_type_of(m) == &bg_layernorm_type;
-    if (json_object_set_new(lj, "kind", json_string(layernorm ? "layernorm" : "rmsnorm")) != 0 ||
-        json_object_set_new(lj, "dim", json_integer(hp.in)) != 0 || json_object_set_new(lj, "eps", json_real(hp.eps)) != 0 ||
-        json_object_set_new(lj, "weight", json_boolean(w != NULL)) != 0 ||
-        json_object_set_new(lj, "bias", json_boolean(b != NULL)) != 0)
+    if (!jset(lj, "kind", json_string(layernorm ? "layernorm" : "rmsnorm")) || !jset(lj, "dim", json_integer(hp.in)) ||
+        !jset(lj, "eps", json_real(hp.eps)) || !jset(lj, "weight", json_boolean(w != NULL)) ||
+        !jset(lj, "bias", json_boolean(b != NULL)))
         return nomem(e);
     return BG_OK;
 }
@@ -440,8 +452,7 @@ static bg_status leaky_layer(exporter *e, const bg_module *m, shape3 *sh, json_t
     (void)sh;
     bg_layer_hparams hp;
     if (bg_layer_hparams_get(m, &hp) != BG_OK) return fail(e, bg_last_status(), "%s", bg_last_error());
-    if (json_object_set_new(lj, "kind", json_string("leaky_relu")) != 0 ||
-        json_object_set_new(lj, "negative_slope", json_real(hp.slope)) != 0)
+    if (!jset(lj, "kind", json_string("leaky_relu")) || !jset(lj, "negative_slope", json_real(hp.slope)))
         return nomem(e);
     return BG_OK;
 }
@@ -450,7 +461,7 @@ static bg_status gelu_layer(exporter *e, const bg_module *m, shape3 *sh, json_t 
     (void)sh;
     bg_layer_hparams hp;
     if (bg_layer_hparams_get(m, &hp) != BG_OK) return fail(e, bg_last_status(), "%s", bg_last_error());
-    return json_object_set_new(lj, "kind", json_string(hp.tanh_approx ? "gelu_tanh" : "gelu")) == 0 ? BG_OK : nomem(e);
+    return jset(lj, "kind", json_string(hp.tanh_approx ? "gelu_tanh" : "gelu")) ? BG_OK : nomem(e);
 }
 
 /* What the runtime's layer list can hold, keyed by the registered type. */
@@ -541,8 +552,15 @@ bg_status bg_export(const bg_module *model, const char *path, const bg_export_op
             json_decref(lj);
             break;
         }
-        json_object_set_new(lj, "out_shape", json_shape(sh.ndim, sh.d));
-        json_array_append_new(e->layers, lj);
+        if (!jset(lj, "out_shape", json_shape(sh.ndim, sh.d))) {
+            json_decref(lj);
+            s = nomem(e);
+            break;
+        }
+        if (json_array_append_new(e->layers, lj) != 0) {   // takes lj, also on failure
+            s = nomem(e);
+            break;
+        }
     }
     e->lname = NULL;
     if (s != BG_OK) {

@@ -91,7 +91,9 @@ bool bg_sgemm_with(bg_gemm_backend backend, bool trans_a, bool trans_b, int64_t 
 #endif
     case BG_GEMM_DNNL:
 #if defined(BG_WITH_DNNL)
-        bg_sgemm_dnnl(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        // oneDNN may refuse a shape; the reference then gives the same result.
+        if (!bg_sgemm_dnnl(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+            bg_sgemm_ref(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return true;
 #else
         return false;

@@ -47,7 +47,9 @@ void bg_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
 void bg_sgemm_openblas(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc);
-void bg_sgemm_dnnl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+/* oneDNN's matmul; false (C untouched) when oneDNN is not ready or refused
+ * the shape: the dispatcher (gemm.c) then runs another backend. */
+bool bg_sgemm_dnnl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                    int64_t ldc);
 void bg_openblas_set_num_threads(int n);

@@ -37,9 +37,11 @@ static void fq_free(void *p) {
     free(f);
 }
 
-static void fq_track(bg_ctx *ctx, fq_mod *f, bg_tensor *x, bg_tensor *y) {
+/* Metrics sums of one tracked forward (one pass over x and y). An
+ * allocation failure fails the forward: tracking never switches itself off. */
+static bool fq_track(bg_ctx *ctx, fq_mod *f, bg_tensor *x, bg_tensor *y) {
     bg_tensor *xc = bg_contiguous(ctx, x), *yc = bg_contiguous(ctx, y);
-    if (!xc || !yc) return;
+    if (!xc || !yc) return false;
     int64_t n = bg_numel(xc);
     const bg_quant_spec *spec = bg_quant_state_spec(f->st);
     int8_t *levels = NULL;
@@ -49,19 +51,25 @@ static void fq_track(bg_ctx *ctx, fq_mod *f, bg_tensor *x, bg_tensor *y) {
             free(f->stats.prev_levels);
             f->stats.levels = malloc((size_t)(n ? n : 1));
             f->stats.prev_levels = malloc((size_t)(n ? n : 1));
-            f->stats.n_levels = f->stats.levels && f->stats.prev_levels ? n : 0;
             f->stats.prev_version = -1;
+            f->stats.n_levels = f->stats.levels && f->stats.prev_levels ? n : 0;
+            if (f->stats.n_levels != n) {
+                bg_ctx_fail(ctx, BG_ERR_NOMEM, "FakeQuant: out of memory for the metric levels of %lld weights",
+                            (long long)n);
+                return false;
+            }
         }
-        if (f->stats.n_levels == n) levels = f->stats.levels;
+        levels = f->stats.levels;
     }
     bg_quant_stats_compute(&f->stats, bg_f32(xc), bg_f32(yc), n, levels);
     f->stats.version++;
+    return true;
 }
 
 static bg_tensor *fq_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
     fq_mod *f = bg_module_state(m);
     bg_tensor *y = bg_fake_quant(ctx, x, bg_quant_state_spec(f->st), f->st);
-    if (y && y != x && f->track) fq_track(ctx, f, x, y);
+    if (y && y != x && f->track && !fq_track(ctx, f, x, y)) return NULL;
     return y;
 }
 

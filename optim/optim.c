@@ -216,10 +216,12 @@ void bg_optim_set_lr(bg_optim *o, float lr) {
     o->has_schedule = false;
 }
 
-void bg_optim_set_schedule(bg_optim *o, const bg_lr_schedule *s) {
-    if (!o) return;
+bg_status bg_optim_set_schedule(bg_optim *o, const bg_lr_schedule *s) {
+    if (!o) return bg_set_error(BG_ERR_ARG, "optim_set_schedule: optimizer is NULL");
+    if (s && bg_lr_schedule_check(s) != BG_OK) return bg_last_status();
     o->has_schedule = s != NULL;
     if (s) o->schedule = *s;
+    return BG_OK;
 }
 
 void bg_optim_get_opts(const bg_optim *o, bg_sgd_opts *sgd, bg_adam_opts *adam) {

@@ -98,8 +98,14 @@ bg_lr_schedule bg_lr_step(float lr, int64_t step_size, float gamma);
  * with T_max = total, eta_min = min_lr). */
 bg_lr_schedule bg_lr_cosine(float lr, int64_t warmup_steps, int64_t total_steps, float min_lr);
 
-/* The learning rate at step (>= 0). Bad fields (step_size <= 0, total <=
- * warmup, unknown kind) give base_lr; steps < 0 count as 0. */
+/* BG_OK, or BG_ERR_ARG with one sentence naming the bad field, e.g.
+ * "lr_schedule: cosine needs total_steps > warmup_steps: total 10, warmup 10"
+ * (step_size <= 0, total <= warmup, warmup < 0, an unknown kind, a
+ * non-finite or negative rate). */
+bg_status bg_lr_schedule_check(const bg_lr_schedule *s);
+/* The learning rate at step (>= 0; steps < 0 count as 0). NaN for NULL or a
+ * schedule that bg_lr_schedule_check refuses: a bad schedule never turns
+ * quietly into a constant rate. */
 float bg_lr_at(const bg_lr_schedule *s, int64_t step);
 
 // ---------------------------------------------------------------------------
@@ -136,8 +142,9 @@ void bg_optim_zero_grad(bg_optim *o);
 float bg_optim_lr(const bg_optim *o);
 void bg_optim_set_lr(bg_optim *o, float lr);
 /* Copies *s; the lr of each step becomes bg_lr_at(s, step_count). NULL
- * detaches. */
-void bg_optim_set_schedule(bg_optim *o, const bg_lr_schedule *s);
+ * detaches. BG_ERR_ARG (nothing changed) for a NULL optimizer or a schedule
+ * that bg_lr_schedule_check refuses. */
+bg_status bg_optim_set_schedule(bg_optim *o, const bg_lr_schedule *s);
 /* For checkpoints: the options the optimizer was made with (*sgd for SGD,
  * *adam for Adam/AdamW; either may be NULL), and its lr schedule (true and
  * *s filled, or false when none is attached). */

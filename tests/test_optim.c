@@ -253,11 +253,27 @@ static void test_schedules(void) {
     CHECK_CLOSE(bg_lr_at(&k0, 0), 0.2, 0, 1e-7);
     CHECK_CLOSE(bg_lr_at(&k0, 5), 0.1, 0, 1e-6);
 
+    // Bad fields are errors, never a quiet constant rate.
+    bg_lr_schedule bad_cos = bg_lr_cosine(0.2f, 10, 10, 0.0f), bad_step = bg_lr_step(0.1f, 0, 0.5f);
+    bg_lr_schedule bad_kind = bg_lr_constant(0.1f);
+    bad_kind.kind = BG_LR_KIND_COUNT;
+    CHECK(isnan(bg_lr_at(&bad_cos, 3)) && isnan(bg_lr_at(&bad_step, 3)) && isnan(bg_lr_at(&bad_kind, 0)));
+    CHECK(isnan(bg_lr_at(NULL, 0)));
+    CHECK(bg_lr_schedule_check(&bad_cos) == BG_ERR_ARG);
+    CHECK_STR(bg_last_error(), "lr_schedule: cosine needs total_steps > warmup_steps: total 10, warmup 10");
+    CHECK(bg_lr_schedule_check(&bad_step) == BG_ERR_ARG);
+    CHECK_STR(bg_last_error(), "lr_schedule: step needs step_size > 0: 0");
+    CHECK(bg_lr_schedule_check(&bad_kind) == BG_ERR_ARG);
+    CHECK_STR(bg_last_error(), "lr_schedule: unknown kind 3");
+    CHECK(bg_lr_schedule_check(&k) == BG_OK && bg_lr_schedule_check(&s) == BG_OK);
+
     // Attached to an optimizer: each step uses the lr at its step count.
     // Plain SGD with gradient 1 moves p by exactly the lr of each step.
     bg_module *m = vec_new(1, (float[]){0.0f});
     bg_optim *o = bg_sgd_new(m, &(bg_sgd_opts){.lr = 5.0f});
-    bg_optim_set_schedule(o, &s);
+    CHECK(bg_optim_set_schedule(o, &bad_cos) == BG_ERR_ARG);   // refused: the lr stays 5
+    CHECK(bg_optim_lr(o) == 5.0f);
+    CHECK(bg_optim_set_schedule(o, &s) == BG_OK);
     CHECK_CLOSE(bg_optim_lr(o), 0.1, 0, 1e-7);
     double expect = 0;
     for (int step = 0; step < 7; step++) {

@@ -1,10 +1,17 @@
 /* test_qat_metrics.c — quantization error metrics: MSE, SQNR and cosine on
  * hand cases (exact quantization -> +inf dB, all-zero tensors, known MSE),
  * per-layer metrics of a model from tracked forwards (fixed-scale weights
- * and activations), ternary zero and flip fractions, tracking off. */
+ * and activations), ternary zero and flip fractions, tracking off, and a
+ * tracked forward whose level buffers cannot be allocated fails with an
+ * error instead of switching tracking off. */
+#include <malloc.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "tests/test_util.h"
 
@@ -122,8 +129,55 @@ static void test_layer_metrics(void) {
     bg_module_free(net);
 }
 
+/* Virtual memory in use now (bytes), from /proc/self/statm. */
+static long long vm_bytes(void) {
+    long long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f && fscanf(f, "%lld", &pages) != 1) pages = 0;
+    if (f) fclose(f);
+    return pages * sysconf(_SC_PAGESIZE);
+}
+
+/* In a child with an address-space limit just above what one untracked
+ * forward needed: the tracked forward's ternary level buffers (2 x 16 MB)
+ * do not fit, and the forward fails with the ctx error. */
+static void test_tracking_out_of_memory(void) {
+#if defined(__SANITIZE_ADDRESS__)
+    printf("tracking out of memory: skipped under AddressSanitizer (RLIMIT_AS)\n");
+#else
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        // Large blocks always from fresh mmaps, so memory freed by the first
+        // forward cannot serve the level buffers under the limit.
+        mallopt(M_MMAP_THRESHOLD, 1 << 20);
+        bg_rng rng;
+        bg_rng_seed(&rng, 1);
+        bg_module *net = bg_sequential_new(1, (bg_module *[]){bg_linear_new(4096, 4096, false, &rng)});
+        bg_ctx *ctx = bg_ctx_new(0);
+        if (!net || !ctx || bg_quantize_model(net, "ternary", NULL) != BG_OK) _exit(2);
+        bg_tensor *x = bg_zeros(ctx, BG_DTYPE_F32, BG_SHAPE(1, 4096));
+        if (!bg_module_forward(ctx, net, x)) _exit(3);   // grows the arena once
+        bg_ctx_reset(ctx);
+        struct rlimit rl = {.rlim_cur = (rlim_t)(vm_bytes() + (8 << 20)), .rlim_max = RLIM_INFINITY};
+        if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(4);
+        bg_model_track_quant(net, true);
+        x = bg_zeros(ctx, BG_DTYPE_F32, BG_SHAPE(1, 4096));
+        bg_tensor *y = bg_module_forward(ctx, net, x);
+        bool ok = y == NULL && strcmp(bg_ctx_error(ctx), "FakeQuant: out of memory for the metric levels of 16777216 "
+                                                         "weights") == 0;
+        if (!ok) fprintf(stderr, "child: y %p, error \"%s\"\n", (void *)y, bg_ctx_error(ctx));
+        _exit(ok ? 0 : 1);
+    }
+    int wst = 0;
+    waitpid(pid, &wst, 0);
+    CHECK_MSG(WIFEXITED(wst) && WEXITSTATUS(wst) == 0, "tracking out of memory: child status %d", wst);
+#endif
+}
+
 int main(void) {
     test_error_hand_cases();
     test_layer_metrics();
+    test_tracking_out_of_memory();
     return bg_test_finish();
 }
