@@ -151,6 +151,12 @@ bg_tensor *bg_linear(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, bg_tensor *b);
  * channel), all finite and > 0 (else BG_ERR_ARG). */
 bg_tensor *bg_qlinear_int(bg_ctx *ctx, bg_tensor *xq, bg_tensor *wq, bg_tensor *b, const bg_tensor *x_scale,
                           const bg_tensor *w_scale);
+/* The same with the codes given (I8 tensors of xq's and wq's shapes, as
+ * bg_fake_quant_codes made them in its one pass) instead of recovered from
+ * xq and wq; either may be NULL (recovered). The op the quantized layers
+ * run: activations and weights are quantized once. */
+bg_tensor *bg_qlinear_int_codes(bg_ctx *ctx, bg_tensor *xq, bg_tensor *wq, bg_tensor *b, const bg_tensor *x_codes,
+                                const bg_tensor *x_scale, const bg_tensor *w_codes, const bg_tensor *w_scale);
 /* Scaled dot-product attention softmax(q k^T / sqrt(D) + mask) v, built from
  * the ops above. q [..., Tq, D], k and v [..., Tk, D]; causal masks j > i. */
 bg_tensor *bg_attention(bg_ctx *ctx, bg_tensor *q, bg_tensor *k, bg_tensor *v, bool causal);
@@ -196,6 +202,14 @@ struct bg_quant_state;
  * "fake_quant: group size 64 does not divide the last dim 100 of [8,100]". */
 bg_tensor *bg_fake_quant(bg_ctx *ctx, bg_tensor *x, const struct bg_quant_spec *spec,
                          struct bg_quant_state *state);
+/* bg_fake_quant that also hands out what its one kernel pass made: *codes,
+ * the integer codes (an arena tensor of x's shape, I8 when params->qmin < 0,
+ * else U8), and *params, the scales, zero points, code range and
+ * [outer, channels, inner] view it used (quant/quant.h). When the state is
+ * disabled it returns x with *codes NULL. */
+struct bg_quant_params;
+bg_tensor *bg_fake_quant_codes(bg_ctx *ctx, bg_tensor *x, const struct bg_quant_spec *spec,
+                               struct bg_quant_state *state, bg_tensor **codes, struct bg_quant_params *params);
 
 // ---------------------------------------------------------------------------
 // gradient check

@@ -43,6 +43,23 @@ static bool all_positive(const bg_tensor *s) {
 
 bg_tensor *bg_qlinear_int(bg_ctx *ctx, bg_tensor *xq, bg_tensor *wq, bg_tensor *b, const bg_tensor *x_scale,
                           const bg_tensor *w_scale) {
+    return bg_qlinear_int_codes(ctx, xq, wq, b, NULL, x_scale, NULL, w_scale);
+}
+
+/* Given codes must be contiguous I8 of the operand's shape. */
+static bool codes_fit(bg_ctx *ctx, const bg_tensor *codes, const bg_tensor *of, const char *name) {
+    if (!codes) return true;
+    char a[BG_SHAPE_STR_MAX], b[BG_SHAPE_STR_MAX];
+    if (codes->dtype != BG_DTYPE_I8 || !bg_is_contiguous(codes) || !bg_same_shape(codes, of)) {
+        bg_ctx_fail(ctx, BG_ERR_ARG, OP ": %s must be contiguous i8 of shape %s: it is %s %s", name,
+                    bg_shape_str(of, a, sizeof a), bg_dtype_name(codes->dtype), bg_shape_str(codes, b, sizeof b));
+        return false;
+    }
+    return true;
+}
+
+bg_tensor *bg_qlinear_int_codes(bg_ctx *ctx, bg_tensor *xq, bg_tensor *wq, bg_tensor *b, const bg_tensor *x_codes,
+                                const bg_tensor *x_scale, const bg_tensor *w_codes, const bg_tensor *w_scale) {
     if (!bg_check_f32(ctx, OP, xq, "xq") || !bg_check_f32(ctx, OP, wq, "wq")) return NULL;
     if (b && !bg_check_f32(ctx, OP, b, "b")) return NULL;
     if (!bg_check_f32(ctx, OP, x_scale, "x_scale") || !bg_check_f32(ctx, OP, w_scale, "w_scale")) return NULL;
@@ -66,6 +83,7 @@ bg_tensor *bg_qlinear_int(bg_ctx *ctx, bg_tensor *xq, bg_tensor *wq, bg_tensor *
     if (nws != 1 && nws != M)
         return bg_ctx_fail(ctx, BG_ERR_SHAPE, OP ": w_scale must have 1 or %lld elements: w_scale is %s",
                            (long long)M, bg_shape_str(w_scale, ss, sizeof ss));
+    if (!codes_fit(ctx, x_codes, xq, "x_codes") || !codes_fit(ctx, w_codes, wq, "w_codes")) return NULL;
     bg_tensor *xsc = bg_contiguous(ctx, (bg_tensor *)x_scale), *wsc = bg_contiguous(ctx, (bg_tensor *)w_scale);
     if (!xsc || !wsc) return NULL;
     if (!all_positive(xsc) || !all_positive(wsc))
@@ -80,16 +98,17 @@ bg_tensor *bg_qlinear_int(bg_ctx *ctx, bg_tensor *xq, bg_tensor *wq, bg_tensor *
     bg_tensor *out = bg_out(ctx, xq->ndim, oshape);
     if (!xc || !wc || (b && !bc) || !out) return NULL;
 
-    int8_t *cx = bg_ctx_alloc(ctx, (size_t)(rows * K) + 1), *cw = bg_ctx_alloc(ctx, (size_t)(M * K) + 1);
+    int8_t *cx = x_codes ? x_codes->data : bg_ctx_alloc(ctx, (size_t)(rows * K) + 1);
+    int8_t *cw = w_codes ? w_codes->data : bg_ctx_alloc(ctx, (size_t)(M * K) + 1);
     int32_t *acc = bg_ctx_alloc(ctx, sizeof(int32_t) * (size_t)(rows * M + 1));
     if (!cx || !cw || !acc) return NULL;
     float *y = bg_f32(out);
     if (rows > 0 && M > 0) {
-        // The codes, by the fake-quant kernel's arithmetic (quantize_rows):
-        // on-grid inputs give back exactly the codes they were made from.
+        // Codes not given are recovered by the fake-quant kernel's arithmetic
+        // (quantize_rows): on-grid inputs give back exactly their codes.
         const bg_int_kernels *ik = bg_int_kernels_get();
-        ik->quantize_rows(cx, bg_f32(xc), rows, K, K, bg_f32(xsc), nxs > 1, 0, -128, 127);
-        ik->quantize_rows(cw, bg_f32(wc), M, K, K, bg_f32(wsc), nws > 1, 0, -127, 127);
+        if (!x_codes) ik->quantize_rows(cx, bg_f32(xc), rows, K, K, bg_f32(xsc), nxs > 1, 0, -128, 127);
+        if (!w_codes) ik->quantize_rows(cw, bg_f32(wc), M, K, K, bg_f32(wsc), nws > 1, 0, -127, 127);
         // oneDNN's s8 x s8 -> s32 matmul when built in, else the integer
         // kernel table on the padded layout.
         if (!bg_gemm_s8_dnnl(acc, cx, cw, rows, M, K, K, K)) {

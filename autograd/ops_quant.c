@@ -28,9 +28,16 @@ typedef struct fq_saved {
     const float *zero_point_bwd;/* LSQ+: PyTorch's backward zero point, trunc(clamp(z + 0.5)) */
 } fq_saved;
 
-/* y = (clamp(nearbyint(x/s) + z, qmin, qmax) - z) * s, per the spec's
- * granularity; binary: y = (x/s > 0 ? +1 : -1) * s. x any shape -> y same. */
 bg_tensor *bg_fake_quant(bg_ctx *ctx, bg_tensor *x, const bg_quant_spec *spec, bg_quant_state *st) {
+    return bg_fake_quant_codes(ctx, x, spec, st, NULL, NULL);
+}
+
+/* y = (clamp(nearbyint(x/s) + z, qmin, qmax) - z) * s, per the spec's
+ * granularity; binary: y = (x/s > 0 ? +1 : -1) * s. x any shape -> y same.
+ * The kernel writes the codes in the same pass when they are asked for. */
+bg_tensor *bg_fake_quant_codes(bg_ctx *ctx, bg_tensor *x, const bg_quant_spec *spec, bg_quant_state *st,
+                               bg_tensor **codes_out, bg_quant_params *params_out) {
+    if (codes_out) *codes_out = NULL;
     if (!bg_check_f32(ctx, OP, x, "x")) return NULL;
     if (!spec) return bg_ctx_fail(ctx, BG_ERR_ARG, OP ": spec is NULL");
     if (st && !bg_quant_state_enabled(st)) return x;   // fp32 mode
@@ -41,6 +48,9 @@ bg_tensor *bg_fake_quant(bg_ctx *ctx, bg_tensor *x, const bg_quant_spec *spec, b
     if (bg_quant_params_compute(ctx, spec, st, xc, &p) != BG_OK) return NULL;
     bg_tensor *y = bg_out(ctx, x->ndim, x->shape);
     if (!y) return NULL;
+    bg_tensor *codes = NULL;
+    if (codes_out && !(codes = bg_empty(ctx, p.qmin < 0 ? BG_DTYPE_I8 : BG_DTYPE_U8, x->ndim, x->shape))) return NULL;
+    int8_t *cv = codes ? codes->data : NULL;
 
     // Inputs: x, then the spec's learned parameters (scale [, zero_point] or alpha).
     bg_tensor *in[4] = {x};
@@ -63,13 +73,15 @@ bg_tensor *bg_fake_quant(bg_ctx *ctx, bg_tensor *x, const bg_quant_spec *spec, b
     const bg_quant_kernels *k = bg_quant_kernels_get();
     const float *xv = bg_f32(xc);
     if (spec->kind == BG_QUANT_BINARY)
-        k->fake_binary(bg_f32(y), NULL, mask, xv, p.outer, p.channels, p.inner, p.scale);
+        k->fake_binary(bg_f32(y), cv, mask, xv, p.outer, p.channels, p.inner, p.scale);
     else if (stochastic)
-        k->fake_quant_stochastic(bg_f32(y), NULL, mask, xv, p.outer, p.channels, p.inner, p.scale,
+        k->fake_quant_stochastic(bg_f32(y), cv, mask, xv, p.outer, p.channels, p.inner, p.scale,
                                  p.zero_point, p.qmin, p.qmax, p.key);
     else
-        k->fake_quant(bg_f32(y), NULL, mask, xv, p.outer, p.channels, p.inner, p.scale, p.zero_point,
+        k->fake_quant(bg_f32(y), cv, mask, xv, p.outer, p.channels, p.inner, p.scale, p.zero_point,
                       p.qmin, p.qmax);
+    if (codes_out) *codes_out = codes;
+    if (params_out) *params_out = p;
     if (!record) return y;
 
     bg_node *n = bg_record(ctx, BG_OP_FAKE_QUANT, y, n_in, in);

@@ -66,12 +66,8 @@ static bool fq_track(bg_ctx *ctx, fq_mod *f, bg_tensor *x, bg_tensor *y) {
     return true;
 }
 
-static bg_tensor *fq_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
-    fq_mod *f = bg_module_state(m);
-    bg_tensor *y = bg_fake_quant(ctx, x, bg_quant_state_spec(f->st), f->st);
-    if (y && y != x && f->track && !fq_track(ctx, f, x, y)) return NULL;
-    return y;
-}
+static bg_tensor *fq_run(bg_ctx *ctx, bg_module *fq, bg_tensor *x, bg_tensor **codes, bg_quant_params *p);
+static bg_tensor *fq_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) { return fq_run(ctx, m, x, NULL, NULL); }
 
 static int fq_describe(const bg_module *m, char *buf, size_t len) {
     const fq_mod *f = bg_module_state(m);
@@ -230,51 +226,59 @@ typedef struct qlayer {
     bool f32_forward;          /* the product in f32 even when the integer forward applies */
 } qlayer;
 
-/* The scale tensor st used for its last forward when its codes are
- * symmetric integers within [lo, 127] (zero point 0) and it holds 1 or n
- * scales (per tensor, or one per row of the product's operand); else NULL. */
-static const bg_tensor *int_scale(const bg_quant_state *st, int32_t lo, int64_t n) {
-    if (!st || !bg_quant_state_enabled(st)) return NULL;
+/* True when st is on and its spec gives symmetric codes in [lo, 127] with a
+ * layout the integer product takes (no groups): worth asking the fake
+ * quant for its codes. */
+static bool int8_codes(const bg_quant_state *st, int32_t lo) {
+    if (!st || !bg_quant_state_enabled(st)) return false;
     const bg_quant_spec *sp = bg_quant_state_spec(st);
     int32_t qmin, qmax;
     bg_quant_spec_qrange(sp, &qmin, &qmax);
-    if (!sp->symmetric || sp->range == BG_QUANT_RANGE_LSQ_PLUS || qmin < lo || qmax > 127) return NULL;
-    if (sp->granularity == BG_QUANT_PER_GROUP || sp->granularity == BG_QUANT_PER_TOKEN) return NULL;
-    if (sp->granularity == BG_QUANT_PER_CHANNEL && !(sp->axis == 0 || sp->axis == -2)) return NULL;
-    const bg_tensor *s = bg_quant_state_scale(st);
-    return s && (bg_numel(s) == 1 || bg_numel(s) == n) ? s : NULL;
+    return sp->symmetric && sp->range != BG_QUANT_RANGE_LSQ_PLUS && qmin >= lo && qmax <= 127 &&
+           sp->granularity != BG_QUANT_PER_GROUP;
 }
 
-/* y = xq wq^T + b on the integer kernels (bg_qlinear_int) when both
- * quantizers give symmetric codes that fit int8 with known scales: the
- * activations per tensor or per token (their scales recomputed from x, the
- * quantizer's input, by the quantizer's own rule, which a stateless
- * per-token spec allows), the weights per tensor or per output channel.
- * NULL (and no error) when it does not apply: the caller runs bg_linear. */
-static bg_tensor *int_linear(bg_ctx *ctx, const bg_module *m, bg_tensor *x, bg_tensor *xq, bg_tensor *wq) {
+/* The scales of p as an arena tensor when p quantized rows x K values with
+ * zero points 0 and one scale in all or one per row; else NULL (no error). */
+static bg_tensor *row_scales(bg_ctx *ctx, const bg_quant_params *p, int64_t rows, int64_t K) {
+    bool per_tensor = p->channels == 1, per_row = p->outer == 1 && p->channels == rows && p->inner == K;
+    if (!per_tensor && !per_row) return NULL;
+    for (int64_t c = 0; p->zero_point && c < p->channels; c++)
+        if (p->zero_point[c] != 0.0f) return NULL;
+    bg_tensor *t = bg_empty(ctx, BG_DTYPE_F32, 1, (int64_t[]){p->channels});
+    if (t) memcpy(bg_f32(t), p->scale, sizeof(float) * (size_t)p->channels);
+    return t;
+}
+
+/* FakeQuant child fq on x; with codes non-NULL also its codes and params
+ * from the same kernel pass (bg_fake_quant_codes). */
+static bg_tensor *fq_run(bg_ctx *ctx, bg_module *fq, bg_tensor *x, bg_tensor **codes, bg_quant_params *p) {
+    fq_mod *f = bg_module_state(fq);
+    bg_tensor *y = bg_fake_quant_codes(ctx, x, bg_quant_state_spec(f->st), f->st, codes, p);
+    if (y && y != x && f->track && !fq_track(ctx, f, x, y)) return NULL;
+    return y;
+}
+
+/* A Linear-like qlayer's product: on the integer kernels
+ * (bg_qlinear_int_codes) with the codes and scales its two quantizers made
+ * in their own pass, when both give symmetric int8 codes per tensor, per
+ * token (activations) or per output channel (weights); else bg_linear. */
+static bg_tensor *linear_product(bg_ctx *ctx, const bg_module *m, bg_tensor *x, bg_module *aq, bg_module *wq) {
     const qlayer *q = bg_module_state(m);
-    const bg_quant_state *ast = bg_qlayer_input_state(m), *wst = bg_qlayer_weight_state(m);
-    if (q->f32_forward || !ast || !wst || xq == x || wq == q->weight) return NULL;
-    const bg_tensor *ws = int_scale(wst, -127, q->out);
-    if (!ws) return NULL;
-    const bg_quant_spec *as = bg_quant_state_spec(ast);
-    if (!bg_quant_state_enabled(ast)) return NULL;
-    const bg_tensor *xs;
-    if (as->granularity == BG_QUANT_PER_TOKEN) {
-        int32_t qmin, qmax;
-        bg_quant_spec_qrange(as, &qmin, &qmax);
-        if (!as->symmetric || qmin < -128 || qmax > 127 || bg_quant_spec_is_stateful(as)) return NULL;
-        bg_quant_params p;
-        if (bg_quant_params_compute(ctx, as, NULL, x, &p) != BG_OK) return NULL;
-        bg_tensor *t = bg_empty(ctx, BG_DTYPE_F32, 1, (int64_t[]){p.channels});
-        if (!t || p.zero_point) return NULL;
-        memcpy(bg_f32(t), p.scale, sizeof(float) * (size_t)p.channels);
-        xs = t;
-    } else {
-        xs = int_scale(ast, -128, 1);
-        if (!xs || bg_numel(xs) != 1) return NULL;
+    bool want = !q->f32_forward && aq && wq && int8_codes(bg_qlayer_input_state(m), -128) &&
+                int8_codes(bg_qlayer_weight_state(m), -127);
+    bg_tensor *xc = NULL, *wc = NULL;
+    bg_quant_params xp, wp;
+    bg_tensor *xq = aq ? fq_run(ctx, aq, x, want ? &xc : NULL, &xp) : x;
+    bg_tensor *w = wq ? fq_run(ctx, wq, q->weight, want ? &wc : NULL, &wp) : q->weight;
+    if (!xq || !w) return NULL;
+    if (xc && wc && xc->dtype == BG_DTYPE_I8 && wc->dtype == BG_DTYPE_I8) {
+        int64_t rows = bg_numel(xq) / q->in;
+        bg_tensor *xs = row_scales(ctx, &xp, rows, q->in), *ws = row_scales(ctx, &wp, q->out, q->in);
+        if (xs && ws) return bg_qlinear_int_codes(ctx, xq, w, q->bias, xc, xs, wc, ws);
+        if (bg_ctx_status(ctx) != BG_OK) return NULL;
     }
-    return bg_qlinear_int(ctx, xq, wq, q->bias, xs, ws);
+    return bg_linear(ctx, xq, w, q->bias);
 }
 
 static bg_tensor *ql_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
@@ -290,19 +294,13 @@ static bg_tensor *ql_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
     // BitNet b1.58: every BitLinear input is an RMSNorm output (SubLN; the
     // Training-Tips FAQ puts it inside the layer). No gain (see layers.h).
     if (q->kind == QL_BIT) x = bg_rmsnorm(ctx, x, NULL, BITLINEAR_NORM_EPS);
-    bg_tensor *xin = x;
+    if (!x) return NULL;
     bg_module *aq = bg_module_find_child(m, "input_quant"), *wq = bg_module_find_child(m, "weight_quant");
-    if (x && aq) x = bg_module_forward(ctx, aq, x);
-    bg_tensor *w = wq ? bg_module_forward(ctx, wq, q->weight) : q->weight;
+    if (q->kind == QL_LINEAR || q->kind == QL_BIT) return linear_product(ctx, m, x, aq, wq);
+    if (aq) x = fq_run(ctx, aq, x, NULL, NULL);
+    bg_tensor *w = wq ? fq_run(ctx, wq, q->weight, NULL, NULL) : q->weight;
     if (!x || !w) return NULL;
-    switch (q->kind) {
-    case QL_CONV: return bg_conv2d(ctx, x, w, q->bias, &q->opts);
-    case QL_EMBEDDING: return bg_embedding(ctx, w, x);
-    default: {
-        bg_tensor *y = int_linear(ctx, m, xin, x, w);
-        return y || bg_ctx_status(ctx) != BG_OK ? y : bg_linear(ctx, x, w, q->bias);
-    }
-    }
+    return q->kind == QL_CONV ? bg_conv2d(ctx, x, w, q->bias, &q->opts) : bg_embedding(ctx, w, x);
 }
 
 static int ql_describe(const bg_module *m, char *buf, size_t len) {

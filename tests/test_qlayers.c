@@ -715,6 +715,39 @@ static void test_int_forward(void) {
     bg_ctx_free(ctx);
 }
 
+/* One pass: bg_fake_quant_codes gives the codes and scales its kernel
+ * made (y is exactly codes * scale), and the product on those codes is
+ * bitwise the product on codes recovered from the fake-quantized values. */
+static void test_codes_one_pass(void) {
+    bg_ctx *ctx = bg_ctx_new(0);
+    bg_rng rng;
+    bg_rng_seed(&rng, 8);
+    bg_tensor *x = bg_empty(ctx, BG_DTYPE_F32, BG_SHAPE(5, 40)), *w = bg_empty(ctx, BG_DTYPE_F32, BG_SHAPE(7, 40));
+    for (int64_t i = 0; i < 200; i++) bg_f32(x)[i] = 3.0f * bg_rng_normal(&rng);
+    for (int64_t i = 0; i < 280; i++) bg_f32(w)[i] = 0.1f * bg_rng_normal(&rng);
+    bg_quant_spec as, ws;
+    CHECK(bg_quant_spec_parse("int8:per_token:absmax", &as) == BG_OK && bg_quant_spec_parse("ternary:absmean", &ws) == BG_OK);
+    bg_tensor *xc, *wc;
+    bg_quant_params xp, wp;
+    bg_tensor *xq = bg_fake_quant_codes(ctx, x, &as, NULL, &xc, &xp);
+    bg_tensor *wq = bg_fake_quant_codes(ctx, w, &ws, NULL, &wc, &wp);
+    CHECK(xq && wq && xc && wc && xc->dtype == BG_DTYPE_I8 && wc->dtype == BG_DTYPE_I8);
+    CHECK(xp.channels == 5 && xp.inner == 40 && wp.channels == 1 && wp.qmin == -1 && wp.qmax == 1);
+    int64_t off = 0;
+    for (int64_t i = 0; xq && xc && i < 200; i++)
+        off += bg_f32(xq)[i] != (float)((int8_t *)xc->data)[i] * xp.scale[i / 40];
+    for (int64_t i = 0; wq && wc && i < 280; i++) off += bg_f32(wq)[i] != (float)((int8_t *)wc->data)[i] * wp.scale[0];
+    CHECK_MSG(off == 0, "%lld values are not code * scale", (long long)off);
+    bg_tensor *xs = bg_empty(ctx, BG_DTYPE_F32, BG_SHAPE(5)), *wsc = bg_full(ctx, BG_SHAPE(1), wp.scale[0]);
+    memcpy(xs->data, xp.scale, sizeof(float) * 5);
+    bg_tensor *given = bg_qlinear_int_codes(ctx, xq, wq, NULL, xc, xs, wc, wsc);
+    bg_tensor *recovered = bg_qlinear_int(ctx, xq, wq, NULL, xs, wsc);
+    CHECK(given && recovered && memcmp(given->data, recovered->data, sizeof(float) * 35) == 0);
+    CHECK(bg_qlinear_int_codes(ctx, xq, wq, NULL, wc, xs, wc, wsc) == NULL);
+    CHECK_STR(bg_ctx_error(ctx), "qlinear_int: x_codes must be contiguous i8 of shape [5,40]: it is i8 [7,40]");
+    bg_ctx_free(ctx);
+}
+
 // ---------------------------------------------------------------------------
 // the FakeQuant module on its own (e.g. between two layers)
 
@@ -767,5 +800,6 @@ int main(void) {
     test_gradient_direction();
     test_bitlinear_training();
     test_int_forward();
+    test_codes_one_pass();
     return bg_test_finish();
 }
