@@ -11,7 +11,9 @@
  *       binary re-executed) for 10 more: parameters, Adam's moments and the
  *       quantizer states equal 20 uninterrupted steps bit for bit; the same
  *       file without the kind registered fails with the exact message;
- *   (c) the registry refuses bad and duplicate types; Residual's shape error. */
+ *   (c) the registry refuses bad and duplicate types; Residual's shape error;
+ *   (d) checkpoints and exports written before the registry (model
+ *       descriptions version 1, committed in tests/fuzz/) still load. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -19,6 +21,7 @@
 
 #include <jansson.h>
 
+#include "infer/infer.h"
 #include "io/io.h"
 #include "qat/qat.h"
 #include "tests/test_util.h"
@@ -501,6 +504,38 @@ static void test_registry_errors(void) {
     bg_module_free(res);
 }
 
+// ---------------------------------------------------------------------------
+// (d) files of the previous format
+
+static void test_old_files(void) {
+    static const char *const ckpts[] = {"full.ckpt", "later.ckpt", "model_only.ckpt"};
+    for (int i = 0; i < 3; i++) {
+        char path[512], again[128];
+        snprintf(path, sizeof path, "%s/tests/fuzz/corpus/%s", bg_test_source_dir(), ckpts[i]);
+        bg_safetensors *st = NULL;
+        CHECK_MSG(bg_safetensors_open(path, &st) == BG_OK, "%s", bg_last_error());
+        const char *desc = st ? bg_safetensors_metadata(st, "model") : NULL;
+        CHECK_MSG(desc && strstr(desc, "\"version\":1"), "%s is not a version 1 description", ckpts[i]);
+        bg_safetensors_free(st);
+        bg_module *m = NULL;
+        CHECK_MSG(bg_checkpoint_load_model(path, &m) == BG_OK, "%s: %s", ckpts[i], bg_last_error());
+        // Saved again it is version 2, and loads into the same model.
+        path_in_dir(again, sizeof again, "again.ckpt");
+        bg_checkpoint ck = {.model = m};
+        CHECK_MSG(m && bg_checkpoint_save(again, &ck) == BG_OK && bg_checkpoint_load(path, &ck) == BG_OK, "%s: %s",
+                  ckpts[i], bg_last_error());
+        bg_module_free(m);
+    }
+    static const char *const exports[] = {"mlp.bgx", "cnn.bgx"};
+    for (int i = 0; i < 2; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/tests/fuzz/corpus_infer/%s", bg_test_source_dir(), exports[i]);
+        bg_infer_model *im = NULL;
+        CHECK_MSG(bg_infer_load(path, &im) == BG_OK, "%s: %s", exports[i], bg_last_error());
+        bg_infer_free(im);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc == 5 && strcmp(argv[1], "custom") == 0) return custom_child(argv[2], argv[3], argv[4]);
     snprintf(dir, sizeof dir, "/tmp/bg_modules_XXXXXX");
@@ -508,6 +543,7 @@ int main(int argc, char **argv) {
     test_every_kind_round_trips();
     test_registry_errors();
     test_custom_kind(argv[0]);
+    test_old_files();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
