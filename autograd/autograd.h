@@ -28,31 +28,14 @@
 extern "C" {
 #endif
 
-/* One entry per differentiable op; the op table (autograd/ops_table.c) maps
- * each to its name, arity and backward. Every value has a gradcheck case in
+/* One value per differentiable op, from the op registry autograd/ops.def
+ * (name, arity, backward). Every value has a gradcheck case in
  * tests/test_gradcheck.c, and a test fails when one is missing. */
 typedef enum bg_op {
     BG_OP_NONE = 0,
-    // element-wise (ops_eltwise.c)
-    BG_OP_ADD, BG_OP_SUB, BG_OP_MUL, BG_OP_DIV, BG_OP_SCALE, BG_OP_NEG,
-    BG_OP_EXP, BG_OP_LOG, BG_OP_SQRT, BG_OP_ABS, BG_OP_CLAMP,
-    BG_OP_RELU, BG_OP_LEAKY_RELU, BG_OP_GELU, BG_OP_SILU, BG_OP_SIGMOID, BG_OP_TANH,
-    BG_OP_DROPOUT,
-    // reductions and losses (ops_reduce.c)
-    BG_OP_SUM, BG_OP_MEAN, BG_OP_MAX, BG_OP_SOFTMAX, BG_OP_LOG_SOFTMAX,
-    BG_OP_CROSS_ENTROPY, BG_OP_MSE,
-    // shapes (ops_shape.c)
-    BG_OP_RESHAPE, BG_OP_PERMUTE, BG_OP_CONCAT, BG_OP_SLICE, BG_OP_EMBEDDING,
-    // products (ops_matmul.c)
-    BG_OP_MATMUL, BG_OP_LINEAR,
-    // norms (ops_norm.c)
-    BG_OP_LAYERNORM, BG_OP_RMSNORM,
-    // convolution and pooling (ops_conv.c)
-    BG_OP_CONV2D, BG_OP_MAX_POOL2D, BG_OP_AVG_POOL2D,
-    // quantization (ops_quant.c)
-    BG_OP_FAKE_QUANT,
-    // integer forward of a fake-quantized linear (ops_qlinear.c)
-    BG_OP_QLINEAR_INT,
+#define BG_OP(id, name, arity) BG_OP_##id,
+#include "autograd/ops.def"
+#undef BG_OP
     BG_OP_COUNT
 } bg_op;
 

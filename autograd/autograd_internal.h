@@ -67,47 +67,9 @@ bool bg_is_row_broadcast(int nb, const int64_t *sb, int ny, const int64_t *sy);
 void bg_sum_to_shape(float *dst, int nd, const int64_t *dshape, const float *src, int ns,
                      const int64_t *sshape, float alpha);
 
-// Backward functions, one per op, defined next to their forward.
-#define BG_DECLARE_BACKWARD(name) void bg_op_##name##_backward(bg_ctx *ctx, bg_node *n)
-BG_DECLARE_BACKWARD(add);
-BG_DECLARE_BACKWARD(sub);
-BG_DECLARE_BACKWARD(mul);
-BG_DECLARE_BACKWARD(div);
-BG_DECLARE_BACKWARD(scale);
-BG_DECLARE_BACKWARD(neg);
-BG_DECLARE_BACKWARD(exp);
-BG_DECLARE_BACKWARD(log);
-BG_DECLARE_BACKWARD(sqrt);
-BG_DECLARE_BACKWARD(abs);
-BG_DECLARE_BACKWARD(clamp);
-BG_DECLARE_BACKWARD(relu);
-BG_DECLARE_BACKWARD(leaky_relu);
-BG_DECLARE_BACKWARD(gelu);
-BG_DECLARE_BACKWARD(silu);
-BG_DECLARE_BACKWARD(sigmoid);
-BG_DECLARE_BACKWARD(tanh);
-BG_DECLARE_BACKWARD(dropout);
-BG_DECLARE_BACKWARD(sum);
-BG_DECLARE_BACKWARD(mean);
-BG_DECLARE_BACKWARD(max);
-BG_DECLARE_BACKWARD(softmax);
-BG_DECLARE_BACKWARD(log_softmax);
-BG_DECLARE_BACKWARD(cross_entropy);
-BG_DECLARE_BACKWARD(mse);
-BG_DECLARE_BACKWARD(reshape);
-BG_DECLARE_BACKWARD(permute);
-BG_DECLARE_BACKWARD(concat);
-BG_DECLARE_BACKWARD(slice);
-BG_DECLARE_BACKWARD(embedding);
-BG_DECLARE_BACKWARD(matmul);
-BG_DECLARE_BACKWARD(linear);
-BG_DECLARE_BACKWARD(layernorm);
-BG_DECLARE_BACKWARD(rmsnorm);
-BG_DECLARE_BACKWARD(conv2d);
-BG_DECLARE_BACKWARD(max_pool2d);
-BG_DECLARE_BACKWARD(avg_pool2d);
-// quantization (ops_quant.c)
-BG_DECLARE_BACKWARD(fake_quant);
-BG_DECLARE_BACKWARD(qlinear_int);   // ops_qlinear.c
+// Backward functions, one per op of ops.def, defined next to their forward.
+#define BG_OP(id, name, arity) void bg_op_##name##_backward(bg_ctx *ctx, bg_node *n);
+#include "autograd/ops.def"
+#undef BG_OP
 
 #endif

@@ -26,7 +26,7 @@ files=0
 bad=0
 for dir in "${!allowed[@]}"; do
   [ -d "$dir" ] || continue
-  for f in "$dir"/*.[ch] "$dir"/*.inc; do
+  for f in "$dir"/*.[ch] "$dir"/*.inc "$dir"/*.def; do
     [ -e "$f" ] || continue
     files=$((files + 1))
     # Quoted includes with a folder: "folder/header.h".
