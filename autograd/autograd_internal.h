@@ -7,6 +7,8 @@
 #include "tensor/tensor_internal.h"
 
 #define BG_NODE_MAX_SAVED 4
+/* Room for an op's named values (BG_ARGS). */
+#define BG_NODE_ARGS_BYTES 64
 
 typedef struct bg_node {
     bg_op op;
@@ -14,11 +16,25 @@ typedef struct bg_node {
     int n_in;
     bg_tensor **in;                       /* n_in inputs (arena array) */
     bg_tensor *saved[BG_NODE_MAX_SAVED];  /* arena tensors the backward needs */
-    float f[8];                           /* op parameters (eps, slope, ...) */
-    int64_t i[8];
-    void *extra;                          /* op-specific arena data */
+    _Alignas(16) unsigned char args[BG_NODE_ARGS_BYTES];   /* the op's values, via BG_ARGS */
+    void *extra;                          /* op-specific arena data (larger than args) */
     struct bg_node *prev;
 } bg_node;
+
+/* The values an op keeps for its backward have names: each op file declares
+ * a struct of them, checks that it fits with BG_ARGS_FIT, and reaches the
+ * node's copy with BG_ARGS(n, type), e.g.
+ *     typedef struct { float lo, hi; } clamp_args;   BG_ARGS_FIT(clamp_args);
+ *     BG_ARGS(n, clamp_args)->lo = lo;               // forward
+ *     const clamp_args *a = BG_ARGS(n, clamp_args);  // backward */
+#define BG_ARGS(n, type) ((type *)(void *)(n)->args)
+#define BG_ARGS_FIT(type) _Static_assert(sizeof(type) <= BG_NODE_ARGS_BYTES, #type " does not fit a node's args")
+
+/* linear's values (ops_matmul.c), shared with qlinear_int (ops_qlinear.c),
+ * whose backward is linear's: y [rows, M] = x [rows, K] W[M, K]^T + b. */
+typedef struct bg_linear_args {
+    int64_t rows, M, K;
+} bg_linear_args;
 
 typedef void (*bg_backward_fn)(bg_ctx *ctx, bg_node *n);
 

@@ -222,6 +222,9 @@ static bool unary_bw_get(bg_ctx *ctx, bg_node *n, unary_bw *u) {
     return true;
 }
 
+typedef struct scale_args { float s; } scale_args;
+BG_ARGS_FIT(scale_args);
+
 /* y = s * x */
 bg_tensor *bg_scale(bg_ctx *ctx, bg_tensor *x, float s) {
     bg_tensor *xc, *y = unary_begin(ctx, "scale", x, &xc);
@@ -229,14 +232,14 @@ bg_tensor *bg_scale(bg_ctx *ctx, bg_tensor *x, float s) {
     bg_kernels_get()->scale(bg_f32(y), bg_f32(xc), s, bg_numel(y));
     bg_node *n;
     y = unary_end(ctx, BG_OP_SCALE, y, x, NULL, &n);
-    if (n) n->f[0] = s;
+    if (n) BG_ARGS(n, scale_args)->s = s;
     return y;
 }
 
 /* dx += s * dy */
 void bg_op_scale_backward(bg_ctx *ctx, bg_node *n) {
     unary_bw u;
-    if (unary_bw_get(ctx, n, &u)) bg_kernels_get()->axpy(u.dx, u.dy, n->f[0], u.n);
+    if (unary_bw_get(ctx, n, &u)) bg_kernels_get()->axpy(u.dx, u.dy, BG_ARGS(n, scale_args)->s, u.n);
 }
 
 /* y = -x */
@@ -322,6 +325,9 @@ void bg_op_abs_backward(bg_ctx *ctx, bg_node *n) {
     }
 }
 
+typedef struct clamp_args { float lo, hi; } clamp_args;
+BG_ARGS_FIT(clamp_args);
+
 /* y = min(max(x, lo), hi); NaN in x stays NaN. lo > hi (or a NaN bound) is an
  * error rather than PyTorch's "everything becomes hi". */
 bg_tensor *bg_clamp(bg_ctx *ctx, bg_tensor *x, float lo, float hi) {
@@ -336,10 +342,7 @@ bg_tensor *bg_clamp(bg_ctx *ctx, bg_tensor *x, float lo, float hi) {
         yp[i] = xp[i] < lo ? lo : xp[i] > hi ? hi : xp[i];
     bg_node *nd;
     y = unary_end(ctx, BG_OP_CLAMP, y, x, xc, &nd);
-    if (nd) {
-        nd->f[0] = lo;
-        nd->f[1] = hi;
-    }
+    if (nd) *BG_ARGS(nd, clamp_args) = (clamp_args){.lo = lo, .hi = hi};
     return y;
 }
 
@@ -348,7 +351,7 @@ bg_tensor *bg_clamp(bg_ctx *ctx, bg_tensor *x, float lo, float hi) {
 void bg_op_clamp_backward(bg_ctx *ctx, bg_node *n) {
     unary_bw u;
     if (!unary_bw_get(ctx, n, &u)) return;
-    float lo = n->f[0], hi = n->f[1];
+    const float lo = BG_ARGS(n, clamp_args)->lo, hi = BG_ARGS(n, clamp_args)->hi;
     for (int64_t i = 0; i < u.n; i++)
         if (u.x[i] >= lo && u.x[i] <= hi) u.dx[i] += u.dy[i];
 }
@@ -367,6 +370,9 @@ void bg_op_relu_backward(bg_ctx *ctx, bg_node *n) {
     if (unary_bw_get(ctx, n, &u)) bg_kernels_get()->relu_backward(u.dx, u.x, u.dy, u.n);
 }
 
+typedef struct leaky_args { float slope; } leaky_args;
+BG_ARGS_FIT(leaky_args);
+
 /* y = x > 0 ? x : slope * x */
 bg_tensor *bg_leaky_relu(bg_ctx *ctx, bg_tensor *x, float slope) {
     bg_tensor *xc, *y = unary_begin(ctx, "leaky_relu", x, &xc);
@@ -376,7 +382,7 @@ bg_tensor *bg_leaky_relu(bg_ctx *ctx, bg_tensor *x, float slope) {
     for (int64_t i = 0, n = bg_numel(y); i < n; i++) yp[i] = xp[i] > 0.0f ? xp[i] : slope * xp[i];
     bg_node *nd;
     y = unary_end(ctx, BG_OP_LEAKY_RELU, y, x, xc, &nd);
-    if (nd) nd->f[0] = slope;
+    if (nd) BG_ARGS(nd, leaky_args)->slope = slope;
     return y;
 }
 
@@ -384,13 +390,16 @@ bg_tensor *bg_leaky_relu(bg_ctx *ctx, bg_tensor *x, float slope) {
 void bg_op_leaky_relu_backward(bg_ctx *ctx, bg_node *n) {
     unary_bw u;
     if (!unary_bw_get(ctx, n, &u)) return;
-    float slope = n->f[0];
+    const float slope = BG_ARGS(n, leaky_args)->slope;
     for (int64_t i = 0; i < u.n; i++) u.dx[i] += u.x[i] > 0.0f ? u.dy[i] : slope * u.dy[i];
 }
 
+typedef struct gelu_args { bool tanh_approx; } gelu_args;
+BG_ARGS_FIT(gelu_args);
+
 /* erf form: y = x * Phi(x) = x/2 * (1 + erf(x/sqrt 2));
  * tanh form: y = x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))).
- * n->i[0] holds tanh_approx. */
+ * The node keeps which form (gelu_args). */
 bg_tensor *bg_gelu(bg_ctx *ctx, bg_tensor *x, bool tanh_approx) {
     bg_tensor *xc, *y = unary_begin(ctx, "gelu", x, &xc);
     if (!y) return NULL;
@@ -398,7 +407,7 @@ bg_tensor *bg_gelu(bg_ctx *ctx, bg_tensor *x, bool tanh_approx) {
     (tanh_approx ? k->gelu_tanh_forward : k->gelu_forward)(bg_f32(y), bg_f32(xc), bg_numel(y));
     bg_node *nd;
     y = unary_end(ctx, BG_OP_GELU, y, x, xc, &nd);
-    if (nd) nd->i[0] = tanh_approx;
+    if (nd) BG_ARGS(nd, gelu_args)->tanh_approx = tanh_approx;
     return y;
 }
 
@@ -407,7 +416,7 @@ void bg_op_gelu_backward(bg_ctx *ctx, bg_node *n) {
     unary_bw u;
     if (!unary_bw_get(ctx, n, &u)) return;
     const bg_kernels *k = bg_kernels_get();
-    (n->i[0] ? k->gelu_tanh_backward : k->gelu_backward)(u.dx, u.x, u.dy, u.n);
+    (BG_ARGS(n, gelu_args)->tanh_approx ? k->gelu_tanh_backward : k->gelu_backward)(u.dx, u.x, u.dy, u.n);
 }
 
 /* y = x * sigmoid(x) */
@@ -475,9 +484,7 @@ bg_tensor *bg_dropout(bg_ctx *ctx, bg_tensor *x, float p, bg_rng *rng) {
     for (int64_t i = 0; i < n; i++) mp[i] = bg_rng_uniform(rng) >= p ? keep : 0.0f;
     bg_kernels_get()->mul(bg_f32(y), bg_f32(xc), mp, n);
     bg_node *nd;
-    y = unary_end(ctx, BG_OP_DROPOUT, y, x, m, &nd);
-    if (nd) nd->f[0] = p;
-    return y;
+    return unary_end(ctx, BG_OP_DROPOUT, y, x, m, &nd);   // the mask m is all the backward needs
 }
 
 /* dx += dy * m */

@@ -32,6 +32,14 @@ static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float 
 }
 
 // --- matmul ------------------------------------------------------------------------
+/* What matmul's backward needs: C [batch, M, N] = op(A) [batch, M, K] op(B);
+ * shared: one B for the whole batch. */
+typedef struct matmul_args {
+    bool trans_a, trans_b, shared;
+    int64_t batch, M, N, K;
+} matmul_args;
+BG_ARGS_FIT(matmul_args);
+
 /* C = op(A) op(B); A [B..,M,K] (stored [B..,K,M] when trans_a), B [K,N] shared
  * or [B..,K,N] batched (stored [..,N,K] when trans_b) -> C [B..,M,N].
  * Saved: contiguous A and B; i[] = trans_a, trans_b, batch, M, N, K, shared. */
@@ -90,13 +98,8 @@ bg_tensor *bg_matmul(bg_ctx *ctx, bg_tensor *a, bg_tensor *b, bool trans_a, bool
     if (n) {
         n->saved[0] = ac;
         n->saved[1] = bc;
-        n->i[0] = trans_a;
-        n->i[1] = trans_b;
-        n->i[2] = batch;
-        n->i[3] = M;
-        n->i[4] = N;
-        n->i[5] = K;
-        n->i[6] = shared;
+        *BG_ARGS(n, matmul_args) = (matmul_args){
+            .trans_a = trans_a, .trans_b = trans_b, .shared = shared, .batch = batch, .M = M, .N = N, .K = K};
     }
     return ctx->status == BG_OK ? out : NULL;
 }
@@ -106,8 +109,9 @@ bg_tensor *bg_matmul(bg_ctx *ctx, bg_tensor *a, bg_tensor *b, bool trans_a, bool
  *   d op(B) = op(A)^T dC  ->  dB += op(A)^T dC, or (trans_b) dB += dC^T op(A)
  * A shared B sums its gradient over the batch (beta = 1 each time). */
 void bg_op_matmul_backward(bg_ctx *ctx, bg_node *n) {
-    const bool ta = n->i[0], tb = n->i[1], shared = n->i[6];
-    const int64_t batch = n->i[2], M = n->i[3], N = n->i[4], K = n->i[5];
+    const matmul_args *a = BG_ARGS(n, matmul_args);
+    const bool ta = a->trans_a, tb = a->trans_b, shared = a->shared;
+    const int64_t batch = a->batch, M = a->M, N = a->N, K = a->K;
     const int64_t lda = ta ? M : K, ldb = tb ? K : N;
     const float *A = bg_f32(n->saved[0]), *B = bg_f32(n->saved[1]);
     const float *dC = bg_f32(n->out->grad);
@@ -192,16 +196,15 @@ bg_tensor *bg_linear(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, bg_tensor *b) {
     if (n) {
         n->saved[0] = xc;
         n->saved[1] = wc;
-        n->i[0] = rows;
-        n->i[1] = M;
-        n->i[2] = K;
+        *BG_ARGS(n, bg_linear_args) = (bg_linear_args){.rows = rows, .M = M, .K = K};
     }
     return ctx->status == BG_OK ? out : NULL;
 }
 
 /* From y = x W^T + b: dx += dy W, dW += dy^T x, db += sum_rows dy. */
 void bg_op_linear_backward(bg_ctx *ctx, bg_node *n) {
-    const int64_t rows = n->i[0], M = n->i[1], K = n->i[2];
+    const bg_linear_args *a = BG_ARGS(n, bg_linear_args);
+    const int64_t rows = a->rows, M = a->M, K = a->K;
     const float *x = bg_f32(n->saved[0]), *w = bg_f32(n->saved[1]);
     const float *dy = bg_f32(n->out->grad);
     float *dx = bg_grad_of(ctx, n->in[0]);

@@ -6,6 +6,12 @@
 #include "autograd/autograd_internal.h"
 #include "kernels/kernels.h"
 
+/* Both norms normalise rows of C features. */
+typedef struct norm_args {
+    int64_t rows, C;
+} norm_args;
+BG_ARGS_FIT(norm_args);
+
 // --- helpers ---------------------------------------------------------------------
 
 /* Checks x (f32, >= 1 dim) and an optional per-channel parameter p ([C]). */
@@ -66,8 +72,7 @@ bg_tensor *bg_layernorm(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, bg_tensor *b, f
         n->saved[1] = wc;
         n->saved[2] = mean;
         n->saved[3] = rstd;
-        n->i[0] = rows;
-        n->i[1] = C;
+        *BG_ARGS(n, norm_args) = (norm_args){.rows = rows, .C = C};
     }
     return ctx->status == BG_OK ? out : NULL;
 }
@@ -76,7 +81,7 @@ bg_tensor *bg_layernorm(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, bg_tensor *b, f
  * db += sum dy, dw += sum dy*xhat,
  * dx += rstd * (g - mean(g) - xhat * mean(g*xhat)), g = dy*w (kernel). */
 void bg_op_layernorm_backward(bg_ctx *ctx, bg_node *n) {
-    const int64_t rows = n->i[0], C = n->i[1];
+    const int64_t rows = BG_ARGS(n, norm_args)->rows, C = BG_ARGS(n, norm_args)->C;
     if (rows == 0 || C == 0) return;
     float *dw = bg_grad_of(ctx, n->in[1]), *db = bg_grad_of(ctx, n->in[2]);
     float *dx = dx_or_scratch(ctx, n->in[0]);
@@ -107,8 +112,7 @@ bg_tensor *bg_rmsnorm(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, float eps) {
         n->saved[0] = xc;
         n->saved[1] = wc;
         n->saved[2] = rstd;
-        n->i[0] = rows;
-        n->i[1] = C;
+        *BG_ARGS(n, norm_args) = (norm_args){.rows = rows, .C = C};
     }
     return ctx->status == BG_OK ? out : NULL;
 }
@@ -116,7 +120,7 @@ bg_tensor *bg_rmsnorm(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, float eps) {
 /* From y = x * rstd * w: dw += sum dy*x*rstd,
  * dx += rstd * (g - x * rstd^2 * mean(g*x)), g = dy*w (kernel). */
 void bg_op_rmsnorm_backward(bg_ctx *ctx, bg_node *n) {
-    const int64_t rows = n->i[0], C = n->i[1];
+    const int64_t rows = BG_ARGS(n, norm_args)->rows, C = BG_ARGS(n, norm_args)->C;
     if (rows == 0 || C == 0) return;
     float *dw = bg_grad_of(ctx, n->in[1]);
     float *dx = dx_or_scratch(ctx, n->in[0]);

@@ -20,7 +20,7 @@
  * of a symmetric fake quant with these scales). xq [...,K], wq [M,K], b [M]
  * or NULL; x_scale has rows or 1 elements, w_scale M or 1 (all > 0).
  * Saved (linear's layout, so linear's backward applies): contiguous xq and
- * wq; i[] = rows, M, K. */
+ * wq, and bg_linear_args. */
 
 /* The same rows with kp - K zero bytes after each (the integer kernels'
  * padded layout). */
@@ -142,9 +142,7 @@ bg_tensor *bg_qlinear_int_codes(bg_ctx *ctx, bg_tensor *xq, bg_tensor *wq, bg_te
     if (n) {
         n->saved[0] = xc;
         n->saved[1] = wc;
-        n->i[0] = rows;
-        n->i[1] = M;
-        n->i[2] = K;
+        *BG_ARGS(n, bg_linear_args) = (bg_linear_args){.rows = rows, .M = M, .K = K};
     }
     return ctx->status == BG_OK ? out : NULL;
 }

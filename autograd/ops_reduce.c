@@ -36,13 +36,16 @@ static int reduced_shape(const bg_tensor *x, int axis, bool keepdim, int64_t *sh
     return nd;
 }
 
-static void save_split(bg_node *n, axis_split s) {
-    n->i[0] = s.outer;
-    n->i[1] = s.len;
-    n->i[2] = s.inner;
-}
+/* The reductions' values: the axis split, and sum / mean's scale. */
+typedef struct reduce_args {
+    axis_split split;
+    float scale;
+} reduce_args;
+BG_ARGS_FIT(reduce_args);
 
-static axis_split load_split(const bg_node *n) { return (axis_split){n->i[0], n->i[1], n->i[2]}; }
+static void save_split(bg_node *n, axis_split s) { BG_ARGS(n, reduce_args)->split = s; }
+
+static axis_split load_split(const bg_node *n) { return BG_ARGS(n, reduce_args)->split; }
 
 // ---------------------------------------------------------------------------
 // sum and mean
@@ -81,7 +84,7 @@ static bg_tensor *reduce_sum(bg_ctx *ctx, bg_op id, const char *name, bg_tensor 
     bg_node *n = bg_record(ctx, id, y, 1, &x);
     if (n) {
         save_split(n, s);
-        n->f[0] = scale;
+        BG_ARGS(n, reduce_args)->scale = scale;
     }
     return bg_ctx_status(ctx) == BG_OK ? y : NULL;
 }
@@ -113,7 +116,7 @@ static void sum_backward(bg_ctx *ctx, bg_node *n) {
     const bg_kernels *k = bg_kernels_get();
     const float *dy = bg_f32(n->out->grad);
     axis_split s = load_split(n);
-    float scale = n->f[0];
+    float scale = BG_ARGS(n, reduce_args)->scale;
     for (int64_t o = 0; o < s.outer; o++) {
         float *row = dx + o * s.len * s.inner;
         if (s.inner == 1) {
@@ -313,6 +316,15 @@ static int32_t label_at(const bg_tensor *labels, int64_t i) {
     return ((const int32_t *)labels->data)[i * labels->stride[0]];
 }
 
+/* cross_entropy's values: the examples counted, the ignored label, the
+ * label smoothing. */
+typedef struct ce_args {
+    int64_t count;
+    int32_t ignore_index;
+    float eps;
+} ce_args;
+BG_ARGS_FIT(ce_args);
+
 /* PyTorch's F.cross_entropy(logits, labels, ignore_index, label_smoothing=eps),
  * reduction 'mean'. With lp = log_softmax(logits) [N,C] and K the rows whose
  * label is not ignore_index:
@@ -378,9 +390,7 @@ bg_tensor *bg_cross_entropy(bg_ctx *ctx, bg_tensor *logits, bg_tensor *labels,
     bg_node *n = bg_record(ctx, BG_OP_CROSS_ENTROPY, out, 2, (bg_tensor *[]){logits, labels});
     if (n) {
         n->saved[0] = lp;
-        n->i[0] = count;
-        n->i[1] = o.ignore_index;
-        n->f[0] = eps;
+        *BG_ARGS(n, ce_args) = (ce_args){.count = count, .ignore_index = o.ignore_index, .eps = eps};
     }
     return bg_ctx_status(ctx) == BG_OK ? out : NULL;
 }
@@ -389,12 +399,13 @@ bg_tensor *bg_cross_entropy(bg_ctx *ctx, bg_tensor *logits, bg_tensor *labels,
  * target distribution q = (1-eps) onehot(y_i) + eps/C (which sums to 1). */
 void bg_op_cross_entropy_backward(bg_ctx *ctx, bg_node *n) {
     float *dx = bg_grad_of(ctx, n->in[0]);
-    int64_t count = n->i[0];
+    const ce_args *a = BG_ARGS(n, ce_args);
+    int64_t count = a->count;
     if (!dx || count == 0) return;
     const bg_tensor *labels = n->in[1], *lp = n->saved[0];
     int64_t N = lp->shape[0], C = lp->shape[1];
-    int32_t ignore = (int32_t)n->i[1];
-    float eps = n->f[0], g = bg_f32(n->out->grad)[0] / (float)count, off = eps / (float)C;
+    int32_t ignore = a->ignore_index;
+    float eps = a->eps, g = bg_f32(n->out->grad)[0] / (float)count, off = eps / (float)C;
     const float *l = bg_f32(lp);
     for (int64_t i = 0; i < N; i++) {
         int32_t y = label_at(labels, i);

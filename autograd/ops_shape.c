@@ -146,6 +146,16 @@ void bg_op_reshape_backward(bg_ctx *ctx, bg_node *n) {
 }
 
 // --- permute / transpose -----------------------------------------------------------------
+/* permute's order, and concat's axis. */
+typedef struct permute_args {
+    int perm[BG_MAX_DIMS];
+} permute_args;
+BG_ARGS_FIT(permute_args);
+typedef struct axis_args {
+    int axis;
+} axis_args;
+BG_ARGS_FIT(axis_args);
+
 /* y[i_0,..] = x[i_perm^-1...]: y's dim j is x's dim perm[j]; y is a
  * contiguous copy. transpose(d0, d1) is the permute that swaps two dims.
  * i[0..3] = perm. */
@@ -176,7 +186,7 @@ bg_tensor *bg_permute(bg_ctx *ctx, bg_tensor *x, const int *perm) {
 
     bg_node *n = bg_record(ctx, BG_OP_PERMUTE, out, 1, &x);
     if (n)
-        for (int j = 0; j < x->ndim; j++) n->i[j] = perm[j];
+        for (int j = 0; j < x->ndim; j++) BG_ARGS(n, permute_args)->perm[j] = perm[j];
     return ctx->status == BG_OK ? out : NULL;
 }
 
@@ -198,7 +208,7 @@ void bg_op_permute_backward(bg_ctx *ctx, bg_node *n) {
     int64_t xstride[BG_MAX_DIMS], gstride[BG_MAX_DIMS], ostride[BG_MAX_DIMS];
     contig_strides(x->ndim, x->shape, xstride);
     contig_strides(n->out->ndim, n->out->shape, ostride);
-    for (int j = 0; j < x->ndim; j++) gstride[j] = xstride[n->i[j]];
+    for (int j = 0; j < x->ndim; j++) gstride[j] = xstride[BG_ARGS(n, permute_args)->perm[j]];
     int64_t sh[4], ds[4], ss[4];
     pad4(x->ndim, n->out->shape, gstride, sh, ds);
     pad4(x->ndim, n->out->shape, ostride, sh, ss);
@@ -256,13 +266,13 @@ bg_tensor *bg_concat(bg_ctx *ctx, bg_tensor *const *xs, int n, int axis) {
     }
 
     bg_node *node = bg_record(ctx, BG_OP_CONCAT, out, n, xs);
-    if (node) node->i[0] = axis;
+    if (node) BG_ARGS(node, axis_args)->axis = axis;
     return ctx->status == BG_OK ? out : NULL;
 }
 
 /* From y = [.., x_i, ..]: dx_i += dy[.., off_i : off_i + len_i, ..]. */
 void bg_op_concat_backward(bg_ctx *ctx, bg_node *n) {
-    const int axis = (int)n->i[0];
+    const int axis = BG_ARGS(n, axis_args)->axis;
     const bg_tensor *y = n->out;
     int64_t ostride[BG_MAX_DIMS];
     contig_strides(y->ndim, y->shape, ostride);
@@ -283,8 +293,13 @@ void bg_op_concat_backward(bg_ctx *ctx, bg_node *n) {
 }
 
 // --- slice -------------------------------------------------------------------------------
-/* y = x[.., start:end, ..] along axis (end exclusive), a contiguous copy.
- * i[0] = axis, i[1] = start. */
+/* y = x[.., start:end, ..] along axis (end exclusive), a contiguous copy;
+ * the node keeps axis and start (slice_args). */
+typedef struct slice_args {
+    int axis;
+    int64_t start;
+} slice_args;
+BG_ARGS_FIT(slice_args);
 
 bg_tensor *bg_slice(bg_ctx *ctx, bg_tensor *x, int axis, int64_t start, int64_t end) {
     if (!check_in(ctx, "slice", x, "x")) return NULL;
@@ -307,10 +322,7 @@ bg_tensor *bg_slice(bg_ctx *ctx, bg_tensor *x, int axis, int64_t start, int64_t 
           sh, es);
 
     bg_node *n = bg_record(ctx, BG_OP_SLICE, out, 1, &x);
-    if (n) {
-        n->i[0] = axis;
-        n->i[1] = start;
-    }
+    if (n) *BG_ARGS(n, slice_args) = (slice_args){.axis = axis, .start = start};
     return ctx->status == BG_OK ? out : NULL;
 }
 
@@ -319,13 +331,13 @@ void bg_op_slice_backward(bg_ctx *ctx, bg_node *n) {
     bg_tensor *x = n->in[0];
     float *dx = bg_grad_of(ctx, x);
     if (!dx) return;
-    const int axis = (int)n->i[0];
+    const int axis = BG_ARGS(n, slice_args)->axis;
     int64_t xstride[BG_MAX_DIMS], ostride[BG_MAX_DIMS], sh[4], ds[4], ss[4];
     contig_strides(x->ndim, x->shape, xstride);
     contig_strides(n->out->ndim, n->out->shape, ostride);
     pad4(x->ndim, n->out->shape, xstride, sh, ds);
     pad4(x->ndim, n->out->shape, ostride, sh, ss);
-    add4(dx + n->i[1] * xstride[axis], ds, bg_f32(n->out->grad), ss, sh);
+    add4(dx + BG_ARGS(n, slice_args)->start * xstride[axis], ds, bg_f32(n->out->grad), ss, sh);
 }
 
 // --- embedding --------------------------------------------------------------------------
