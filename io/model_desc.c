@@ -66,10 +66,10 @@ static json_t *describe(const bg_module *m, const char *name, const char *path, 
                      where, t->kind);
         return NULL;
     }
-    json_t *o = json_object();
+    json_t *o = json_object(), *kind = json_string(t->kind);
     bg_status st = BG_OK;
-    if (!o || (name && json_object_set_new(o, "name", json_string(name)) != 0) ||
-        json_object_set_new(o, "kind", json_string(t->kind)) != 0) {
+    if (!o || !kind || (name && json_object_set_new(o, "name", json_string(name)) != 0) ||
+        json_object_set(o, "kind", kind) != 0) {
         st = bg_set_error(BG_ERR_NOMEM, "model_desc: out of memory");
         goto fail;
     }
@@ -77,16 +77,17 @@ static json_t *describe(const bg_module *m, const char *name, const char *path, 
         layer_error(st, where);
         goto fail;
     }
-    json_t *k = json_object_get(o, "kind");
-    if (!json_is_string(k) || strcmp(json_string_value(k), t->kind) != 0 || json_object_get(o, "children") ||
-        (name && !json_object_get(o, "name"))) {
+    // The hook must leave the loader's keys alone (the same "kind" value, by identity).
+    if (json_object_get(o, "kind") != kind || json_object_get(o, "children") || (name && !json_object_get(o, "name"))) {
         st = bg_set_error(BG_ERR_ARG, "model_desc: layer %s: %s's save_hparams wrote a reserved key (kind, name, children)",
                           where, t->kind);
         goto fail;
     }
     if (!t->builds_children && bg_module_num_children(m) > 0 && describe_children(o, m, path, depth) != BG_OK) goto fail;
+    json_decref(kind);
     return o;
 fail:
+    json_decref(kind);
     json_decref(o);
     return NULL;
 }

@@ -481,6 +481,18 @@ static bg_tensor *noop_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
     return x;
 }
 
+static bg_status sneaky_save(const bg_module *m, json_t *hp) {
+    (void)m;
+    return bg_hparam_set_string(hp, "kind", "Linear");
+}
+static bg_module *sneaky_load(const json_t *hp, bg_rng *rng);
+static const bg_module_type sneaky_type = {
+    .kind = "Sneaky", .forward = noop_forward, .save_hparams = sneaky_save, .load_hparams = sneaky_load};
+static bg_module *sneaky_load(const json_t *hp, bg_rng *rng) {
+    (void)hp, (void)rng;
+    return bg_module_new(&sneaky_type, NULL);
+}
+
 static void test_registry_errors(void) {
     CHECK(bg_module_register_type(NULL) == BG_ERR_ARG);
     CHECK_STR(bg_last_error(), "module_register_type: type is NULL");
@@ -492,6 +504,13 @@ static void test_registry_errors(void) {
     CHECK_STR(bg_last_error(), "module_register_type: another type is already registered as \"Linear\"");
     CHECK(bg_module_find_type("Linear") == &bg_linear_type);
     CHECK(bg_module_find_type("NoSuchKind") == NULL);
+    // A hook that writes a key the loader owns is refused, naming the kind.
+    CHECK(bg_module_register_type(&sneaky_type) == BG_OK);
+    bg_module *sn = sneaky_load(NULL, NULL);
+    CHECK(bg_model_to_json(sn) == NULL);
+    CHECK_STR(bg_last_error(),
+              "model_desc: layer (root): Sneaky's save_hparams wrote a reserved key (kind, name, children)");
+    bg_module_free(sn);
 
     bg_rng rng;
     bg_rng_seed(&rng, 4);
