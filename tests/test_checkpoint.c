@@ -41,11 +41,7 @@ typedef struct run {
     bg_rng rng;                 /* the "training RNG": drawn once per step (checks its restore) */
     bg_batcher *batches;
     bg_ctx *ctx;
-    int nq;
-    bg_quant_state *states[8];
-    const char *names[8];
-    char name_buf[8 * BG_PARAM_NAME_MAX];
-    const bg_tensor *weights[8];
+    bg_test_quantizers q;
     int64_t step;
 } run;
 
@@ -79,8 +75,7 @@ static bool run_init(run *r, uint64_t seed) {
                               &r->batches) == BG_OK;
     ok = ok && (r->ctx = bg_ctx_new(0)) != NULL;
     if (ok) {
-        r->nq = bg_model_quantizers(r->net, r->states, r->names, r->name_buf, r->weights, 8);
-        ok = r->nq == 4;
+        ok = bg_test_quantizers_of(r->net, &r->q) == 4;
     }
     bg_rng_seed(&r->rng, seed + 1);
     CHECK_MSG(ok, "resume setup: %s", bg_last_error());
@@ -90,7 +85,7 @@ static bool run_init(run *r, uint64_t seed) {
 /* Trains until r->step == until. */
 static bool run_steps(run *r, int64_t until) {
     while (r->step < until) {
-        if (bg_schedule_apply(&r->sched, r->step, r->states, r->names, r->weights, r->nq, NULL) != BG_OK) break;
+        if (bg_schedule_apply(&r->sched, r->step, r->q.states, r->q.names, r->q.weights, r->q.n, NULL) != BG_OK) break;
         bg_tensor *x, *y;
         if (!bg_batcher_next(r->batches, r->ctx, &x, &y) && !bg_batcher_next(r->batches, r->ctx, &x, &y)) break;
         bg_rng_next(&r->rng);
@@ -160,30 +155,13 @@ static void test_exact_resume(const char *self) {
     CHECK_MSG(bg_checkpoint_load(resumed, &cb) == BG_OK, "%s", bg_last_error());
     CHECK(cb.step == 2 * RESUME_N && cb.epoch == 1 && cb.batch_in_epoch == 2);
     int64_t na, nb;
-    const float *pa = bg_module_flat_params(a.net, &na), *pb = bg_module_flat_params(b.net, &nb);
-    CHECK(na == nb && na > 25000);
-    CHECK_MSG(na == nb && memcmp(pa, pb, sizeof(float) * (size_t)na) == 0, "parameters differ after resume");
-    for (int i = 0; i < bg_optim_state_count(a.opt); i++) {
-        const char *name;
-        int64_t n1, n2;
-        const float *s1 = bg_optim_state(a.opt, i, &name, &n1), *s2 = bg_optim_state(b.opt, i, &name, &n2);
-        CHECK_MSG(n1 == n2 && memcmp(s1, s2, sizeof(float) * (size_t)n1) == 0, "optimizer %s differs", name);
-    }
+    const float *pa = bg_module_flat_params(a.net, &na);
+    CHECK(bg_module_flat_params(b.net, &nb) && na == nb && na > 25000);
+    CHECK_SAME_TRAINING(a.net, b.net, a.opt, b.opt);
     CHECK(bg_optim_step_count(b.opt) == 2 * RESUME_N);
     CHECK(a.rng.s[0] == b.rng.s[0] && a.rng.s[1] == b.rng.s[1]);
-    for (int i = 0; i < a.nq; i++) {
-        int64_t p = bg_quant_state_num_scales(a.states[i]);
-        float ra[4 * 64], rb[4 * 64];
-        bg_quant_state_flags fa, fb;
-        bg_quant_state_get_buffers(a.states[i], ra, ra + p, ra + 2 * p, ra + 3 * p, &fa);
-        bg_quant_state_get_buffers(b.states[i], rb, rb + p, rb + 2 * p, rb + 3 * p, &fb);
-        CHECK_MSG(memcmp(ra, rb, sizeof(float) * 4 * (size_t)p) == 0 && fa.calls == fb.calls &&
-                      fa.enabled == fb.enabled && fa.initialized == fb.initialized,
-                  "quantizer %s differs", a.names[i]);
-        CHECK(bg_quant_spec_equal(bg_quant_state_spec(a.states[i]), bg_quant_state_spec(b.states[i])));
-    }
     // After step 7 the weights are int4 (the schedule's second phase).
-    CHECK(bg_quant_state_spec(b.states[0])->bits == 4);
+    CHECK(bg_quant_state_spec(b.q.states[0])->bits == 4);
     // And a trivially wrong resume is detected: the half-way file differs from the final state.
     run c;
     if (run_init(&c, 7)) {

@@ -264,11 +264,7 @@ typedef struct lm {
     bg_optim *opt;
     bg_schedule sched;
     bg_ctx *ctx;
-    int nq;
-    bg_quant_state *states[16];
-    const char *names[16];
-    char name_buf[16 * BG_PARAM_NAME_MAX];
-    const bg_tensor *weights[16];
+    bg_test_quantizers q;
     int64_t step;
 } lm;
 
@@ -278,9 +274,9 @@ static bool lm_attach(lm *r) {
     ao.lr = 3e-3f;
     r->opt = bg_adam_new(r->net, &ao);
     r->ctx = bg_ctx_new(0);
-    r->nq = bg_model_quantizers(r->net, r->states, r->names, r->name_buf, r->weights, 16);
-    bool ok = r->opt && r->ctx && bg_schedule_parse(CUSTOM_SCHEDULE, 0, &r->sched) == BG_OK && r->nq == 6;
-    CHECK_MSG(ok, "attach: %s (%d quantizers)", bg_last_error(), r->nq);
+    bg_test_quantizers_of(r->net, &r->q);
+    bool ok = r->opt && r->ctx && bg_schedule_parse(CUSTOM_SCHEDULE, 0, &r->sched) == BG_OK && r->q.n == 6;
+    CHECK_MSG(ok, "attach: %s (%d quantizers)", bg_last_error(), r->q.n);
     return ok;
 }
 
@@ -317,7 +313,7 @@ static void batch_of(bg_ctx *ctx, int64_t s, bg_tensor **x, bg_tensor **y) {
 
 static bool lm_train(lm *r, int64_t until, double *last_loss) {
     while (r->step < until) {
-        if (bg_schedule_apply(&r->sched, r->step, r->states, r->names, r->weights, r->nq, NULL) != BG_OK) break;
+        if (bg_schedule_apply(&r->sched, r->step, r->q.states, r->q.names, r->q.weights, r->q.n, NULL) != BG_OK) break;
         bg_tensor *x, *y;
         batch_of(r->ctx, r->step, &x, &y);
         bg_tensor *loss = bg_cross_entropy(r->ctx, bg_module_forward(r->ctx, r->net, x), y, NULL);
@@ -414,7 +410,7 @@ static void test_custom_kind(const char *self) {
     lm a;
     if (!lm_new(&a, 1)) return;
     CHECK(bg_module_type_of(bg_module_find_child(bg_module_child(a.net, 1), "fc")) == &bg_qlinear_type);
-    CHECK_STR(a.names[0], "1.fc.weight_quant");
+    CHECK_STR(a.q.names[0], "1.fc.weight_quant");
     double first = 0, last = 0;
     if (!lm_train(&a, 1, &first) || !lm_train(&a, HALF, NULL)) return;
     bg_checkpoint ck = lm_ckpt(&a);
@@ -422,7 +418,7 @@ static void test_custom_kind(const char *self) {
     if (!lm_train(&a, 2 * HALF, &last)) return;
     CHECK_MSG(last < 0.8 * first, "the model does not learn: loss %.4f -> %.4f", first, last);
     // The schedule reached ternary weights at step 14.
-    CHECK(bg_quant_state_spec(a.states[0])->kind == BG_QUANT_TERNARY);
+    CHECK(bg_quant_state_spec(a.q.states[0])->kind == BG_QUANT_TERNARY);
 
     char out[1024];
     int rc = run_child(self, "resume", half, resumed, out, sizeof out);
@@ -434,28 +430,8 @@ static void test_custom_kind(const char *self) {
     bg_checkpoint cb = lm_ckpt(&b);
     CHECK_MSG(bg_checkpoint_load(resumed, &cb) == BG_OK, "%s", bg_last_error());
     CHECK(cb.step == 2 * HALF);
-    int64_t na, nb;
-    const float *pa = bg_module_flat_params(a.net, &na), *pb = bg_module_flat_params(b.net, &nb);
-    CHECK_MSG(na == nb && memcmp(pa, pb, sizeof(float) * (size_t)na) == 0, "parameters differ after resume");
-    for (int i = 0; i < bg_optim_state_count(a.opt); i++) {
-        const char *name;
-        int64_t n1, n2;
-        const float *s1 = bg_optim_state(a.opt, i, &name, &n1), *s2 = bg_optim_state(b.opt, i, &name, &n2);
-        CHECK_MSG(n1 == n2 && memcmp(s1, s2, sizeof(float) * (size_t)n1) == 0, "optimizer %s differs", name);
-    }
+    CHECK_SAME_TRAINING(a.net, b.net, a.opt, b.opt);
     CHECK(bg_optim_step_count(b.opt) == 2 * HALF);
-    for (int i = 0; i < a.nq; i++) {
-        int64_t p = bg_quant_state_num_scales(a.states[i]);
-        float ra[4 * 64], rb[4 * 64];
-        bg_quant_state_flags fa, fb;
-        CHECK(p <= 64 && p == bg_quant_state_num_scales(b.states[i]));
-        bg_quant_state_get_buffers(a.states[i], ra, ra + p, ra + 2 * p, ra + 3 * p, &fa);
-        bg_quant_state_get_buffers(b.states[i], rb, rb + p, rb + 2 * p, rb + 3 * p, &fb);
-        CHECK_MSG(memcmp(ra, rb, sizeof(float) * 4 * (size_t)p) == 0 && fa.calls == fb.calls &&
-                      fa.enabled == fb.enabled && fa.initialized == fb.initialized && fa.observed == fb.observed,
-                  "quantizer %s differs", a.names[i]);
-        CHECK(bg_quant_spec_equal(bg_quant_state_spec(a.states[i]), bg_quant_state_spec(b.states[i])));
-    }
     // The same file in a process that did not register the kind.
     rc = run_child(self, "noregister", half, "-", out, sizeof out);
     CHECK_MSG(rc == 0, "noregister child: %d", rc);

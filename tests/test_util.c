@@ -1,4 +1,5 @@
 /* test_util.c — the shared comparator and counters (see test_util.h). */
+#include <string.h>
 #include "tests/test_util.h"
 
 #include <math.h>
@@ -55,4 +56,49 @@ int bg_test_finish(void) {
 const char *bg_test_source_dir(void) {
     const char *d = getenv("BG_SOURCE_DIR");
     return d && *d ? d : ".";
+}
+
+int bg_test_quantizers_of(const bg_module *m, bg_test_quantizers *q) {
+    q->n = bg_model_quantizers(m, q->states, q->names, q->name_buf, q->weights, BG_TEST_MAX_QUANT);
+    return q->n;
+}
+
+bool bg_test_same_training(const bg_module *a, const bg_module *b, const bg_optim *oa, const bg_optim *ob,
+                           const char *file, int line) {
+    int64_t na, nb;
+    const float *pa = bg_module_flat_params(a, &na), *pb = bg_module_flat_params(b, &nb);
+    bool ok = bg_test_check(pa && pb && na == nb && memcmp(pa, pb, sizeof(float) * (size_t)na) == 0, file, line,
+                            "parameters differ (%lld and %lld floats)", (long long)na, (long long)nb);
+    for (int i = 0; oa && ob && i < bg_optim_state_count(oa); i++) {
+        const char *name;
+        int64_t n1, n2;
+        const float *s1 = bg_optim_state(oa, i, &name, &n1), *s2 = bg_optim_state(ob, i, &name, &n2);
+        ok &= bg_test_check(n1 == n2 && memcmp(s1, s2, sizeof(float) * (size_t)n1) == 0, file, line,
+                            "optimizer %s differs", name);
+    }
+    if (oa && ob)
+        ok &= bg_test_check(bg_optim_step_count(oa) == bg_optim_step_count(ob), file, line,
+                            "optimizer step counts differ: %lld and %lld", (long long)bg_optim_step_count(oa),
+                            (long long)bg_optim_step_count(ob));
+    static bg_test_quantizers qa, qb;
+    bg_test_quantizers_of(a, &qa);
+    bg_test_quantizers_of(b, &qb);
+    ok &= bg_test_check(qa.n == qb.n, file, line, "%d and %d quantizers", qa.n, qb.n);
+    for (int i = 0; i < qa.n && i < qb.n && i < BG_TEST_MAX_QUANT; i++) {
+        int64_t p = bg_quant_state_num_scales(qa.states[i]);
+        if (p != bg_quant_state_num_scales(qb.states[i]) || p > 256) {
+            ok &= bg_test_check(false, file, line, "quantizer %s: %lld scales", qa.names[i], (long long)p);
+            continue;
+        }
+        float ra[4 * 256], rb[4 * 256];
+        bg_quant_state_flags fa, fb;
+        bg_quant_state_get_buffers(qa.states[i], ra, ra + p, ra + 2 * p, ra + 3 * p, &fa);
+        bg_quant_state_get_buffers(qb.states[i], rb, rb + p, rb + 2 * p, rb + 3 * p, &fb);
+        ok &= bg_test_check(memcmp(ra, rb, sizeof(float) * 4 * (size_t)p) == 0 && fa.calls == fb.calls &&
+                                fa.enabled == fb.enabled && fa.initialized == fb.initialized &&
+                                fa.observed == fb.observed && fa.observer_on == fb.observer_on &&
+                                bg_quant_spec_equal(bg_quant_state_spec(qa.states[i]), bg_quant_state_spec(qb.states[i])),
+                            file, line, "quantizer %s differs", qa.names[i]);
+    }
+    return ok;
 }
