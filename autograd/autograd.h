@@ -168,7 +168,7 @@ bg_tensor *bg_max_pool2d(bg_ctx *ctx, bg_tensor *x, int64_t kernel, int64_t stri
 bg_tensor *bg_avg_pool2d(bg_ctx *ctx, bg_tensor *x, int64_t kernel, int64_t stride, int64_t padding);
 
 // ---------------------------------------------------------------------------
-// quantization (ops_quant.c); specs and states are in qat/qat.h
+// quantization (ops_quant.c); specs and states are in quant/quant.h
 
 struct bg_quant_spec;
 struct bg_quant_state;

@@ -1,9 +1,9 @@
 /* ops_quant.c — the fake-quant autograd op: forward quantizes then
  * dequantizes in one kernel pass (values, and the STE mask when the backward
  * needs it); backward applies the spec's rule. Calls tensor/, kernels/
- * (kernels.h) and qat/'s spec and state functions (qat.h): the op's ranges
- * and learned parameters live in a qat state, so this is the one op file
- * that looks up to qat/. */
+ * (kernels.h) and quant/'s spec and state functions (quant.h, below
+ * autograd): the op's ranges and learned parameters live in a quantizer
+ * state. */
 #include <math.h>
 #include <string.h>
 

@@ -1,4 +1,4 @@
-/* safetensors.c — the safetensors reader and atomic writer (io/io.h).
+/* safetensors.c — the safetensors reader and atomic writer (format/format.h).
  * Format: 8-byte little-endian header length N, N bytes of JSON, then the
  * raw little-endian tensor data, fully covered by the tensors' offsets.
  * Calls tensor/ and jansson only. */

@@ -1,6 +1,6 @@
 /*
  * infer — the integer inference runtime: loads an export written by
- * bg_export (io/io.h, doc/export-format.md) and runs it without autograd,
+ * bg_export (io/export.h, doc/export-format.md) and runs it without autograd,
  * on the integer kernels of kernels/kernels.h (ternary x int8 and int8 x
  * int8, int32 accumulation, one float rescale per output).
  *

@@ -387,7 +387,7 @@ bg_status bg_module_add_child(bg_module *m, const char *name, bg_module *child);
 bg_status bg_module_finalize(bg_module *m);
 
 // ---------------------------------------------------------------------------
-// quantization-aware layers (qlayers.c; specs and states in qat/qat.h)
+// quantization-aware layers (qlayers.c; specs and states in quant/quant.h)
 //
 //     bg_module *net = bg_sequential_new(3, (bg_module *[]){
 //         bg_linear_new(784, 512, true, &rng), bg_relu_new(), bg_linear_new(512, 10, true, &rng)});
