@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "infer/infer.h"
+#include "io/export.h"
 #include "kernels/kernels.h"
 #include "qat/qat.h"
 
