@@ -226,11 +226,7 @@ typedef struct hooks {
     bg_module *teacher;
     float T, alpha;
     bg_schedule *sched;
-    bg_quant_state *states[MAX_QUANTIZERS];
-    const char *names[MAX_QUANTIZERS];
-    const bg_tensor *weights[MAX_QUANTIZERS];
-    char name_buf[MAX_QUANTIZERS * BG_PARAM_NAME_MAX];
-    int n;
+    bg_quantizer_list *q;   /* the model's quantizers, for the schedule */
     int64_t transitions;
 } hooks;
 
@@ -244,8 +240,7 @@ static bg_status apply_schedule(int64_t step, void *user) {
     hooks *h = user;
     if (!h->sched) return BG_OK;
     bool changed = false;
-    bg_status s = bg_schedule_apply(h->sched, step, h->states, h->names, (const bg_tensor *const *)h->weights, h->n,
-                                    &changed);
+    bg_status s = bg_schedule_apply(h->sched, step, h->q->states, h->q->names, h->q->weights, h->q->n, &changed);
     if (changed) h->transitions++;
     return s;
 }
@@ -326,11 +321,7 @@ int main(int argc, char **argv) {
     }
     if (q.schedule) {
         h.sched = &sched;
-        h.n = bg_model_quantizers(model, h.states, h.names, h.name_buf, h.weights, MAX_QUANTIZERS);
-        if (h.n > MAX_QUANTIZERS) {
-            fprintf(stderr, "fmnist_qat: more than %d quantizers\n", MAX_QUANTIZERS);
-            goto done;
-        }
+        if (!(h.q = bg_model_quantizer_list(model))) goto fail;
     }
     opt = build_optim(model, &o);
     ctx = bg_ctx_new(0);
@@ -352,14 +343,14 @@ int main(int argc, char **argv) {
     for (int e = 0; e < o.epochs; e++) {
         double loss, t0 = now_seconds();
         bg_model_set_quant_mode(model, BG_QUANT_MODE_TRAIN);
-        if (h.sched && h.sched->last_step >= 0 && bg_schedule_sync(h.sched, h.states, h.names, h.n) != BG_OK)
+        if (h.sched && h.sched->last_step >= 0 && bg_schedule_sync(h.sched, h.q->states, h.q->names, h.q->n) != BG_OK)
             goto fail;
         if (bg_train_epoch(ctx, model, opt, train_b, &topts, &loss) != BG_OK) goto fail;
         double t1 = now_seconds();
         // Evaluate in fake-quant eval mode; tracking keeps the sums of the
         // last test batch's forward for the per-layer SQNR.
         bg_model_set_quant_mode(model, BG_QUANT_MODE_EVAL);
-        if (h.sched && bg_schedule_sync(h.sched, h.states, h.names, h.n) != BG_OK) goto fail;
+        if (h.sched && bg_schedule_sync(h.sched, h.q->states, h.q->names, h.q->n) != BG_OK) goto fail;
         bg_model_track_quant(model, true);
         bg_status s = bg_evaluate(ctx, model, test_b, &acc);
         bg_model_track_quant(model, false);
@@ -380,6 +371,7 @@ int main(int argc, char **argv) {
 fail:
     fprintf(stderr, "%s\n", ctx && bg_ctx_status(ctx) != BG_OK ? bg_ctx_error(ctx) : bg_last_error());
 done:
+    bg_quantizer_list_free(h.q);
     bg_ctx_free(ctx);
     bg_optim_free(opt);
     bg_module_free(teacher);

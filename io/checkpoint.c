@@ -18,7 +18,6 @@
 #define CK_FORMAT "bitgrad-checkpoint"
 #define CK_VERSION "1"
 /* Quantizers per model a checkpoint handles (2 per quantized layer). */
-#define CK_MAX_QUANT 1024
 /* "quant.<name>.flags": observed, initialized, observer_on, enabled, calls (low, high 32 bits). */
 #define CK_FLAGS 6
 
@@ -82,22 +81,6 @@ static int find_dropouts(const bg_module *m, char *path, size_t plen, dropout_re
 
 #define CK_MAX_DROPOUT 256
 
-/* The model's quantizers (states and names); count or -1 + error. */
-typedef struct quant_list {
-    int n;
-    bg_quant_state *states[CK_MAX_QUANT];
-    const char *names[CK_MAX_QUANT];
-    char name_buf[CK_MAX_QUANT * BG_PARAM_NAME_MAX];
-} quant_list;
-
-static bg_status list_quantizers(const bg_module *m, quant_list *q, const char *who) {
-    q->n = bg_model_quantizers(m, q->states, q->names, q->name_buf, NULL, CK_MAX_QUANT);
-    if (q->n > CK_MAX_QUANT)
-        return bg_set_error(BG_ERR_ARG, "%s: the model has %d quantizers, at most %d are supported", who, q->n,
-                            CK_MAX_QUANT);
-    return BG_OK;
-}
-
 // ---------------------------------------------------------------------------
 // save
 
@@ -152,14 +135,14 @@ bg_status bg_checkpoint_save(const char *path, const bg_checkpoint *ck) {
         return bg_set_error(BG_ERR_ARG, "checkpoint_save: %s is NULL", !path ? "path" : !ck ? "ck" : "ck->model");
     bg_status s = BG_OK;
     bg_safetensors_writer *w = bg_safetensors_writer_new();
-    quant_list *q = malloc(sizeof *q);
+    bg_quantizer_list *q = NULL;
     float *qbuf = NULL;
     int32_t *fbuf = NULL;
     char *desc = NULL;
     uint8_t rng_bytes[16];
     dropout_ref *drops = calloc(CK_MAX_DROPOUT, sizeof *drops);
     uint8_t (*drop_bytes)[16] = calloc(CK_MAX_DROPOUT, 16);
-    if (!w || !q || !drops || !drop_bytes) {
+    if (!w || !drops || !drop_bytes) {
         s = bg_set_error(BG_ERR_NOMEM, "checkpoint_save: out of memory");
         goto done;
     }
@@ -183,7 +166,7 @@ bg_status bg_checkpoint_save(const char *path, const bg_checkpoint *ck) {
         s = bg_safetensors_writer_add(w, key, &opt_views[i]);
     }
     // Quantizer state: ranges [4, P] (rmin, rmax, scale, zero_point) and flags.
-    if (s == BG_OK) s = list_quantizers(m, q, "checkpoint_save");
+    if (s == BG_OK && !(q = bg_model_quantizer_list(m))) s = bg_last_status();
     int64_t total_p = 0;
     for (int i = 0; s == BG_OK && i < q->n; i++) total_p += bg_quant_state_num_scales(q->states[i]);
     if (s == BG_OK) {
@@ -265,7 +248,7 @@ bg_status bg_checkpoint_save(const char *path, const bg_checkpoint *ck) {
     free(qviews);
 done:
     bg_safetensors_writer_free(w);
-    free(q);
+    bg_quantizer_list_free(q);
     free(qbuf);
     free(fbuf);
     free(desc);
@@ -368,10 +351,10 @@ static bg_status check_description(const char *path, const bg_safetensors *st, c
 // load: the plan (everything checked, nothing applied yet)
 
 typedef struct load_plan {
-    quant_list q;
-    bg_quant_spec specs[CK_MAX_QUANT];
-    const float *ranges[CK_MAX_QUANT];          /* [4,P] or NULL when P = 0 */
-    bg_quant_state_flags flags[CK_MAX_QUANT];
+    bg_quantizer_list *q;                       /* heap, as the three arrays */
+    bg_quant_spec *specs;
+    const float **ranges;                       /* [4,P] or NULL when P = 0 */
+    bg_quant_state_flags *flags;
     const float *optim[4];
     float lr;
     bool has_lr_schedule;
@@ -521,7 +504,13 @@ static bg_status make_plan(const char *path, const bg_safetensors *st, const bg_
             return s;
     }
     // Quantizers: spec (compatible with the state), ranges, flags.
-    if ((s = list_quantizers(m, &p->q, "checkpoint_load")) != BG_OK) return s;
+    if (!(p->q = bg_model_quantizer_list(m))) return bg_last_status();
+    size_t nq = (size_t)p->q->n + 1;
+    p->specs = calloc(nq, sizeof *p->specs);
+    p->ranges = calloc(nq, sizeof *p->ranges);
+    p->flags = calloc(nq, sizeof *p->flags);
+    if (!p->specs || !p->ranges || !p->flags)
+        return bg_set_error(BG_ERR_NOMEM, "checkpoint_load: out of memory for %d quantizers", p->q->n);
     const char *stxt = bg_safetensors_metadata(st, "specs");
     json_t *specs = stxt ? json_loads(stxt, JSON_REJECT_DUPLICATES, NULL) : NULL;
     if (!json_is_object(specs)) {
@@ -529,11 +518,11 @@ static bg_status make_plan(const char *path, const bg_safetensors *st, const bg_
         return bg_set_error(BG_ERR_FORMAT, "checkpoint_load: %s: __metadata__ \"specs\" is missing or not a JSON object", path);
     }
     s = BG_OK;
-    if ((int)json_object_size(specs) != p->q.n)
+    if ((int)json_object_size(specs) != p->q->n)
         s = bg_set_error(BG_ERR_SHAPE, "checkpoint_load: %s: the file has %zu quantizers, the model %d", path,
-                         json_object_size(specs), p->q.n);
-    for (int i = 0; s == BG_OK && i < p->q.n; i++) {
-        const char *name = p->q.names[i];
+                         json_object_size(specs), p->q->n);
+    for (int i = 0; s == BG_OK && i < p->q->n; i++) {
+        const char *name = p->q->names[i];
         json_t *v = json_object_get(specs, name);
         if (!json_is_string(v)) {
             s = bg_set_error(BG_ERR_FORMAT, "checkpoint_load: %s: no spec string for quantizer \"%s\"", path, name);
@@ -545,7 +534,7 @@ static bg_status make_plan(const char *path, const bg_safetensors *st, const bg_
             s = bg_set_error(BG_ERR_FORMAT, "checkpoint_load: %s: quantizer \"%s\": %s", path, name, msg);
             break;
         }
-        const bg_quant_spec *cur = bg_quant_state_spec(p->q.states[i]);
+        const bg_quant_spec *cur = bg_quant_state_spec(p->q->states[i]);
         if (!spec_compatible(&p->specs[i], cur)) {
             char a[BG_QUANT_SPEC_STR_MAX];
             bg_quant_spec_format(cur, a, sizeof a);
@@ -553,7 +542,7 @@ static bg_status make_plan(const char *path, const bg_safetensors *st, const bg_
                              path, name, json_string_value(v), a);
             break;
         }
-        int64_t np = bg_quant_state_num_scales(p->q.states[i]);
+        int64_t np = bg_quant_state_num_scales(p->q->states[i]);
         char key[BG_PARAM_NAME_MAX + 32];
         const void *d = NULL;
         if (np > 0) {
@@ -616,18 +605,18 @@ static bg_status make_plan(const char *path, const bg_safetensors *st, const bg_
 static void apply_plan(const bg_safetensors *st, bg_checkpoint *ck, const load_plan *p) {
     bg_module *m = ck->model;
     // Specs first: set_spec resets ranges (restored below) but keeps learned values.
-    for (int i = 0; i < p->q.n; i++)
-        if (!bg_quant_spec_equal(&p->specs[i], bg_quant_state_spec(p->q.states[i])))
-            bg_quant_state_set_spec(p->q.states[i], &p->specs[i]);
+    for (int i = 0; i < p->q->n; i++)
+        if (!bg_quant_spec_equal(&p->specs[i], bg_quant_state_spec(p->q->states[i])))
+            bg_quant_state_set_spec(p->q->states[i], &p->specs[i]);
     for (int i = 0; i < bg_module_param_count(m); i++) {
         bg_tensor *t = bg_module_param(m, i), v;
         bg_safetensors_get(st, bg_module_param_name(m, i), &v);
         memcpy(t->data, v.data, bg_nbytes(t));
     }
-    for (int i = 0; i < p->q.n; i++) {
-        int64_t np = bg_quant_state_num_scales(p->q.states[i]);
+    for (int i = 0; i < p->q->n; i++) {
+        int64_t np = bg_quant_state_num_scales(p->q->states[i]);
         const float *r = p->ranges[i];
-        bg_quant_state_set_buffers(p->q.states[i], r, r ? r + np : NULL, r ? r + 2 * np : NULL, r ? r + 3 * np : NULL,
+        bg_quant_state_set_buffers(p->q->states[i], r, r ? r + np : NULL, r ? r + 2 * np : NULL, r ? r + 3 * np : NULL,
                                    &p->flags[i]);
     }
     for (int i = 0; i < p->n_drops; i++) rng_from_bytes(p->drops[i].rng, p->drop_rng[i]);
@@ -663,6 +652,10 @@ bg_status bg_checkpoint_load(const char *path, bg_checkpoint *ck) {
     s = make_plan(path, st, ck, p);
     if (s == BG_OK) apply_plan(st, ck, p);
     free(p->schedule);
+    bg_quantizer_list_free(p->q);
+    free(p->specs);
+    free(p->ranges);
+    free(p->flags);
     free(p);
     bg_safetensors_free(st);
     return s;

@@ -546,6 +546,18 @@ bg_tensor *bg_qlayer_weight(const bg_module *qlayer);
  * Returns the total count (writes at most max). */
 int bg_model_quantizers(const bg_module *m, struct bg_quant_state **states, const char **names, char *name_buf,
                         const bg_tensor **weights, int max);
+/* The same list, sized to the model: bg_model_quantizer_list allocates it
+ * (NULL + bg_last_error when out of memory), bg_quantizer_list_free frees
+ * it. The states belong to the model: the list is valid while the model's
+ * tree is unchanged (rebuild it after bg_quantize_model / bg_bitnet_model). */
+typedef struct bg_quantizer_list {
+    int n;
+    struct bg_quant_state **states;
+    const char **names;
+    const bg_tensor **weights;   /* latent weight of a weight quantizer, else NULL */
+} bg_quantizer_list;
+bg_quantizer_list *bg_model_quantizer_list(const bg_module *m);
+void bg_quantizer_list_free(bg_quantizer_list *q);
 /* The tracked statistics of a qlayer's weight or input quantizer (owned by
  * the layer; NULL when that side is float). For qat/metrics.c. */
 struct bg_quant_stats *bg_qlayer_stats(const bg_module *qlayer, bool input);

@@ -677,6 +677,26 @@ int bg_model_quantizers(const bg_module *m, bg_quant_state **states, const char 
     return k;
 }
 
+bg_quantizer_list *bg_model_quantizer_list(const bg_module *m) {
+    int n = bg_model_quantizers(m, NULL, NULL, NULL, NULL, 0);
+    size_t slots = n > 0 ? (size_t)n : 1;
+    /* one block: the header, then the three arrays, then the names' chars */
+    size_t bytes = sizeof(bg_quantizer_list) + slots * (sizeof(void *) * 3 + BG_PARAM_NAME_MAX);
+    bg_quantizer_list *q = calloc(1, bytes);
+    if (!q) {
+        bg_set_error(BG_ERR_NOMEM, "quantizer list: out of memory for %d quantizers", n);
+        return NULL;
+    }
+    q->states = (bg_quant_state **)(q + 1);
+    q->names = (const char **)(q->states + slots);
+    q->weights = (const bg_tensor **)(q->names + slots);
+    char *name_buf = (char *)(q->weights + slots);
+    q->n = bg_model_quantizers(m, q->states, q->names, name_buf, q->weights, n);
+    return q;
+}
+
+void bg_quantizer_list_free(bg_quantizer_list *q) { free(q); }
+
 // ---------------------------------------------------------------------------
 // controls over a subtree
 

@@ -41,7 +41,7 @@ typedef struct run {
     bg_rng rng;                 /* the "training RNG": drawn once per step (checks its restore) */
     bg_batcher *batches;
     bg_ctx *ctx;
-    bg_test_quantizers q;
+    bg_quantizer_list *q;
     int64_t step;
 } run;
 
@@ -49,6 +49,7 @@ static void run_free(run *r) {
     bg_ctx_free(r->ctx);
     bg_batcher_free(r->batches);
     bg_optim_free(r->opt);
+    bg_quantizer_list_free(r->q);
     bg_module_free(r->net);
     bg_dataset_free(r->full);
 }
@@ -75,7 +76,7 @@ static bool run_init(run *r, uint64_t seed) {
                               &r->batches) == BG_OK;
     ok = ok && (r->ctx = bg_ctx_new(0)) != NULL;
     if (ok) {
-        ok = bg_test_quantizers_of(r->net, &r->q) == 4;
+        ok = (r->q = bg_model_quantizer_list(r->net)) && r->q->n == 4;
     }
     bg_rng_seed(&r->rng, seed + 1);
     CHECK_MSG(ok, "resume setup: %s", bg_last_error());
@@ -85,7 +86,7 @@ static bool run_init(run *r, uint64_t seed) {
 /* Trains until r->step == until. */
 static bool run_steps(run *r, int64_t until) {
     while (r->step < until) {
-        if (bg_schedule_apply(&r->sched, r->step, r->q.states, r->q.names, r->q.weights, r->q.n, NULL) != BG_OK) break;
+        if (bg_schedule_apply(&r->sched, r->step, r->q->states, r->q->names, r->q->weights, r->q->n, NULL) != BG_OK) break;
         bg_tensor *x, *y;
         if (!bg_batcher_next(r->batches, r->ctx, &x, &y) && !bg_batcher_next(r->batches, r->ctx, &x, &y)) break;
         bg_rng_next(&r->rng);
@@ -161,7 +162,7 @@ static void test_exact_resume(const char *self) {
     CHECK(bg_optim_step_count(b.opt) == 2 * RESUME_N);
     CHECK(a.rng.s[0] == b.rng.s[0] && a.rng.s[1] == b.rng.s[1]);
     // After step 7 the weights are int4 (the schedule's second phase).
-    CHECK(bg_quant_state_spec(b.q.states[0])->bits == 4);
+    CHECK(bg_quant_state_spec(b.q->states[0])->bits == 4);
     // And a trivially wrong resume is detected: the half-way file differs from the final state.
     run c;
     if (run_init(&c, 7)) {

@@ -264,7 +264,7 @@ typedef struct lm {
     bg_optim *opt;
     bg_schedule sched;
     bg_ctx *ctx;
-    bg_test_quantizers q;
+    bg_quantizer_list *q;
     int64_t step;
 } lm;
 
@@ -274,9 +274,9 @@ static bool lm_attach(lm *r) {
     ao.lr = 3e-3f;
     r->opt = bg_adam_new(r->net, &ao);
     r->ctx = bg_ctx_new(0);
-    bg_test_quantizers_of(r->net, &r->q);
-    bool ok = r->opt && r->ctx && bg_schedule_parse(CUSTOM_SCHEDULE, 0, &r->sched) == BG_OK && r->q.n == 6;
-    CHECK_MSG(ok, "attach: %s (%d quantizers)", bg_last_error(), r->q.n);
+    r->q = bg_model_quantizer_list(r->net);
+    bool ok = r->opt && r->ctx && bg_schedule_parse(CUSTOM_SCHEDULE, 0, &r->sched) == BG_OK && r->q && r->q->n == 6;
+    CHECK_MSG(ok, "attach: %s (%d quantizers)", bg_last_error(), r->q ? r->q->n : -1);
     return ok;
 }
 
@@ -295,6 +295,7 @@ static bool lm_new(lm *r, uint64_t seed) {
 static void lm_free(lm *r) {
     bg_ctx_free(r->ctx);
     bg_optim_free(r->opt);
+    bg_quantizer_list_free(r->q);
     bg_module_free(r->net);
 }
 
@@ -313,7 +314,7 @@ static void batch_of(bg_ctx *ctx, int64_t s, bg_tensor **x, bg_tensor **y) {
 
 static bool lm_train(lm *r, int64_t until, double *last_loss) {
     while (r->step < until) {
-        if (bg_schedule_apply(&r->sched, r->step, r->q.states, r->q.names, r->q.weights, r->q.n, NULL) != BG_OK) break;
+        if (bg_schedule_apply(&r->sched, r->step, r->q->states, r->q->names, r->q->weights, r->q->n, NULL) != BG_OK) break;
         bg_tensor *x, *y;
         batch_of(r->ctx, r->step, &x, &y);
         bg_tensor *loss = bg_cross_entropy(r->ctx, bg_module_forward(r->ctx, r->net, x), y, NULL);
@@ -410,7 +411,7 @@ static void test_custom_kind(const char *self) {
     lm a;
     if (!lm_new(&a, 1)) return;
     CHECK(bg_module_type_of(bg_module_find_child(bg_module_child(a.net, 1), "fc")) == &bg_qlinear_type);
-    CHECK_STR(a.q.names[0], "1.fc.weight_quant");
+    CHECK_STR(a.q->names[0], "1.fc.weight_quant");
     double first = 0, last = 0;
     if (!lm_train(&a, 1, &first) || !lm_train(&a, HALF, NULL)) return;
     bg_checkpoint ck = lm_ckpt(&a);
@@ -418,7 +419,7 @@ static void test_custom_kind(const char *self) {
     if (!lm_train(&a, 2 * HALF, &last)) return;
     CHECK_MSG(last < 0.8 * first, "the model does not learn: loss %.4f -> %.4f", first, last);
     // The schedule reached ternary weights at step 14.
-    CHECK(bg_quant_state_spec(a.q.states[0])->kind == BG_QUANT_TERNARY);
+    CHECK(bg_quant_state_spec(a.q->states[0])->kind == BG_QUANT_TERNARY);
 
     char out[1024];
     int rc = run_child(self, "resume", half, resumed, out, sizeof out);

@@ -417,6 +417,15 @@ static void test_quantize_model_and_modes(void) {
         CHECK_STR(nms[5], "4.input_quant");
         CHECK(sts[2] == bg_qlayer_weight_state(bg_module_child(mlp, 2)) && sts[3] == bg_qlayer_input_state(bg_module_child(mlp, 2)));
         CHECK(wts[2] == param(mlp, "2.weight") && wts[3] == NULL);
+        // The same list, allocated to the model's size.
+        bg_quantizer_list *ql = bg_model_quantizer_list(mlp);
+        CHECK(ql && ql->n == 6);
+        for (int i = 0; ql && i < 6; i++)
+            CHECK(ql->states[i] == sts[i] && strcmp(ql->names[i], nms[i]) == 0 && ql->weights[i] == wts[i]);
+        bg_quantizer_list_free(ql);
+        bg_quantizer_list *none = bg_model_quantizer_list(bg_module_child(mlp, 1));   // a ReLU
+        CHECK(none && none->n == 0);
+        bg_quantizer_list_free(none);
         // A spec change through the state is what the next forward uses.
         bg_quant_spec b;
         CHECK(bg_quant_spec_parse("binary", &b) == BG_OK);

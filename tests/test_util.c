@@ -58,11 +58,6 @@ const char *bg_test_source_dir(void) {
     return d && *d ? d : ".";
 }
 
-int bg_test_quantizers_of(const bg_module *m, bg_test_quantizers *q) {
-    q->n = bg_model_quantizers(m, q->states, q->names, q->name_buf, q->weights, BG_TEST_MAX_QUANT);
-    return q->n;
-}
-
 bool bg_test_same_training(const bg_module *a, const bg_module *b, const bg_optim *oa, const bg_optim *ob,
                            const char *file, int line) {
     int64_t na, nb;
@@ -80,11 +75,15 @@ bool bg_test_same_training(const bg_module *a, const bg_module *b, const bg_opti
         ok &= bg_test_check(bg_optim_step_count(oa) == bg_optim_step_count(ob), file, line,
                             "optimizer step counts differ: %lld and %lld", (long long)bg_optim_step_count(oa),
                             (long long)bg_optim_step_count(ob));
-    static bg_test_quantizers qa, qb;
-    bg_test_quantizers_of(a, &qa);
-    bg_test_quantizers_of(b, &qb);
+    bg_quantizer_list *la = bg_model_quantizer_list(a), *lb = bg_model_quantizer_list(b);
+    if (!la || !lb) {
+        bg_quantizer_list_free(la);
+        bg_quantizer_list_free(lb);
+        return bg_test_check(false, file, line, "%s", bg_last_error());
+    }
+    const bg_quantizer_list qa = *la, qb = *lb;
     ok &= bg_test_check(qa.n == qb.n, file, line, "%d and %d quantizers", qa.n, qb.n);
-    for (int i = 0; i < qa.n && i < qb.n && i < BG_TEST_MAX_QUANT; i++) {
+    for (int i = 0; i < qa.n && i < qb.n; i++) {
         int64_t p = bg_quant_state_num_scales(qa.states[i]);
         if (p != bg_quant_state_num_scales(qb.states[i]) || p > 256) {
             ok &= bg_test_check(false, file, line, "quantizer %s: %lld scales", qa.names[i], (long long)p);
@@ -100,5 +99,7 @@ bool bg_test_same_training(const bg_module *a, const bg_module *b, const bg_opti
                                 bg_quant_spec_equal(bg_quant_state_spec(qa.states[i]), bg_quant_state_spec(qb.states[i])),
                             file, line, "quantizer %s differs", qa.names[i]);
     }
+    bg_quantizer_list_free(la);
+    bg_quantizer_list_free(lb);
     return ok;
 }

@@ -23,18 +23,6 @@ bool bg_test_arrays(const char *what, const float *got, const float *want, int64
 
 int bg_test_finish(void);
 
-/* A model's quantizers (bg_model_quantizers), for schedules. */
-#define BG_TEST_MAX_QUANT 32
-typedef struct bg_test_quantizers {
-    int n;
-    bg_quant_state *states[BG_TEST_MAX_QUANT];
-    const char *names[BG_TEST_MAX_QUANT];
-    char name_buf[BG_TEST_MAX_QUANT * BG_PARAM_NAME_MAX];
-    const bg_tensor *weights[BG_TEST_MAX_QUANT];
-} bg_test_quantizers;
-/* Fills q from m; the count (at most BG_TEST_MAX_QUANT are kept). */
-int bg_test_quantizers_of(const bg_module *m, bg_test_quantizers *q);
-
 /* Exact resume: the parameters (flat buffers), the optimizers' state
  * buffers and step counts, and every quantizer's ranges, flags and spec of
  * a and b are bitwise equal; counts as one check per part. */

@@ -40,8 +40,6 @@ int64_t tool_file_size(const char *path);
 
 // --- training ----------------------------------------------------------------------
 
-#define TOOL_MAX_QUANTIZERS 32
-
 typedef struct tool_train_opts {
     const char *label;       /* "teacher", "student": log and progress lines */
     int epochs;

@@ -2,6 +2,7 @@
  * bg_train_epoch with a progressive schedule, distillation, a training log
  * and a progress line. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -12,11 +13,7 @@ typedef struct loop {
     bg_module *model;
     bg_schedule sched;
     bool has_sched;
-    bg_quant_state *states[TOOL_MAX_QUANTIZERS];
-    const char *names[TOOL_MAX_QUANTIZERS];
-    const bg_tensor *weights[TOOL_MAX_QUANTIZERS];
-    char name_buf[TOOL_MAX_QUANTIZERS * BG_PARAM_NAME_MAX];
-    int n;
+    bg_quantizer_list *q;
     int epoch;
     int64_t steps_per_epoch;
     double loss_sum, window_sum;   /* this epoch's losses; since the last log record */
@@ -51,10 +48,10 @@ static int spec_bits(const bg_quant_spec *s) {
 /* One "phase" record per weight quantizer: its spec name at this step. */
 static void log_phases(loop *l, int64_t step) {
     if (!l->o->log || l->log_status != BG_OK) return;
-    for (int i = 0; i < l->n; i++) {
-        if (!l->weights[i]) continue;   // activations follow their own fixed spec
-        const bg_quant_spec *sp = bg_quant_state_spec(l->states[i]);
-        bool on = bg_quant_state_enabled(l->states[i]);
+    for (int i = 0; i < l->q->n; i++) {
+        if (!l->q->weights[i]) continue;   // activations follow their own fixed spec
+        const bg_quant_spec *sp = bg_quant_state_spec(l->q->states[i]);
+        bool on = bg_quant_state_enabled(l->q->states[i]);
         const char *name = on ? (sp->kind == BG_QUANT_INT ? NULL : bg_quant_kind_name(sp->kind)) : "fp32";
         char buf[16];
         if (!name) {
@@ -62,7 +59,7 @@ static void log_phases(loop *l, int64_t step) {
             name = buf;
         }
         char layer[BG_PARAM_NAME_MAX];
-        log_check(l, bg_trainlog_phase(l->o->log, step, layer_of(l->names[i], layer, sizeof layer), name,
+        log_check(l, bg_trainlog_phase(l->o->log, step, layer_of(l->q->names[i], layer, sizeof layer), name,
                                        on ? spec_bits(sp) : 0));
     }
 }
@@ -76,9 +73,15 @@ static void log_histograms(loop *l, int64_t step) {
 
 static void log_metrics(loop *l, int64_t step) {
     if (!l->o->log || l->log_status != BG_OK) return;
-    bg_qat_layer_metrics m[TOOL_MAX_QUANTIZERS];
-    int n = bg_qat_metrics(l->model, m, TOOL_MAX_QUANTIZERS);
-    log_check(l, bg_trainlog_qat_metrics(l->o->log, step, m, n < TOOL_MAX_QUANTIZERS ? n : TOOL_MAX_QUANTIZERS));
+    int max = l->q->n;   // a qlayer has at least one quantizer
+    bg_qat_layer_metrics *m = malloc(sizeof *m * (size_t)(max + 1));
+    if (!m) {
+        log_check(l, bg_set_error(BG_ERR_NOMEM, "out of memory for the metrics of %d quantizers", max));
+        return;
+    }
+    int n = bg_qat_metrics(l->model, m, max);
+    log_check(l, bg_trainlog_qat_metrics(l->o->log, step, m, n < max ? n : max));
+    free(m);
 }
 
 // --- the hooks of bg_train_epoch ---------------------------------------------------
@@ -95,27 +98,27 @@ static bg_tensor *kd_loss(bg_ctx *ctx, bg_tensor *out, bg_tensor *x, bg_tensor *
 
 static bg_status before_step(int64_t step, void *user) {
     loop *l = user;
-    if (l->n && l->o->log && step % METRICS_EVERY == METRICS_EVERY - 1) bg_model_track_quant(l->model, true);
+    if (l->q->n && l->o->log && step % METRICS_EVERY == METRICS_EVERY - 1) bg_model_track_quant(l->model, true);
     if (!l->has_sched) return BG_OK;
     int64_t local = step;   // the optimizer is new: its steps count from 0
     bool first = l->sched.last_step < 0;
     // A phase about to end: its weights and levels go to the histogram figure.
     bool ending = false;
-    for (int i = 0; i < l->n && !first; i++) {
-        int rule = bg_schedule_rule_for(&l->sched, l->names[i]);
-        if (rule >= 0 && bg_schedule_phase_at(&l->sched, l->names[i], local) != l->sched.rules[rule].current)
+    for (int i = 0; i < l->q->n && !first; i++) {
+        int rule = bg_schedule_rule_for(&l->sched, l->q->names[i]);
+        if (rule >= 0 && bg_schedule_phase_at(&l->sched, l->q->names[i], local) != l->sched.rules[rule].current)
             ending = true;
     }
     if (ending) log_histograms(l, step);
     bool applied = false;
-    bg_status s = bg_schedule_apply(&l->sched, local, l->states, l->names, l->weights, l->n, &applied);
+    bg_status s = bg_schedule_apply(&l->sched, local, l->q->states, l->q->names, l->q->weights, l->q->n, &applied);
     if (s != BG_OK) return s;
     if (applied) {
         log_phases(l, step);
         if (!first && !l->o->quiet) {
             if (l->tty) printf("\n");
             printf("  step %lld: schedule moves to %s\n", (long long)step,
-                   bg_schedule_spec_name(&l->sched, l->names[0], local));
+                   bg_schedule_spec_name(&l->sched, l->q->names[0], local));
             fflush(stdout);
         }
     }
@@ -125,7 +128,7 @@ static bg_status before_step(int64_t step, void *user) {
 static void after_step(int64_t step, double loss, int64_t batch, void *user) {
     loop *l = user;
     (void)batch;
-    if (l->n && l->o->log && step % METRICS_EVERY == METRICS_EVERY - 1) {
+    if (l->q->n && l->o->log && step % METRICS_EVERY == METRICS_EVERY - 1) {
         log_metrics(l, step + 1);
         bg_model_track_quant(l->model, false);
     }
@@ -153,17 +156,17 @@ static bool fail(bg_ctx *ctx) {
 }
 
 static bool evaluate(loop *l, bg_ctx *ctx, tool_data *d, double *acc) {
-    bool quantized = l->n > 0;
+    bool quantized = l->q->n > 0;
     if (quantized) {
         bg_model_set_quant_mode(l->model, BG_QUANT_MODE_EVAL);
-        if (l->has_sched && bg_schedule_sync(&l->sched, l->states, l->names, l->n) != BG_OK) return false;
+        if (l->has_sched && bg_schedule_sync(&l->sched, l->q->states, l->q->names, l->q->n) != BG_OK) return false;
         bg_model_track_quant(l->model, true);
     }
     bg_status s = bg_evaluate(ctx, l->model, d->test_b, acc);
     if (quantized) {
         bg_model_track_quant(l->model, false);
         bg_model_set_quant_mode(l->model, BG_QUANT_MODE_TRAIN);
-        if (l->has_sched && bg_schedule_sync(&l->sched, l->states, l->names, l->n) != BG_OK) return false;
+        if (l->has_sched && bg_schedule_sync(&l->sched, l->q->states, l->q->names, l->q->n) != BG_OK) return false;
     }
     return s == BG_OK;
 }
@@ -171,11 +174,6 @@ static bool evaluate(loop *l, bg_ctx *ctx, tool_data *d, double *acc) {
 bool tool_train(bg_module *model, tool_data *d, const tool_train_opts *o, tool_train_result *r) {
     loop l = {.o = o, .model = model, .tty = isatty(STDOUT_FILENO)};
     *r = (tool_train_result){0};
-    l.n = bg_model_quantizers(model, l.states, l.names, l.name_buf, l.weights, TOOL_MAX_QUANTIZERS);
-    if (l.n > TOOL_MAX_QUANTIZERS) {
-        fprintf(stderr, "%s: more than %d quantizers\n", o->label, TOOL_MAX_QUANTIZERS);
-        return false;
-    }
     l.steps_per_epoch = bg_batcher_batches(d->train_b);
     if (o->schedule) {
         char buf[BG_SCHEDULE_STR_MAX];
@@ -183,6 +181,7 @@ bool tool_train(bg_module *model, tool_data *d, const tool_train_opts *o, tool_t
         if (bg_schedule_parse(buf, l.steps_per_epoch, &l.sched) != BG_OK) return fail(NULL);
         l.has_sched = true;
     }
+    if (!(l.q = bg_model_quantizer_list(model))) return fail(NULL);
     bg_adam_opts ao = BG_ADAM_DEFAULTS;
     ao.lr = o->lr;
     bg_optim *opt = bg_adam_new(model, &ao);
@@ -194,7 +193,7 @@ bool tool_train(bg_module *model, tool_data *d, const tool_train_opts *o, tool_t
     }
     bg_train_opts topts = {.loss = o->teacher ? kd_loss : NULL, .user = &l, .before_step = before_step,
                            .after_step = after_step};
-    if (l.n) bg_model_set_quant_mode(model, BG_QUANT_MODE_TRAIN);
+    if (l.q->n) bg_model_set_quant_mode(model, BG_QUANT_MODE_TRAIN);
     for (l.epoch = 0; l.epoch < o->epochs; l.epoch++) {
         l.loss_sum = 0, l.loss_n = 0;
         double loss, acc, t0 = tool_now();
@@ -213,21 +212,22 @@ bool tool_train(bg_module *model, tool_data *d, const tool_train_opts *o, tool_t
         r->accuracy = acc;
         if (o->log && l.log_status == BG_OK)
             log_check(&l, bg_trainlog_eval(o->log, r->steps, o->label, acc));
-        if (l.n) log_metrics(&l, r->steps);
+        if (l.q->n) log_metrics(&l, r->steps);
         if (!o->quiet) {
             if (l.tty) printf("\r%*s\r", 80, "");
             printf("  %s epoch %d/%d  loss %.4f  test acc %.2f%%  %.1f s", o->label, l.epoch + 1, o->epochs, loss,
                    100 * acc, t1 - t0);
-            if (l.has_sched) printf("  [%s]", bg_schedule_spec_name(&l.sched, l.names[0], r->steps - 1));
+            if (l.has_sched) printf("  [%s]", bg_schedule_spec_name(&l.sched, l.q->names[0], r->steps - 1));
             printf("\n");
             fflush(stdout);
         }
     }
-    if (l.n) log_histograms(&l, r->steps);
+    if (l.q->n) log_histograms(&l, r->steps);
     ok = true;
 done:
     bg_ctx_free(ctx);
     bg_optim_free(opt);
+    bg_quantizer_list_free(l.q);
     return ok;
 }
 
