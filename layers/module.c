@@ -205,17 +205,17 @@ bg_tensor *bg_module_add_param(bg_module *m, const char *name, int ndim, const i
         m->cap_params = cap;
     }
     param_entry e = {0};
-    e.t = bg_tensor_wrap(BG_DTYPE_F32, ndim, shape, NULL);   // validates the shape
-    if (!e.t) return NULL;                                   // bg_last_error is set
-    int64_t n = bg_numel(e.t);
+    int64_t n;
+    if (bg_shape_check(ndim, shape, "module_add_param", &n) != BG_OK) return NULL;
     size_t bytes = (size_t)n * sizeof(float);
     e.name = dup_str(name);
     e.own_data = bg_aligned_alloc(bytes);
     e.own_grad = bg_aligned_alloc(bytes);
-    e.t->grad = bg_tensor_wrap(BG_DTYPE_F32, ndim, shape, NULL);
-    if (!e.name || !e.own_data || !e.own_grad || !e.t->grad) {
-        bg_tensor_free(e.t->grad);
-        e.t->grad = NULL;
+    e.t = e.own_data ? bg_tensor_wrap(BG_DTYPE_F32, ndim, shape, e.own_data) : NULL;
+    if (e.t && e.own_grad) e.t->grad = bg_tensor_wrap(BG_DTYPE_F32, ndim, shape, e.own_grad);
+    if (!e.name || !e.own_data || !e.own_grad || !e.t || !e.t->grad) {
+        if (e.t) bg_tensor_free(e.t->grad);
+        if (e.t) e.t->grad = NULL;
         bg_tensor_free(e.t);
         free(e.name);
         bg_aligned_free(e.own_data);
@@ -224,8 +224,6 @@ bg_tensor *bg_module_add_param(bg_module *m, const char *name, int ndim, const i
     }
     memset(e.own_data, 0, bytes);
     memset(e.own_grad, 0, bytes);
-    e.t->data = e.own_data;
-    e.t->grad->data = e.own_grad;
     e.t->owns_grad = true;
     e.t->requires_grad = true;
     e.t->name = e.name;

@@ -99,16 +99,25 @@ void bg_ctx_reset(bg_ctx *ctx) {
     ctx->n_nodes = 0;
 }
 
+/* Larger requests are refused before any arithmetic on them (no wrap). */
+#define ARENA_MAX_ALLOC ((size_t)1 << 60)
+
+static bool block_fits(const bg_arena_block *b, size_t need) { return need <= b->size - b->used; }
+
 void *bg_ctx_alloc(bg_ctx *ctx, size_t nbytes) {
     if (!ctx) return NULL;
+    if (nbytes > ARENA_MAX_ALLOC) {
+        bg_ctx_fail(ctx, BG_ERR_NOMEM, "arena: cannot allocate %zu bytes (more than 2^60)", nbytes);
+        return NULL;
+    }
     size_t need = round_up(nbytes ? nbytes : 1, BG_ALIGN);
     bg_arena_block *b = ctx->head;
     // Reuse later blocks kept from a previous step before chaining a new one.
-    while (b->used + need > b->size && b->next) {
+    while (!block_fits(b, need) && b->next) {
         b = b->next;
         b->used = 0;
     }
-    if (b->used + need > b->size) {
+    if (!block_fits(b, need)) {
         size_t size = need > ctx->first_block ? need : ctx->first_block;
         bg_arena_block *nb = block_new(size);
         if (!nb) {

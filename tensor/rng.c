@@ -73,12 +73,14 @@ static bg_status check_f32(const bg_tensor *t, const char *who) {
 
 bg_status bg_init_uniform(bg_tensor *t, bg_rng *rng, float lo, float hi) {
     if (check_f32(t, "init_uniform") != BG_OK) return bg_last_status();
+    if (!rng) return bg_set_error(BG_ERR_ARG, "init_uniform: rng is NULL");
     FOR_EACH_F32(t, p) *p = lo + (hi - lo) * bg_rng_uniform(rng);
     return BG_OK;
 }
 
 bg_status bg_init_normal(bg_tensor *t, bg_rng *rng, float mean, float std) {
     if (check_f32(t, "init_normal") != BG_OK) return bg_last_status();
+    if (!rng) return bg_set_error(BG_ERR_ARG, "init_normal: rng is NULL");
     FOR_EACH_F32(t, p) *p = mean + std * bg_rng_normal(rng);
     return BG_OK;
 }

@@ -21,12 +21,13 @@ const char *bg_dtype_name(bg_dtype dtype) {
 }
 
 int64_t bg_numel(const bg_tensor *t) {
+    if (!t) return 0;
     int64_t n = 1;
     for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
     return n;
 }
 
-size_t bg_nbytes(const bg_tensor *t) { return (size_t)bg_numel(t) * bg_dtype_size(t->dtype); }
+size_t bg_nbytes(const bg_tensor *t) { return t ? (size_t)bg_numel(t) * bg_dtype_size(t->dtype) : 0; }
 
 bool bg_is_contiguous(const bg_tensor *t) {
     int64_t expect = 1;
@@ -72,14 +73,32 @@ static bg_status header_init(bg_tensor *t, bg_dtype dtype, int ndim, const int64
     memset(t, 0, sizeof *t);
     t->dtype = dtype;
     t->ndim = ndim;
+    // The product of the non-zero dimensions bounds the element count and
+    // every stride, so neither can overflow.
+    int64_t extent = 1;
+    bool too_big = false;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0)
             return bg_set_error(BG_ERR_SHAPE, "%s: dimension %d is negative (%lld)", who, i,
                                 (long long)shape[i]);
         t->shape[i] = shape[i];
+        if (shape[i] > 0)
+            too_big |= __builtin_mul_overflow(extent, shape[i], &extent) || extent > BG_MAX_NUMEL;
+    }
+    if (too_big) {
+        char a[BG_SHAPE_STR_MAX];
+        return bg_set_error(BG_ERR_SHAPE, "%s: shape %s has more than 2^48 elements", who,
+                            bg_shape_str(t, a, sizeof a));
     }
     set_contiguous_strides(t);
     return BG_OK;
+}
+
+bg_status bg_shape_check(int ndim, const int64_t *shape, const char *who, int64_t *numel) {
+    bg_tensor h;
+    bg_status s = header_init(&h, BG_DTYPE_F32, ndim, shape, who ? who : "shape_check");
+    if (numel) *numel = s == BG_OK ? bg_numel(&h) : 0;
+    return s;
 }
 
 // --- persistent tensors -------------------------------------------------------
@@ -104,6 +123,11 @@ bg_tensor *bg_tensor_new(bg_dtype dtype, int ndim, const int64_t *shape) {
 bg_tensor *bg_tensor_wrap(bg_dtype dtype, int ndim, const int64_t *shape, void *data) {
     bg_tensor h;
     if (header_init(&h, dtype, ndim, shape, "tensor_wrap") != BG_OK) return NULL;
+    if (!data && bg_numel(&h) > 0) {
+        char a[BG_SHAPE_STR_MAX];
+        bg_set_error(BG_ERR_ARG, "tensor_wrap: data is NULL for a %s tensor", bg_shape_str(&h, a, sizeof a));
+        return NULL;
+    }
     bg_tensor *t = bg_aligned_alloc(sizeof *t);
     if (!t) {
         bg_set_error(BG_ERR_NOMEM, "tensor_wrap: out of memory");

@@ -116,6 +116,17 @@ typedef struct bg_tensor {
     const char *name;         /* optional, static or owned by the creator */
 } bg_tensor;
 
+/* The most elements one tensor may have (2^48): every shape is checked
+ * against it, so element counts, byte counts (numel * 8 < 2^51) and
+ * offsets never overflow. */
+#define BG_MAX_NUMEL ((int64_t)1 << 48)
+
+/* Checks a shape as every tensor constructor does (ndim 0..4, dimensions
+ * >= 0, at most BG_MAX_NUMEL elements) and gives its element count; the
+ * error names `who`. */
+bg_status bg_shape_check(int ndim, const int64_t *shape, const char *who, int64_t *numel);
+
+/* Element and byte counts; 0 for NULL. */
 int64_t bg_numel(const bg_tensor *t);
 size_t bg_nbytes(const bg_tensor *t);
 bool bg_is_contiguous(const bg_tensor *t);
@@ -138,7 +149,7 @@ bg_status bg_set_requires_grad(bg_tensor *t, bool requires_grad);
 
 /* A tensor header (on the heap) over caller-owned memory, e.g. one parameter
  * inside a module's contiguous buffer. Freed with bg_tensor_free, which then
- * frees only the header. */
+ * frees only the header. data may be NULL only for a tensor of 0 elements. */
 bg_tensor *bg_tensor_wrap(bg_dtype dtype, int ndim, const int64_t *shape, void *data);
 
 // ---------------------------------------------------------------------------
@@ -165,7 +176,7 @@ size_t bg_ctx_used_bytes(const bg_ctx *ctx);
 size_t bg_ctx_peak_bytes(const bg_ctx *ctx);
 
 /* Raw arena memory (64-byte aligned, uninitialised). NULL + sticky error when
- * out of memory. */
+ * out of memory or when nbytes is more than one block may hold (2^60). */
 void *bg_ctx_alloc(bg_ctx *ctx, size_t nbytes);
 
 /* Grad mode: when off, builders record nothing on the tape. Returns the

@@ -103,6 +103,10 @@ static void test_constructor_errors(void) {
     CHECK_STR(bg_last_error(), "Linear: in_features must be positive: 0");
     CHECK(bg_linear_new(3, 3, true, NULL) == NULL);
     CHECK_STR(bg_last_error(), "Linear: rng is NULL");
+    // Issue 10 case 3: a weight of more than BG_MAX_NUMEL elements is refused
+    // before anything is allocated or initialised.
+    CHECK(bg_linear_new((int64_t)1 << 31, (int64_t)1 << 31, true, &rng) == NULL);
+    CHECK_STR(bg_last_error(), "module_add_param: shape [2147483648,2147483648] has more than 2^48 elements");
     bg_conv2d_opts o = BG_CONV2D_DEFAULTS;
     o.groups = 2;
     CHECK(bg_conv2d_new(3, 4, 3, 3, &o, true, &rng) == NULL);

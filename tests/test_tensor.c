@@ -1,6 +1,7 @@
 /* test_tensor.c — bg_tensor, views, the ctx arena, sticky errors, the PRNG and
  * the initializers. */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "tests/test_util.h"
@@ -163,6 +164,48 @@ static void test_copy(void) {
     bg_ctx_free(ctx);
 }
 
+/* Issue 10, cases 2, 4, 5, 6, 16: sizes that overflow, NULL arguments. */
+static void test_size_limits(void) {
+    const int64_t big = (int64_t)1 << 31;
+    CHECK(bg_tensor_new(BG_DTYPE_F32, 2, (int64_t[]){big, big}) == NULL);
+    CHECK_STR(bg_last_error(), "tensor_new: shape [2147483648,2147483648] has more than 2^48 elements");
+    CHECK(bg_tensor_new(BG_DTYPE_F32, 2, (int64_t[]){(int64_t)1 << 62, 8}) == NULL);
+    CHECK_STR(bg_last_error(), "tensor_new: shape [4611686018427387904,8] has more than 2^48 elements");
+    CHECK(bg_tensor_new(BG_DTYPE_F32, 4, (int64_t[]){0, (int64_t)1 << 40, (int64_t)1 << 40, 2}) == NULL);
+    bg_tensor *empty = bg_tensor_new(BG_DTYPE_F32, 2, (int64_t[]){0, (int64_t)1 << 40});
+    CHECK(empty && bg_numel(empty) == 0 && bg_nbytes(empty) == 0);
+    bg_tensor_free(empty);
+    bg_ctx *ctx = bg_ctx_new(4096);
+    CHECK(bg_empty(ctx, BG_DTYPE_F32, 2, (int64_t[]){big, big}) == NULL);
+    CHECK_STR(bg_ctx_error(ctx), "empty: shape [2147483648,2147483648] has more than 2^48 elements");
+    bg_ctx_clear_error(ctx);
+    // The arena refuses sizes it cannot add without wrapping.
+    CHECK(bg_ctx_alloc(ctx, SIZE_MAX) == NULL);
+    CHECK_STR(bg_ctx_error(ctx), "arena: cannot allocate 18446744073709551615 bytes (more than 2^60)");
+    bg_ctx_clear_error(ctx);
+    unsigned char *first = bg_ctx_alloc(ctx, 100);
+    CHECK(first != NULL);
+    CHECK(bg_ctx_alloc(ctx, SIZE_MAX - 100) == NULL);
+    bg_ctx_clear_error(ctx);
+    unsigned char *next = bg_ctx_alloc(ctx, 100);
+    CHECK(next && (next >= first + 100 || next + 100 <= first));   // no overlap
+    CHECK(bg_ctx_used_bytes(ctx) == 256);
+    bg_ctx_free(ctx);
+    // NULL arguments.
+    CHECK(bg_numel(NULL) == 0 && bg_nbytes(NULL) == 0);
+    bg_tensor *t = bg_tensor_new(BG_DTYPE_F32, BG_SHAPE(4));
+    CHECK(bg_init_normal(t, NULL, 0.0f, 1.0f) == BG_ERR_ARG);
+    CHECK_STR(bg_last_error(), "init_normal: rng is NULL");
+    CHECK(bg_init_uniform(t, NULL, 0.0f, 1.0f) == BG_ERR_ARG);
+    CHECK_STR(bg_last_error(), "init_uniform: rng is NULL");
+    bg_tensor_free(t);
+    CHECK(bg_tensor_wrap(BG_DTYPE_F32, BG_SHAPE(2, 3), NULL) == NULL);
+    CHECK_STR(bg_last_error(), "tensor_wrap: data is NULL for a [2,3] tensor");
+    bg_tensor *w0 = bg_tensor_wrap(BG_DTYPE_F32, BG_SHAPE(0, 3), NULL);
+    CHECK(w0 && bg_numel(w0) == 0);
+    bg_tensor_free(w0);
+}
+
 int main(void) {
     test_shapes_and_views();
     test_errors_are_sticky();
@@ -170,5 +213,6 @@ int main(void) {
     test_persistent();
     test_rng_and_init();
     test_copy();
+    test_size_limits();
     return bg_test_finish();
 }
