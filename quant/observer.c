@@ -681,7 +681,10 @@ bg_status bg_quant_params_compute(bg_ctx *ctx, const bg_quant_spec *spec, bg_qua
         memcpy(bg_f32(st->t[P_SCALE]), sc, sizeof(float) * (size_t)channels);
         memcpy(bg_f32(st->t[P_ZERO_POINT]), zp, sizeof(float) * (size_t)channels);
     }
-    uint64_t calls = st ? (uint64_t)st->calls++ : 0;
+    uint64_t calls = st ? (uint64_t)st->calls : 0;
+    // The count wraps to 0 after INT64_MAX (a restored checkpoint may hold
+    // any non-negative count): never a signed overflow.
+    if (st) st->calls = st->calls == INT64_MAX ? 0 : st->calls + 1;
     out->outer = outer;
     out->channels = channels;
     out->inner = inner;

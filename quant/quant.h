@@ -268,7 +268,7 @@ void bg_quant_state_reset(bg_quant_state *st);
 bg_status bg_quant_state_init_from(bg_quant_state *st, const bg_tensor *x);
 
 /* Number of forwards that observed or initialised (the stochastic rounding
- * stream also advances with it). */
+ * stream also advances with it). Counts from 0 again after INT64_MAX. */
 int64_t bg_quant_state_calls(const bg_quant_state *st);
 
 /* The non-parameter state, for checkpoints: everything a forward reads or

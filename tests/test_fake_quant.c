@@ -611,6 +611,29 @@ static void test_stochastic(void) {
     bg_quant_state_free(b);
 }
 
+/* Issue 10 case 1: a restored call count of INT64_MAX (a checkpoint may hold
+ * one) wraps to 0 on the next forward instead of overflowing (UBSan aborts
+ * on the overflow in the sanitizer build). */
+static void test_call_count_wraps(void) {
+    const int64_t shape[1] = {4};
+    const float x[4] = {-1.0f, -0.25f, 0.5f, 1.0f};
+    bg_quant_spec spec = parse("int4:stochastic=3:moving_minmax");
+    bg_quant_state *st;
+    CHECK(bg_quant_state_new(&spec, 1, shape, &st) == BG_OK);
+    bg_quant_state_flags fl;
+    CHECK(bg_quant_state_get_buffers(st, NULL, NULL, NULL, NULL, &fl) == BG_OK);
+    fl.calls = INT64_MAX;
+    CHECK(bg_quant_state_set_buffers(st, NULL, NULL, NULL, NULL, &fl) == BG_OK);
+    bg_ctx *ctx = bg_ctx_new(0);
+    bg_tensor *xt = bg_from_data(ctx, BG_DTYPE_F32, 1, shape, x);
+    CHECK(bg_fake_quant(ctx, xt, &spec, st) != NULL);
+    CHECK(bg_quant_state_calls(st) == 0);
+    CHECK(bg_fake_quant(ctx, xt, &spec, st) != NULL);
+    CHECK(bg_quant_state_calls(st) == 1);
+    bg_ctx_free(ctx);
+    bg_quant_state_free(st);
+}
+
 static void test_observer_controls(void) {
     const int64_t shape[1] = {8};
     const float b1[8] = {-1, 0.5f, 2, 0.25f, -0.5f, 1, 0, 1.5f};
@@ -929,6 +952,7 @@ int main(void) {
     test_lsq_plus_formula();
     test_binary();
     test_stochastic();
+    test_call_count_wraps();
     test_observer_controls();
     test_percentile_mse();
     test_mse_sampled();
