@@ -46,7 +46,15 @@ const char *bg_op_name(bg_op op);
 // backward
 
 /* loss must be a single element that requires grad. Seeds dloss = 1 and
- * accumulates into every leaf's grad. */
+ * accumulates into every leaf's grad.
+ * One backward per step: a second backward on a tape already walked (the
+ * same loss again, or another loss recorded in the same step) fails with
+ * BG_ERR_STATE instead of adding the shared nodes' gradients twice; sum the
+ * losses first, or bg_ctx_reset and run the forward again (PyTorch's
+ * retain_graph is not supported). A loss recorded on another ctx, or before
+ * ctx's last bg_ctx_reset, fails too; so does an op given an arena tensor
+ * from before its ctx's last reset (its memory holds newer data). A live
+ * tensor of another ctx is a valid op input (a dataset kept in its own ctx). */
 bg_status bg_backward(bg_ctx *ctx, bg_tensor *loss);
 /* Same with an explicit upstream gradient dout (same shape as out). */
 bg_status bg_backward_with_grad(bg_ctx *ctx, bg_tensor *out, const bg_tensor *dout);

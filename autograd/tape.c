@@ -50,6 +50,11 @@ bool bg_check_f32(bg_ctx *ctx, const char *op, const bg_tensor *x, const char *w
         bg_ctx_fail(ctx, BG_ERR_ARG, "%s: %s is NULL", op, what);
         return false;
     }
+    const char *stale = bg_tensor_stale_reason(ctx, x);
+    if (stale) {
+        bg_ctx_fail(ctx, BG_ERR_STATE, "%s: %s %s", op, what, stale);
+        return false;
+    }
     if (x->dtype != BG_DTYPE_F32) {
         char s[BG_SHAPE_STR_MAX];
         bg_ctx_fail(ctx, BG_ERR_DTYPE, "%s: %s is %s %s, want f32", op, what,
@@ -74,6 +79,7 @@ bool bg_check_axis(bg_ctx *ctx, const char *op, const bg_tensor *x, int *axis) {
 // --- backward ---------------------------------------------------------------
 
 static bg_status run_tape(bg_ctx *ctx) {
+    ctx->tape_walked = true;
     for (bg_node *n = ctx->tape_tail; n; n = n->prev) {
         if (!n->out->grad) continue;  // nothing flows through this node
         bg_op_table[n->op].backward(ctx, n);
@@ -87,6 +93,20 @@ static bg_status backward_check(bg_ctx *ctx, const bg_tensor *out) {
     if (ctx->status != BG_OK) return ctx->status;
     if (!out) {
         bg_ctx_fail(ctx, BG_ERR_ARG, "backward: output is NULL");
+        return ctx->status;
+    }
+    const char *stale = bg_tensor_stale_reason(ctx, out);
+    if (stale || bg_tensor_is_foreign(ctx, out)) {
+        bg_ctx_fail(ctx, BG_ERR_STATE, "backward: the output %s",
+                    stale ? stale : "was built on another ctx: pass the ctx that recorded its tape");
+        return ctx->status;
+    }
+    // Walking the tape again would add every node's gradient a second time
+    // (PyTorch refuses it too unless retain_graph).
+    if (ctx->tape_walked) {
+        bg_ctx_fail(ctx, BG_ERR_STATE,
+                    "backward: this step's tape was already walked by a backward; call bg_ctx_reset and run "
+                    "the forward again (one backward per step)");
         return ctx->status;
     }
     if (!out->requires_grad) {

@@ -11,6 +11,23 @@
 #define DEFAULT_FIRST_BLOCK ((size_t)16 << 20)
 
 static atomic_uint_fast64_t alloc_count;
+static atomic_uint_fast32_t ctx_serial;
+
+/* The next step's tag: same ctx, step + 1, never 0 in the low half. */
+static uint64_t next_step_tag(uint64_t tag) {
+    uint32_t step = (uint32_t)tag + 1;
+    return (tag & ~(uint64_t)0xffffffffu) | (step ? step : 1);
+}
+
+bool bg_tensor_is_foreign(const bg_ctx *ctx, const bg_tensor *t) {
+    return t && !t->persistent && t->arena_tag != 0 && t->arena_tag >> 32 != ctx->tag >> 32;
+}
+
+const char *bg_tensor_stale_reason(const bg_ctx *ctx, const bg_tensor *t) {
+    if (!t || t->persistent || t->arena_tag == 0 || t->arena_tag == ctx->tag || bg_tensor_is_foreign(ctx, t))
+        return NULL;
+    return "was built before the last bg_ctx_reset: its memory now holds newer data";
+}
 
 uint64_t bg_alloc_count(void) { return (uint64_t)atomic_load(&alloc_count); }
 
@@ -67,6 +84,7 @@ bg_ctx *bg_ctx_new(size_t first_block) {
         return NULL;
     }
     ctx->grad_enabled = true;
+    ctx->tag = (uint64_t)(atomic_fetch_add(&ctx_serial, 1) + 1) << 32 | 1;
     return ctx;
 }
 
@@ -97,6 +115,8 @@ void bg_ctx_reset(bg_ctx *ctx) {
     ctx->error[0] = '\0';
     ctx->tape_tail = NULL;
     ctx->n_nodes = 0;
+    ctx->tape_walked = false;
+    ctx->tag = next_step_tag(ctx->tag);
 }
 
 /* Larger requests are refused before any arithmetic on them (no wrap). */

@@ -176,6 +176,7 @@ static bg_tensor *arena_tensor(bg_ctx *ctx, bg_dtype dtype, int ndim, const int6
     if (!t || !data) return NULL;
     *t = h;
     t->data = data;
+    t->arena_tag = ctx->tag;
     return t;
 }
 
@@ -269,6 +270,7 @@ static bg_tensor *view_of(bg_ctx *ctx, const bg_tensor *t, const char *who) {
     v->node = NULL;
     v->persistent = false;
     v->requires_grad = false;
+    v->arena_tag = ctx->tag;
     return v;
 }
 

@@ -114,6 +114,7 @@ typedef struct bg_tensor {
     bool persistent;          /* owned by its creator, not by an arena */
     bool owns_grad;           /* grad was allocated for it and is freed with it */
     const char *name;         /* optional, static or owned by the creator */
+    uint64_t arena_tag;       /* the ctx and step that made it (0: not an arena tensor) */
 } bg_tensor;
 
 /* The most elements one tensor may have (2^48): every shape is checked

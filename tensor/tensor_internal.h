@@ -28,6 +28,16 @@ struct bg_ctx {
     bool grad_enabled;
     struct bg_node *tape_tail; /* last recorded node; nodes link backwards */
     int64_t n_nodes;
+    bool tape_walked;          /* a backward ran over this tape */
+    uint64_t tag;              /* this ctx (high 32 bits) and step since reset (low 32) */
 };
+
+/* Why t cannot be read on ctx now (built before ctx's last reset, so its
+ * memory holds newer data), or NULL when it can. Persistent tensors,
+ * caller-made headers (tag 0) and tensors of another ctx pass: another
+ * ctx's live tensors are valid inputs (a dataset held in its own ctx). */
+const char *bg_tensor_stale_reason(const bg_ctx *ctx, const bg_tensor *t);
+/* True when t was made by another ctx (a loss whose tape is elsewhere). */
+bool bg_tensor_is_foreign(const bg_ctx *ctx, const bg_tensor *t);
 
 #endif

@@ -140,11 +140,68 @@ static void test_op_table(void) {
     CHECK_STR(bg_op_name(BG_OP_COUNT), "unknown");
 }
 
+/* Issue 10 cases 9 and 10: one backward per step, and tensors of another
+ * ctx or of an earlier step. */
+static void test_tape_reuse_and_stale_tensors(void) {
+    float w0[3] = {1.0f, 2.0f, 3.0f};
+    bg_tensor *w = bg_tensor_new(BG_DTYPE_F32, BG_SHAPE(3));
+    memcpy(w->data, w0, sizeof w0);
+    bg_set_requires_grad(w, true);
+    bg_ctx *ctx = bg_ctx_new(0);
+    // A second backward over the same tape is refused; the gradient stays 2w.
+    bg_tensor *l = bg_sum_all(ctx, bg_mul(ctx, w, w));
+    CHECK(bg_backward(ctx, l) == BG_OK);
+    CHECK(bg_backward(ctx, l) == BG_ERR_STATE);
+    CHECK_STR(bg_ctx_error(ctx), "backward: this step's tape was already walked by a backward; call bg_ctx_reset "
+                                 "and run the forward again (one backward per step)");
+    CHECK(bg_f32(w->grad)[0] == 2.0f && bg_f32(w->grad)[1] == 4.0f && bg_f32(w->grad)[2] == 6.0f);
+    // A second loss on a walked tape: refused as well.
+    bg_ctx_reset(ctx);
+    memset(w->grad->data, 0, sizeof w0);
+    bg_tensor *l1 = bg_sum_all(ctx, bg_mul(ctx, w, w));
+    bg_tensor *l2 = bg_sum_all(ctx, bg_scale(ctx, w, 3.0f));
+    CHECK(bg_backward(ctx, l1) == BG_OK);
+    CHECK(bg_backward(ctx, l2) == BG_ERR_STATE);
+    CHECK(bg_f32(w->grad)[0] == 2.0f && bg_f32(w->grad)[2] == 6.0f);
+    // Their sum in one backward is PyTorch's 5 7 9 (2w + 3).
+    bg_ctx_reset(ctx);
+    memset(w->grad->data, 0, sizeof w0);
+    CHECK(bg_backward(ctx, bg_add(ctx, bg_sum_all(ctx, bg_mul(ctx, w, w)), bg_sum_all(ctx, bg_scale(ctx, w, 3.0f)))) ==
+          BG_OK);
+    CHECK(bg_f32(w->grad)[0] == 5.0f && bg_f32(w->grad)[1] == 7.0f && bg_f32(w->grad)[2] == 9.0f);
+    // A loss recorded on another ctx.
+    bg_ctx_reset(ctx);
+    bg_ctx *other = bg_ctx_new(0);
+    bg_tensor *lo = bg_sum_all(other, bg_mul(other, w, w));
+    CHECK(bg_backward(ctx, lo) == BG_ERR_STATE);
+    CHECK_STR(bg_ctx_error(ctx), "backward: the output was built on another ctx: pass the ctx that recorded its tape");
+    // Another ctx's live tensor is a valid input (a dataset in its own ctx).
+    bg_ctx_reset(ctx);
+    bg_tensor *data = bg_full(other, BG_SHAPE(3), 2.0f);
+    bg_tensor *y = bg_mul(ctx, w, data);
+    CHECK(y && bg_f32(y)[2] == 6.0f);
+    bg_ctx_free(other);
+    // A loss, and an input, from before the last reset.
+    bg_ctx_reset(ctx);
+    bg_tensor *old = bg_sum_all(ctx, bg_mul(ctx, w, w));
+    bg_tensor *x_old = bg_full(ctx, BG_SHAPE(3), 1.0f);
+    bg_ctx_reset(ctx);
+    CHECK(bg_backward(ctx, old) == BG_ERR_STATE);
+    CHECK_STR(bg_ctx_error(ctx),
+              "backward: the output was built before the last bg_ctx_reset: its memory now holds newer data");
+    bg_ctx_reset(ctx);
+    CHECK(bg_add(ctx, w, x_old) == NULL);
+    CHECK_STR(bg_ctx_error(ctx), "add: b was built before the last bg_ctx_reset: its memory now holds newer data");
+    bg_ctx_free(ctx);
+    bg_tensor_free(w);
+}
+
 int main(void) {
     test_no_grad_records_nothing();
     test_micro_batch_accumulation();
     test_fan_out_and_dead_branches();
     test_backward_errors();
+    test_tape_reuse_and_stale_tensors();
     test_op_table();
     return bg_test_finish();
 }

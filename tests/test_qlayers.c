@@ -785,6 +785,8 @@ static void test_fake_quant_module(void) {
     CHECK(fabsf(bg_f32(bg_module_param(net, 2)->grad)[0]) > 0);
     // The hidden activations really are on the 4-bit grid: h = k * s, k in [-8, 7].
     bg_ctx_reset(ctx);
+    x = bg_empty(ctx, BG_DTYPE_F32, BG_SHAPE(3, 4));
+    bg_init_normal(x, &rng, 0.0f, 1.0f);
     bg_tensor *h = bg_module_forward(ctx, fq, bg_module_forward(ctx, bg_module_child(net, 0), x));
     float s = bg_f32(bg_module_param(net, 2))[0];
     bool grid = h != NULL;
