@@ -92,6 +92,8 @@ bg_tensor *bg_mean(bg_ctx *ctx, bg_tensor *x, int axis, bool keepdim);
 bg_tensor *bg_max(bg_ctx *ctx, bg_tensor *x, int axis, bool keepdim); /* grad to the first max */
 bg_tensor *bg_sum_all(bg_ctx *ctx, bg_tensor *x);   /* shape [] (one element) */
 bg_tensor *bg_mean_all(bg_ctx *ctx, bg_tensor *x);
+/* Ties: the whole gradient goes to the first maximum in row-major order
+ * (PyTorch spreads it evenly over the tied elements). */
 bg_tensor *bg_max_all(bg_ctx *ctx, bg_tensor *x);
 bg_tensor *bg_softmax(bg_ctx *ctx, bg_tensor *x, int axis);
 bg_tensor *bg_log_softmax(bg_ctx *ctx, bg_tensor *x, int axis);
@@ -103,7 +105,10 @@ typedef struct bg_cross_entropy_opts {
 #define BG_CROSS_ENTROPY_DEFAULTS ((bg_cross_entropy_opts){.label_smoothing = 0.0f, .ignore_index = -100})
 
 /* Mean cross-entropy of logits [N,C] against i32 labels [N] in [0,C).
- * opts may be NULL (defaults). Returns shape []. */
+ * opts may be NULL (defaults). Returns shape []. When every label is
+ * ignore_index the loss is 0 with a zero gradient (PyTorch gives NaN): a
+ * batch of padding alone leaves the model alone and does not trip the
+ * trainer's non-finite check. */
 bg_tensor *bg_cross_entropy(bg_ctx *ctx, bg_tensor *logits, bg_tensor *labels,
                             const bg_cross_entropy_opts *opts);
 /* mean((a - b)^2), shape []; both inputs receive gradients. */
