@@ -21,6 +21,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "tensor/tensor.h"
 
@@ -58,9 +59,60 @@ void bg_safetensors_writer_free(bg_safetensors_writer *w);
  * save time, so it must stay valid until then. Names must be unique. */
 bg_status bg_safetensors_writer_add(bg_safetensors_writer *w, const char *name, const bg_tensor *t);
 bg_status bg_safetensors_writer_meta(bg_safetensors_writer *w, const char *key, const char *value);
-/* Writes atomically: path.tmp-XXXXXX in the same folder, fsync, rename. On
- * failure the previous file at path is untouched. */
+/* Writes atomically through bg_atomic_begin / _commit (below): path.tmp-XXXXXX
+ * in the same folder, fsync, rename. On failure the previous file at path is
+ * untouched; a path that exists and is not a regular file is refused. */
 bg_status bg_safetensors_writer_save(bg_safetensors_writer *w, const char *path);
+
+// ---------------------------------------------------------------------------
+// atomic writes (format/atomic.c): what every bitgrad writer (safetensors,
+// ONNX, PNG plots) goes through.
+//
+//     bg_atomic_file af;
+//     if (bg_atomic_begin(&af, "plot", path) != BG_OK) return bg_last_status();
+//     bool ok = fwrite(data, 1, n, af.f) == n;
+//     return bg_atomic_commit(&af, ok);    // fsync, rename; on failure nothing changed
+//
+// - An existing path that is not a regular file (a device node such as
+//   /dev/null, a FIFO, a folder, a socket; a symbolic link to one) is
+//   refused with BG_ERR_IO before anything is created: "OP: PATH: exists and
+//   is not a regular file (a character device), refusing to replace it".
+// - The bytes go to "<path>.tmp-XXXXXX" in the same folder, locked (flock)
+//   until it has been renamed over path; a failure at any step unlinks it and
+//   leaves path untouched.
+// - Stale temporary files of the same path (a writer killed before its
+//   rename) are removed when a write of that path begins: only names that are
+//   exactly "<basename>.tmp-" + 6 letters or digits, regular files of this
+//   user, not modified for BG_ATOMIC_STALE_SECONDS, and not locked — a
+//   concurrent writer of the same path holds its lock, so its file is never
+//   taken (format/atomic.c explains the choice).
+
+/* A temporary file untouched this long (and unlocked) is stale. */
+#define BG_ATOMIC_STALE_SECONDS 5
+
+typedef struct bg_atomic_file {
+    FILE *f;            /* write the contents here */
+    char *tmp;          /* the temporary file's path */
+    const char *path;   /* the destination (the caller's string) */
+    const char *op;     /* the message prefix, e.g. "safetensors" */
+    int lock_fd;        /* holds the lock until the rename */
+} bg_atomic_file;
+
+/* Checks path (above), removes its stale temporary files, creates and locks
+ * the temporary file. On failure nothing exists and *af holds no file. */
+bg_status bg_atomic_begin(bg_atomic_file *af, const char *op, const char *path);
+/* write_ok false: the caller's writes failed (errno still tells why); the
+ * temporary file is removed and BG_ERR_IO "OP: PATH: cannot write TMP: ..."
+ * returned. Otherwise flushes, fsyncs, checks the path again and renames.
+ * *af is released either way. */
+bg_status bg_atomic_commit(bg_atomic_file *af, bool write_ok);
+/* Drops the temporary file (no error is set). */
+void bg_atomic_abort(bg_atomic_file *af);
+/* Only the "not a regular file" check: BG_OK when path does not exist or is
+ * a regular file. */
+bg_status bg_atomic_check_target(const char *op, const char *path);
+/* Only the stale-file removal; returns how many were removed. */
+int bg_atomic_remove_stale(const char *path);
 
 // ---------------------------------------------------------------------------
 // 4-bit packing (format/pack.c)

@@ -3,12 +3,10 @@
  * raw little-endian tensor data, fully covered by the tensors' offsets.
  * Calls tensor/ and jansson only. */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <jansson.h>
 
@@ -553,60 +551,19 @@ bg_status bg_safetensors_writer_save(bg_safetensors_writer *w, const char *path)
     size_t hlen = 0;
     char *header = build_header(w, path, &hlen);
     if (!header) return bg_last_status();
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + sizeof ".tmp-XXXXXX");
-    if (!tmp) {
+    bg_atomic_file af;
+    bg_status s = bg_atomic_begin(&af, "safetensors", path);
+    if (s != BG_OK) {
         free(header);
-        return bg_set_error(BG_ERR_NOMEM, "safetensors: %s: out of memory", path);
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp-XXXXXX", sizeof ".tmp-XXXXXX");
-    bg_status s = BG_OK;
-    FILE *f = NULL;
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        s = bg_set_error(BG_ERR_IO, "safetensors: %s: cannot create a temporary file: %s", path, strerror(errno));
-        goto done;
-    }
-    fchmod(fd, 0644);  // mkstemp makes 0600; a checkpoint is an ordinary file
-    f = fdopen(fd, "wb");
-    if (!f) {
-        s = bg_set_error(BG_ERR_IO, "safetensors: %s: cannot open %s: %s", path, tmp, strerror(errno));
-        close(fd);
-        goto fail;
+        return s;
     }
     unsigned char lenbuf[8];
     for (int i = 0; i < 8; i++) lenbuf[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
-    bool ok = fwrite(lenbuf, 1, 8, f) == 8 && fwrite(header, 1, hlen, f) == hlen;
+    bool ok = fwrite(lenbuf, 1, 8, af.f) == 8 && fwrite(header, 1, hlen, af.f) == hlen;
     for (int pass = 0; ok && pass < 2; pass++)
         for (int i = 0; ok && i < w->n; i++)
-            if ((bg_dtype_size(w->entries[i].t.dtype) >= 4) == (pass == 0)) ok = write_tensor(f, &w->entries[i].t);
-    if (!ok || fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        s = bg_set_error(BG_ERR_IO, "safetensors: %s: cannot write %s: %s", path, tmp, strerror(errno));
-        fclose(f);
-        goto fail;
-    }
-    if (fclose(f) != 0) {
-        s = bg_set_error(BG_ERR_IO, "safetensors: %s: cannot close %s: %s", path, tmp, strerror(errno));
-        goto fail;
-    }
-    if (rename(tmp, path) != 0) {
-        s = bg_set_error(BG_ERR_IO, "safetensors: %s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-        goto fail;
-    }
-    // Make the rename itself durable (best effort).
-    char *slash = strrchr(tmp, '/');
-    if (slash) slash[slash == tmp ? 1 : 0] = '\0';
-    int dfd = open(slash ? tmp : ".", O_RDONLY);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    goto done;
-fail:
-    unlink(tmp);
-done:
-    free(tmp);
+            if ((bg_dtype_size(w->entries[i].t.dtype) >= 4) == (pass == 0)) ok = write_tensor(af.f, &w->entries[i].t);
+    s = bg_atomic_commit(&af, ok);
     free(header);
     return s;
 }

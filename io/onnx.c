@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "io/io.h"
 #include "qat/qat.h"
@@ -821,32 +820,14 @@ static Onnx__ValueInfoProto *value_info(ox *b, const char *name, const shp *s) {
     return vi;
 }
 
-/* Writes len bytes to path atomically: path.tmp-XXXXXX, fsync, rename. */
+/* Writes len bytes to path atomically (format/format.h: bg_atomic_begin):
+ * path.tmp-XXXXXX, fsync, rename; a path that is not a regular file is
+ * refused. */
 static bg_status write_atomic(const char *path, const uint8_t *data, size_t len) {
-    size_t pl = strlen(path);
-    char *tmp = malloc(pl + 16);
-    if (!tmp) return bg_set_error(BG_ERR_NOMEM, "onnx_export: out of memory");
-    memcpy(tmp, path, pl);
-    memcpy(tmp + pl, ".tmp-XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        bg_status st = bg_set_error(BG_ERR_IO, "onnx_export: cannot create a temporary file beside %s", path);
-        free(tmp);
-        return st;
-    }
-    size_t off = 0;
-    bool ok = true;
-    while (ok && off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w <= 0) ok = false;
-        else off += (size_t)w;
-    }
-    ok = ok && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    ok = ok && rename(tmp, path) == 0;
-    if (!ok) unlink(tmp);
-    free(tmp);
-    return ok ? BG_OK : bg_set_error(BG_ERR_IO, "onnx_export: cannot write %s", path);
+    bg_atomic_file af;
+    bg_status s = bg_atomic_begin(&af, "onnx_export", path);
+    if (s != BG_OK) return s;
+    return bg_atomic_commit(&af, fwrite(data, 1, len, af.f) == len);
 }
 
 static void ox_free(ox *b) {

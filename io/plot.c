@@ -3,7 +3,6 @@
  * legends), four figures, and an atomic PNG writer through libpng.
  * Calls tensor/ (errors), the trainlog structs, libpng and POSIX only. */
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <setjmp.h>   /* before png.h, which needs jmp_buf */
 #include <stdint.h>
@@ -11,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <png.h>
 
@@ -550,40 +548,19 @@ static bool png_encode(const canvas *c, FILE *f, png_err *e) {
     return true;
 }
 
-/* Writes path atomically: path.tmp-XXXXXX in the same folder, then rename. */
+/* Writes path atomically (format/format.h: bg_atomic_begin): path.tmp-XXXXXX
+ * in the same folder, fsync, rename; a path that is not a regular file is
+ * refused. */
 static bg_status png_save(const canvas *c, const char *path) {
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + sizeof ".tmp-XXXXXX");
-    if (!tmp) return bg_set_error(BG_ERR_NOMEM, "plot: %s: out of memory", path);
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp-XXXXXX", sizeof ".tmp-XXXXXX");
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        bg_status s = bg_set_error(BG_ERR_IO, "plot: %s: cannot create a temporary file: %s", path, strerror(errno));
-        free(tmp);
-        return s;
-    }
-    fchmod(fd, 0644);   // mkstemp makes 0600; a figure is an ordinary file
-    FILE *f = fdopen(fd, "wb");
-    if (!f) {
-        bg_status s = bg_set_error(BG_ERR_IO, "plot: %s: cannot open %s: %s", path, tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return s;
-    }
+    bg_atomic_file af;
+    bg_status s = bg_atomic_begin(&af, "plot", path);
+    if (s != BG_OK) return s;
     png_err e = {{0}};
-    bg_status s = BG_OK;
-    if (!png_encode(c, f, &e)) s = bg_set_error(BG_ERR_IO, "plot: %s: PNG encoding failed: %s", path, e.msg);
-    if (fflush(f) != 0 && s == BG_OK)
-        s = bg_set_error(BG_ERR_IO, "plot: %s: cannot write %s: %s", path, tmp, strerror(errno));
-    if (fclose(f) != 0 && s == BG_OK)
-        s = bg_set_error(BG_ERR_IO, "plot: %s: cannot close %s: %s", path, tmp, strerror(errno));
-    if (s == BG_OK && rename(tmp, path) != 0)
-        s = bg_set_error(BG_ERR_IO, "plot: %s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-    if (s != BG_OK) unlink(tmp);
-    free(tmp);
-    return s;
+    if (!png_encode(c, af.f, &e)) {
+        bg_atomic_abort(&af);
+        return bg_set_error(BG_ERR_IO, "plot: %s: PNG encoding failed: %s", path, e.msg);
+    }
+    return bg_atomic_commit(&af, true);
 }
 
 // ---------------------------------------------------------------------------
