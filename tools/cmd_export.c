@@ -14,7 +14,8 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: bitgrad export CKPT OUT [--format bitgrad|onnx] [--input-shape F | C,H,W]\n"
             "  CKPT            a checkpoint written by bitgrad (bg_checkpoint_save)\n"
-            "  OUT             the file to write (atomically)\n"
+            "  OUT             the file to write (atomically); not CKPT itself, and not an\n"
+            "                  existing device, FIFO or folder\n"
             "  --format        bitgrad: packed low-bit weights for `bitgrad infer` (default)\n"
             "                  onnx: opset 13 with int8 QDQ, for other runtimes\n"
             "  --input-shape   one example's shape; default: the first Linear's features, or\n"
@@ -79,6 +80,9 @@ int bg_cmd_export(int argc, char **argv) {
         fprintf(stderr, "--format: expected bitgrad or onnx, got '%s'\n", format);
         return 2;
     }
+    // Writing onto the checkpoint would replace it; a device node as OUT is
+    // refused by the library's writer (format/atomic.c).
+    if (!tool_check_output("export", out, "checkpoint", ckpt)) return 2;
     bg_module *model = NULL;
     if (bg_checkpoint_load_model(ckpt, &model) != BG_OK) {
         fprintf(stderr, "bitgrad export: %s\n", bg_last_error());

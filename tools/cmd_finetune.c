@@ -99,6 +99,13 @@ static int parse(int argc, char **argv, finetune_opts *o) {
         return 2;
     }
     if (!strcmp(o->schedule, "none")) o->schedule = NULL;
+    // the outputs must not replace an input (nor each other)
+    if (!tool_check_output("finetune", o->out, "checkpoint", o->ckpt) ||
+        (o->teacher && !tool_check_output("finetune", o->out, "teacher checkpoint", o->teacher)) ||
+        !tool_check_output("finetune", o->log, "checkpoint", o->ckpt) ||
+        (o->teacher && !tool_check_output("finetune", o->log, "teacher checkpoint", o->teacher)) ||
+        !tool_check_output("finetune", o->log, "output checkpoint", o->out))
+        return 2;
     return 0;
 }
 

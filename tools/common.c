@@ -92,3 +92,20 @@ int64_t tool_file_size(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 ? (int64_t)sb.st_size : -1;
 }
+
+bool tool_same_file(const char *a, const char *b) {
+    if (!a || !b) return false;
+    if (!strcmp(a, b)) return true;
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+bool tool_check_output(const char *cmd, const char *out, const char *what, const char *in) {
+    if (!tool_same_file(out, in)) return true;
+    if (!strcmp(out, in))
+        fprintf(stderr, "bitgrad %s: the output %s is the %s itself: refusing to overwrite an input\n", cmd, out, what);
+    else
+        fprintf(stderr, "bitgrad %s: the output %s is the same file as the %s %s: refusing to overwrite an input\n", cmd,
+                out, what, in);
+    return false;
+}

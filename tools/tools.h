@@ -37,6 +37,13 @@ double tool_now(void);
 bool tool_make_dir(const char *dir);
 /* Size of a file in bytes, -1 when it cannot be read. */
 int64_t tool_file_size(const char *path);
+/* True when a and b name the same file: the same path, or two existing paths
+ * with the same device and inode (a hard or symbolic link). */
+bool tool_same_file(const char *a, const char *b);
+/* False, with "bitgrad CMD: the output OUT is the WHAT itself: refusing to
+ * overwrite an input" (or "... is the same file as the WHAT IN: ...") on
+ * stderr, when out and the input in are the same file. */
+bool tool_check_output(const char *cmd, const char *out, const char *what, const char *in);
 
 // --- training ----------------------------------------------------------------------
 

@@ -44,6 +44,35 @@ check "plot names the bad line" grep -q 'line 2: "loss" is not a number' "$out/b
 "$bitgrad" export "$out/missing.safetensors" "$out/m.bgx" >"$out/missing.log" 2>&1
 check "export of a missing checkpoint exits 1" test $? -eq 1
 check "and writes nothing" test ! -e "$out/m.bgx"
+# outputs that would replace an input or a device node are refused; nothing changes
+ck="$out/demo/student.safetensors"
+cp "$ck" "$out/ck-copy"
+"$bitgrad" export "$ck" "$ck" >"$out/same.log" 2>&1
+check "export onto its own checkpoint exits 2" test $? -eq 2
+check "and says why" grep -q "the output $ck is the checkpoint itself: refusing to overwrite an input" "$out/same.log"
+ln -s "$ck" "$out/alias.safetensors"
+"$bitgrad" export "$ck" "$out/alias.safetensors" --format onnx >"$out/alias.log" 2>&1
+check "export onto a link to its checkpoint exits 2" test $? -eq 2
+check "and says why" grep -q "is the same file as the checkpoint $ck: refusing" "$out/alias.log"
+"$bitgrad" finetune "$ck" --out "$ck" >"$out/ft-same.log" 2>&1
+check "finetune onto its own checkpoint exits 2" test $? -eq 2
+check "the checkpoint is unchanged" cmp -s "$ck" "$out/ck-copy"
+check "the link is still a link" test -L "$out/alias.safetensors"
+for fmt in bitgrad onnx; do
+    "$bitgrad" export "$ck" /dev/null --format $fmt >"$out/devnull.log" 2>&1
+    check "export ($fmt) to /dev/null exits 1" test $? -eq 1
+    check "and says why" grep -q "/dev/null: exists and is not a regular file (a character device), refusing to replace it" \
+        "$out/devnull.log"
+    check "/dev/null is still a character device" test -c /dev/null
+done
+check "no temporary file beside /dev/null" test -z "$(ls /dev | grep '^null\.tmp-')"
+# a stale temporary file of a killed export is removed by the next export of the same path
+touch -d '1 hour ago' "$out/s.bgx.tmp-K1ll3d" "$out/s.bgx.tmp-K1ll3" "$out/t.bgx.tmp-K1ll3d"
+"$bitgrad" export "$ck" "$out/s.bgx" >"$out/export2.log" 2>&1
+check "export over a previous export exits 0" test $? -eq 0
+check "and removes the stale temporary file" test ! -e "$out/s.bgx.tmp-K1ll3d"
+check "but not other names" test -e "$out/s.bgx.tmp-K1ll3" -a -e "$out/t.bgx.tmp-K1ll3d"
+
 "$bitgrad" demo --epochs zero >"$out/usage.log" 2>&1
 check "bad option exits 2" test $? -eq 2
 check "and says why" grep -q "expected an integer" "$out/usage.log"
