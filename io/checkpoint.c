@@ -661,6 +661,17 @@ bg_status bg_checkpoint_load(const char *path, bg_checkpoint *ck) {
     return s;
 }
 
+/* Every f32 value the file holds: a bound on the model's parameters. */
+static int64_t f32_values(const bg_safetensors *st) {
+    int64_t n = 0;
+    for (int i = 0; i < bg_safetensors_count(st); i++) {
+        bg_tensor v;
+        if (bg_safetensors_get(st, bg_safetensors_name(st, i), &v) == BG_OK && v.dtype == BG_DTYPE_F32)
+            n += bg_numel(&v);
+    }
+    return n;
+}
+
 bg_status bg_checkpoint_load_model(const char *path, bg_module **model) {
     if (!model) return bg_set_error(BG_ERR_ARG, "checkpoint_load_model: model is NULL");
     *model = NULL;
@@ -672,7 +683,7 @@ bg_status bg_checkpoint_load_model(const char *path, bg_module **model) {
     bg_module *m = NULL;
     if (!desc) {
         s = bg_set_error(BG_ERR_FORMAT, "checkpoint_load: %s: no model description (__metadata__ \"model\")", path);
-    } else if ((s = bg_model_from_json(desc, &m)) != BG_OK) {
+    } else if ((s = bg_model_from_json_within(desc, f32_values(st), &m)) != BG_OK) {
         char msg[BG_ERROR_MAX];
         snprintf(msg, sizeof msg, "%s", bg_last_error());
         s = bg_set_error(s, "checkpoint_load: %s: %s", path, msg);

@@ -80,6 +80,12 @@ char *bg_model_to_json(const bg_module *model);
  * missing field \"out_features\""; the root is "(root)"). The tree may be
  * at most 32 deep and each weight at most 2^32 elements. */
 bg_status bg_model_from_json(const char *json, bg_module **out);
+/* The same, for a loader that knows how many parameter values its file
+ * holds: a description whose parameters need more fails at the first layer
+ * that does not fit, before allocating it ("model_desc: layer 0: Linear's
+ * weight [65536,65536] needs 4294967296 values, more than the 40 left of
+ * the file's parameters"). -1: no limit. */
+bg_status bg_model_from_json_within(const char *json, int64_t max_param_floats, bg_module **out);
 
 typedef struct bg_checkpoint {
     bg_module *model;           /* required */

@@ -197,7 +197,9 @@ static bg_module *build(desc_ctx *d, json_t *o, int depth) {
     return m;
 }
 
-bg_status bg_model_from_json(const char *json, bg_module **out) {
+bg_status bg_model_from_json(const char *json, bg_module **out) { return bg_model_from_json_within(json, -1, out); }
+
+bg_status bg_model_from_json_within(const char *json, int64_t max_param_floats, bg_module **out) {
     if (!out) return bg_set_error(BG_ERR_ARG, "model_desc: out is NULL");
     *out = NULL;
     if (!json) return bg_set_error(BG_ERR_ARG, "model_desc: json is NULL");
@@ -221,8 +223,10 @@ bg_status bg_model_from_json(const char *json, bg_module **out) {
         memset(&d, 0, sizeof d);
         bg_rng_seed(&d.rng, DESC_INIT_SEED);
         json_t *model = json_object_get(root, "model");
+        int64_t prev = bg_module_param_limit(max_param_floats);
         if (!model) s = bg_set_error(BG_ERR_FORMAT, "model_desc: missing field \"model\"");
         else if (!(*out = build(&d, model, 0))) s = bg_last_status() != BG_OK ? bg_last_status() : BG_ERR_FORMAT;
+        bg_module_param_limit(prev);
     }
     json_decref(root);
     return s;

@@ -546,6 +546,13 @@ bg_tensor *bg_qlayer_weight(const bg_module *qlayer);
  * Returns the total count (writes at most max). */
 int bg_model_quantizers(const bg_module *m, struct bg_quant_state **states, const char **names, char *name_buf,
                         const bg_tensor **weights, int max);
+/* A loader's guard: from now on, on this thread, bg_module_add_param
+ * refuses (BG_ERR_SHAPE, nothing allocated) a parameter that would take the
+ * values registered since this call past max_floats, so a file whose
+ * description promises more than its tensors hold fails before the model is
+ * allocated. -1 removes the limit. Returns the previous limit. */
+int64_t bg_module_param_limit(int64_t max_floats);
+
 /* The same list, sized to the model: bg_model_quantizer_list allocates it
  * (NULL + bg_last_error when out of memory), bg_quantizer_list_free frees
  * it. The states belong to the model: the list is valid while the model's

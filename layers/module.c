@@ -39,6 +39,11 @@ struct bg_module {
     bg_tensor **flat_t;
     char **flat_names;
 
+    // Member names (parameters and children) hashed, for the uniqueness
+    // check: a container of 100k children is built in linear time.
+    const char **name_slots;   /* open addressing, NULL = empty */
+    int cap_slots;             /* a power of two, > 2 x members, or 0 */
+
     // The subtree's range of the root's buffers (valid when collated).
     bool collated;
     float *flat_params, *flat_grads;
@@ -47,6 +52,16 @@ struct bg_module {
     // Buffers owned by this module (it was the root at finalize time).
     float *own_params, *own_grads;
 };
+
+/* Parameter values bg_module_add_param may still register on this thread
+ * (bg_module_param_limit); -1 = no limit. */
+static _Thread_local int64_t param_limit = -1;
+
+int64_t bg_module_param_limit(int64_t max_floats) {
+    int64_t prev = param_limit;
+    param_limit = max_floats < 0 ? -1 : max_floats;
+    return prev;
+}
 
 static int64_t padded(int64_t n) { return (n + PARAM_ALIGN_FLOATS - 1) / PARAM_ALIGN_FLOATS * PARAM_ALIGN_FLOATS; }
 
@@ -91,6 +106,12 @@ static void free_lists(bg_module *m) {
     m->n_flat = 0;
 }
 
+static void free_names_index(bg_module *m) {
+    free(m->name_slots);
+    m->name_slots = NULL;
+    m->cap_slots = 0;
+}
+
 static void free_tree(bg_module *m) {
     for (int i = 0; i < m->n_children; i++) {
         free_tree(m->children[i]);
@@ -107,6 +128,7 @@ static void free_tree(bg_module *m) {
     }
     free(m->params);
     free_lists(m);
+    free_names_index(m);
     bg_aligned_free(m->own_params);
     bg_aligned_free(m->own_grads);
     if (m->type->free_state && m->state) m->type->free_state(m->state);
@@ -162,16 +184,74 @@ nomem:
                         kind_of(m));
 }
 
+/* Appends child c's list to m's (the child is the last one, so its
+ * parameters come last in named_parameters() order). */
+static bg_status append_child_list(bg_module *m, int c) {
+    const bg_module *ch = m->children[c];
+    if (ch->n_flat == 0) return BG_OK;
+    int n = m->n_flat + ch->n_flat;
+    bg_tensor **ts = realloc(m->flat_t, (size_t)n * sizeof *ts);
+    if (ts) m->flat_t = ts;
+    char **names = ts ? realloc(m->flat_names, (size_t)n * sizeof *names) : NULL;
+    if (names) m->flat_names = names;
+    int k = m->n_flat;
+    for (int i = 0; names && i < ch->n_flat; i++, k++) {
+        m->flat_t[k] = ch->flat_t[i];
+        size_t len = strlen(m->child_names[c]) + 1 + strlen(ch->flat_names[i]) + 1;
+        if (!(m->flat_names[k] = malloc(len))) break;
+        snprintf(m->flat_names[k], len, "%s.%s", m->child_names[c], ch->flat_names[i]);
+    }
+    if (k == n) {
+        m->n_flat = n;
+        return BG_OK;
+    }
+    for (int i = m->n_flat; names && i < k; i++) free(m->flat_names[i]);
+    return bg_set_error(BG_ERR_NOMEM, "module: out of memory building the parameter list of %s", kind_of(m));
+}
+
 static bool valid_local_name(const char *name) {
     return name && name[0] && !strchr(name, '.') && strlen(name) < BG_PARAM_NAME_MAX;
 }
 
+static uint32_t name_hash(const char *s) {   // FNV-1a
+    uint32_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* The slot of name in m's index: where it is, or the empty slot where it
+ * would go. */
+static const char **name_slot(const bg_module *m, const char *name) {
+    uint32_t mask = (uint32_t)m->cap_slots - 1;
+    for (uint32_t i = name_hash(name) & mask;; i = (i + 1) & mask)
+        if (!m->name_slots[i] || strcmp(m->name_slots[i], name) == 0) return &m->name_slots[i];
+}
+
+/* Rebuilds the index for at least `members` names (those of m now). */
+static bool names_index_grow(bg_module *m, int members) {
+    int cap = 16;
+    while (cap <= 2 * members) cap *= 2;
+    const char **slots = calloc((size_t)cap, sizeof *slots);
+    if (!slots) return false;
+    free(m->name_slots);
+    m->name_slots = slots;
+    m->cap_slots = cap;
+    for (int i = 0; i < m->n_params; i++) *name_slot(m, m->params[i].name) = m->params[i].name;
+    for (int i = 0; i < m->n_children; i++) *name_slot(m, m->child_names[i]) = m->child_names[i];
+    return true;
+}
+
 static bool local_name_taken(const bg_module *m, const char *name) {
-    for (int i = 0; i < m->n_params; i++)
-        if (strcmp(m->params[i].name, name) == 0) return true;
-    for (int i = 0; i < m->n_children; i++)
-        if (strcmp(m->child_names[i], name) == 0) return true;
-    return false;
+    return m->cap_slots && *name_slot(m, name) != NULL;
+}
+
+/* Adds a member's name (owned by m's arrays) to the index; false when out
+ * of memory. */
+static bool names_index_add(bg_module *m, const char *name) {
+    int members = m->n_params + m->n_children;   // name already counted
+    if (2 * members >= m->cap_slots) return names_index_grow(m, members);
+    *name_slot(m, name) = name;
+    return true;
 }
 
 // ---------------------------------------------------------------------------
@@ -207,6 +287,15 @@ bg_tensor *bg_module_add_param(bg_module *m, const char *name, int ndim, const i
     param_entry e = {0};
     int64_t n;
     if (bg_shape_check(ndim, shape, "module_add_param", &n) != BG_OK) return NULL;
+    if (param_limit >= 0 && n > param_limit) {
+        char a[BG_SHAPE_STR_MAX];
+        bg_tensor h = {.ndim = ndim};
+        memcpy(h.shape, shape, sizeof(int64_t) * (size_t)ndim);
+        bg_set_error(BG_ERR_SHAPE, "%s's %s %s needs %lld values, more than the %lld left of the file's parameters",
+                     kind_of(m), name, bg_shape_str(&h, a, sizeof a), (long long)n, (long long)param_limit);
+        return NULL;
+    }
+    if (param_limit >= 0) param_limit -= n;
     size_t bytes = (size_t)n * sizeof(float);
     e.name = dup_str(name);
     e.own_data = bg_aligned_alloc(bytes);
@@ -229,9 +318,10 @@ bg_tensor *bg_module_add_param(bg_module *m, const char *name, int ndim, const i
     e.t->name = e.name;
     m->params[m->n_params++] = e;
     m->collated = false;
-    if (rebuild_lists(m) != BG_OK) {
+    if (!names_index_add(m, e.name) || rebuild_lists(m) != BG_OK) {
         // Keep the tree consistent: drop the parameter again.
         m->n_params--;
+        names_index_grow(m, m->n_params + m->n_children);
         bg_tensor_free(e.t);
         free(e.name);
         bg_aligned_free(e.own_data);
@@ -291,12 +381,13 @@ bg_status bg_module_add_child(bg_module *m, const char *name, bg_module *child) 
     m->n_children++;
     child->parent = m;
     m->collated = false;
-    if ((st = rebuild_lists(m)) != BG_OK) {
+    if (!names_index_add(m, nm) || (st = append_child_list(m, m->n_children - 1)) != BG_OK) {
         m->n_children--;
+        names_index_grow(m, m->n_params + m->n_children);   // drops nm (smaller: cannot fail in practice)
         free(nm);
         child->parent = NULL;
         free_tree(child);
-        return st;
+        return st != BG_OK ? st : bg_set_error(BG_ERR_NOMEM, "module_add_child: out of memory");
     }
     return BG_OK;
 }
