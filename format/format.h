@@ -115,6 +115,19 @@ bg_status bg_atomic_check_target(const char *op, const char *path);
 int bg_atomic_remove_stale(const char *path);
 
 // ---------------------------------------------------------------------------
+// the numbers an export may hold (doc/export-format.md): bg_export (io/)
+// writes nothing else, bg_infer_load (infer/) loads nothing else.
+//
+// Weight and input scales lie in [BG_EXPORT_SCALE_MIN, BG_EXPORT_SCALE_MAX]:
+// finite, positive, never subnormal (1e-45) nor near FLT_MAX (3e38), so 1/s,
+// s_x * s_w and (code - z) * s stay finite normal floats. Float tensors
+// (f32 weights, biases, norm gains) are finite with |v| <= BG_EXPORT_VALUE_MAX.
+
+#define BG_EXPORT_SCALE_MIN 1e-30f
+#define BG_EXPORT_SCALE_MAX 1e30f
+#define BG_EXPORT_VALUE_MAX 1e30f
+
+// ---------------------------------------------------------------------------
 // 4-bit packing (format/pack.c)
 
 /* The 4-bit packing of the export ("i4" / "u4"): row r of k codes becomes

@@ -51,6 +51,8 @@ typedef struct layer {
 
     // Linear / Conv2d
     int64_t N, K, kp;             /* outputs, inputs per output, padded K */
+    int w_ndim;                   /* the weight's logical shape: [N, K] or [out, in/groups, kh, kw] */
+    int64_t w_shape[4];
     wpath path;
     uint8_t *wt2;                 /* P_TERNARY: packed [N, kp/4] */
     int8_t *w8;                   /* P_S8: [N, kp]; P_S8_GROUPS: [ng, N, gp] */
@@ -94,6 +96,8 @@ typedef struct loader {
     const char *path;
     const char *lname;
     bg_safetensors *st;
+    bool *used;        /* per tensor of the file: read by some layer */
+    int n_tensors;
 } loader;
 
 static bg_status ferr(const loader *ld, const char *fmt, ...) BG_PRINTF(2, 3);
@@ -124,12 +128,23 @@ static const char *shape_text(int ndim, const int64_t *s, char *buf, size_t len)
     return buf;
 }
 
+/* The tensor called name, marked as read (every tensor of an export must be
+ * read by its layer: one the layer list does not account for is refused). */
+static bool find_tensor(const loader *ld, const char *name, bg_tensor *v) {
+    for (int i = 0; i < ld->n_tensors; i++)
+        if (!strcmp(bg_safetensors_name(ld->st, i), name)) {
+            ld->used[i] = true;
+            return bg_safetensors_get(ld->st, name, v) == BG_OK;
+        }
+    return false;
+}
+
 /* Tensor "<layer>.<suffix>" with exactly this dtype and shape. */
 static bg_status tensor_of(const loader *ld, const char *suffix, bg_dtype dt, int ndim, const int64_t *shape,
                            bg_tensor *v) {
     char name[LAYER_NAME_MAX + 32];
     snprintf(name, sizeof name, "%s.%s", ld->lname, suffix);
-    if (bg_safetensors_get(ld->st, name, v) != BG_OK) return ferr(ld, "tensor %s is missing", name);
+    if (!find_tensor(ld, name, v)) return ferr(ld, "tensor %s is missing", name);
     bool ok = v->dtype == dt && v->ndim == ndim;
     for (int i = 0; ok && i < ndim; i++) ok = v->shape[i] == shape[i];
     if (!ok) {
@@ -168,6 +183,57 @@ static const char *get_str(json_t *o, const char *key) {
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
+/* A JSON boolean o[key]; false when absent or not a boolean. */
+static bool get_bool(json_t *o, const char *key, bool *out) {
+    json_t *v = json_object_get(o, key);
+    if (!json_is_boolean(v)) return false;
+    *out = json_is_true(v);
+    return true;
+}
+
+/* The JSON value v as compact text for a message ("missing" when NULL),
+ * cut to fit buf. */
+static const char *json_text(json_t *v, char *buf, size_t len) {
+    char *t = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    snprintf(buf, len, "%s", t ? t : v ? "?" : "missing");
+    if (t && strlen(t) >= len && len > 4) memcpy(buf + len - 4, "...", 4);
+    free(t);
+    return buf;
+}
+
+/* v is a JSON array of exactly these ndim integers. */
+static bool json_dims_are(json_t *v, int ndim, const int64_t *want) {
+    if (!json_is_array(v) || json_array_size(v) != (size_t)ndim) return false;
+    for (int i = 0; i < ndim; i++) {
+        json_t *d = json_array_get(v, (size_t)i);
+        if (!json_is_integer(d) || json_integer_value(d) != want[i]) return false;
+    }
+    return true;
+}
+
+/* A float tensor the runtime computes with as it is (f32 weights, biases,
+ * norm gains): finite, |v| <= BG_EXPORT_VALUE_MAX (format/format.h). */
+static bg_status check_values(const loader *ld, const char *what, const float *v, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabsf(v[i]) <= BG_EXPORT_VALUE_MAX))
+            return isfinite(v[i]) ? ferr(ld, "%s holds %g at index %lld, beyond the export's limit %g", what,
+                                         (double)v[i], (long long)i, (double)BG_EXPORT_VALUE_MAX)
+                                  : ferr(ld, "%s has a NaN or Inf at index %lld (value %g)", what, (long long)i,
+                                         (double)v[i]);
+    return BG_OK;
+}
+
+/* Scales in [BG_EXPORT_SCALE_MIN, BG_EXPORT_SCALE_MAX]: finite, positive,
+ * neither subnormal nor so large that 1/s or s_x * s_w leaves the normal
+ * floats. */
+static bg_status check_scales(const loader *ld, const char *what, const float *s, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!(s[i] >= BG_EXPORT_SCALE_MIN && s[i] <= BG_EXPORT_SCALE_MAX))
+            return ferr(ld, "%s %lld is %g, outside [%g, %g]", what, (long long)i, (double)s[i],
+                        (double)BG_EXPORT_SCALE_MIN, (double)BG_EXPORT_SCALE_MAX);
+    return BG_OK;
+}
+
 #define BIG ((int64_t)1 << 40)
 #define MAX_DIM ((int64_t)1 << 24)       /* features, channels, K */
 #define MAX_WEIGHTS ((int64_t)1 << 31)   /* weights of one layer */
@@ -185,51 +251,107 @@ static bool has_min8(const int16_t *codes, int64_t n, const int32_t *zp, int64_t
     return false;
 }
 
+/* The code range each stored weight format holds. */
+static const struct {
+    const char *name, *what;
+    int lo, hi;   /* qmin in [lo, hi_min], qmax in (qmin, hi] */
+    int qmin_hi;
+} wformats[] = {
+    {"t2", "ternary", -1, 1, -1}, {"i4", "signed", -8, 7, -1}, {"u4", "unsigned", 0, 15, 14},
+    {"i8", "signed", -128, 127, -1}, {"u8", "unsigned", 0, 255, 254},
+};
+
+/* The [outer, channels, inner] view (quant/quant.h) a weight granularity
+ * gives the weight's logical shape; false (with the error set) when the
+ * granularity or its axis / group size is missing or invalid. */
+static bool expected_layout(const loader *ld, const layer *L, json_t *wj, const char *gran, int64_t lay[3],
+                            bg_status *s) {
+    const int nd = L->w_ndim;
+    int64_t n = 1;
+    for (int i = 0; i < nd; i++) n *= L->w_shape[i];
+    const int64_t last = L->w_shape[nd - 1];
+    int64_t v;
+    if (!strcmp(gran, "per_tensor")) {
+        lay[0] = 1, lay[1] = 1, lay[2] = n;
+    } else if (!strcmp(gran, "per_token")) {
+        lay[0] = 1, lay[1] = n / last, lay[2] = last;
+    } else if (!strcmp(gran, "per_channel")) {
+        if (!get_int(wj, "axis", -nd, nd - 1, &v)) {
+            *s = ferr(ld, "weight \"axis\" is missing or not in %d..%d", -nd, nd - 1);
+            return false;
+        }
+        int a = (int)(v < 0 ? v + nd : v);
+        lay[0] = 1, lay[1] = L->w_shape[a], lay[2] = 1;
+        for (int i = 0; i < a; i++) lay[0] *= L->w_shape[i];
+        for (int i = a + 1; i < nd; i++) lay[2] *= L->w_shape[i];
+    } else if (!strcmp(gran, "per_group")) {
+        if (!get_int(wj, "group_size", 1, last, &v) || last % v) {
+            *s = ferr(ld, "weight \"group_size\" is missing or does not divide the last dim %lld", (long long)last);
+            return false;
+        }
+        lay[0] = 1, lay[1] = n / v, lay[2] = v;
+    } else {
+        *s = ferr(ld, "weight granularity \"%s\" is not per_tensor, per_channel, per_group or per_token", gran);
+        return false;
+    }
+    return true;
+}
+
 /* Decodes "<layer>.weight" (+ scale, zero point) of a Linear-like layer with
  * N rows of K and picks its path. */
 static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
     const char *fmt = get_str(wj, "format");
     if (!fmt) return ferr(ld, "weight has no \"format\"");
     const int64_t N = L->N, K = L->K;
+    char t1[64], t2[64], t3[64];
+    json_t *jshape = json_object_get(wj, "shape");
+    if (!json_dims_are(jshape, L->w_ndim, L->w_shape))
+        return ferr(ld, "weight \"shape\" is %s, the layer's weight is %s", json_text(jshape, t1, sizeof t1),
+                    shape_text(L->w_ndim, L->w_shape, t2, sizeof t2));
     if (!strcmp(fmt, "f32")) {
         bg_tensor v;
+        bg_status s = tensor_of(ld, "weight", BG_DTYPE_F32, L->w_ndim, L->w_shape, &v);
+        if (s != BG_OK) return s;
         char name[LAYER_NAME_MAX + 32];
         snprintf(name, sizeof name, "%s.weight", ld->lname);
-        if (bg_safetensors_get(ld->st, name, &v) != BG_OK) return ferr(ld, "tensor %s is missing", name);
-        if (v.dtype != BG_DTYPE_F32 || bg_numel(&v) != N * K)
-            return ferr(ld, "%s is %s with %lld elements, want F32 with %lld", name, bg_dtype_name(v.dtype),
-                        (long long)bg_numel(&v), (long long)(N * K));
+        if ((s = check_values(ld, name, bg_f32(&v), N * K)) != BG_OK) return s;
         if (!(L->wf = zalloc(sizeof(float) * (size_t)(N * K)))) return nomem(ld);
         memcpy(L->wf, v.data, sizeof(float) * (size_t)(N * K));
         L->path = P_F32;
         return BG_OK;
     }
+    int fi = -1;
+    for (int i = 0; i < (int)(sizeof wformats / sizeof wformats[0]); i++)
+        if (!strcmp(fmt, wformats[i].name)) fi = i;
+    if (fi < 0) return ferr(ld, "unknown weight format \"%s\"", fmt);
     int64_t rows, k, qmin, qmax, lay[3];
-    json_t *layout = json_object_get(wj, "layout");
     if (!get_int(wj, "rows", N, N, &rows) || !get_int(wj, "k", K, K, &k))
         return ferr(ld, "weight rows/k do not match the layer's [%lld,%lld]", (long long)N, (long long)K);
     if (!get_int(wj, "qmin", -128, 255, &qmin) || !get_int(wj, "qmax", qmin + 1, 255, &qmax))
         return ferr(ld, "weight qmin/qmax missing or out of range");
-    if (!json_is_array(layout) || json_array_size(layout) != 3) return ferr(ld, "weight \"layout\" is not [outer,channels,inner]");
-    for (int i = 0; i < 3; i++) {
-        json_t *x = json_array_get(layout, (size_t)i);
-        if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > N * K)
-            return ferr(ld, "weight \"layout\" is not [outer,channels,inner]");
-        lay[i] = (int64_t)json_integer_value(x);
-    }
-    if (lay[0] * lay[1] * lay[2] != N * K)
-        return ferr(ld, "weight layout [%lld,%lld,%lld] does not cover %lld codes", (long long)lay[0], (long long)lay[1],
-                    (long long)lay[2], (long long)(N * K));
+    if (qmin < wformats[fi].lo || qmin > wformats[fi].qmin_hi || qmax > wformats[fi].hi ||
+        (fi == 0 && qmax != 1))
+        return ferr(ld, "weight qmin/qmax [%lld,%lld] do not fit format \"%s\" (%s codes in [%d,%d])", (long long)qmin,
+                    (long long)qmax, fmt, wformats[fi].what, wformats[fi].lo, wformats[fi].hi);
+    const char *gran = get_str(wj, "granularity");
+    if (!gran) return ferr(ld, "weight has no \"granularity\"");
+    int64_t want[3];
+    bg_status s = BG_OK;
+    if (!expected_layout(ld, L, wj, gran, want, &s)) return s;
+    json_t *layout = json_object_get(wj, "layout");
+    if (!json_dims_are(layout, 3, want))
+        return ferr(ld, "weight \"layout\" is %s, %s of %s gives %s", json_text(layout, t1, sizeof t1), gran,
+                    shape_text(L->w_ndim, L->w_shape, t2, sizeof t2), shape_text(3, want, t3, sizeof t3));
+    memcpy(lay, want, sizeof lay);
+    bool has_zp;
+    if (!get_bool(wj, "zero_point", &has_zp)) return ferr(ld, "weight \"zero_point\" must be true or false");
     const int64_t C = lay[1];
     bg_tensor ts, tz, tw = {0};
-    bg_status s = tensor_of(ld, "weight_scale", BG_DTYPE_F32, 1, &C, &ts);
-    if (s != BG_OK) return s;
+    if ((s = tensor_of(ld, "weight_scale", BG_DTYPE_F32, 1, &C, &ts)) != BG_OK) return s;
     const float *scale = bg_f32(&ts);
-    for (int64_t c = 0; c < C; c++)
-        if (!(scale[c] > 0.0f) || !isfinite(scale[c])) return ferr(ld, "weight scale %lld is %g", (long long)c, (double)scale[c]);
+    if ((s = check_scales(ld, "weight scale", scale, C)) != BG_OK) return s;
     const int32_t *zp = NULL;
-    json_t *hz = json_object_get(wj, "zero_point");
-    if (json_is_true(hz)) {
+    if (has_zp) {
         if ((s = tensor_of(ld, "weight_zero_point", BG_DTYPE_I32, 1, &C, &tz)) != BG_OK) return s;
         zp = tz.data;
         for (int64_t c = 0; c < C; c++)
@@ -241,7 +363,6 @@ static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
     // the stored codes: dtype and shape first (nothing is allocated for a
     // tensor the file does not hold), then decoded to int16 (-128..255)
     const bool ternary = !strcmp(fmt, "t2"), four = !strcmp(fmt, "i4") || !strcmp(fmt, "u4");
-    if (!ternary && !four && strcmp(fmt, "i8") && strcmp(fmt, "u8")) return ferr(ld, "unknown weight format \"%s\"", fmt);
     const int64_t kp = bg_int_padded_k(K), wshape[2] = {N, ternary ? kp / 4 : four ? (K + 1) / 2 : K};
     if ((s = tensor_of(ld, "weight", !strcmp(fmt, "i8") ? BG_DTYPE_I8 : BG_DTYPE_U8, 2, wshape, &tw)) != BG_OK) return s;
     int16_t *codes = malloc(sizeof(int16_t) * (size_t)(N * K));
@@ -374,13 +495,17 @@ oom:
 }
 
 /* The input quantizer of a Linear-like layer with C input channels. */
-static bg_status load_input(loader *ld, layer *L, json_t *aj, int64_t C) {
-    if (!aj || json_is_null(aj)) return BG_OK;
+static bg_status load_input(loader *ld, layer *L, json_t *aj, int64_t C, bool conv) {
+    if (!aj) return ferr(ld, "no \"input_quant\" (null or an object)");
+    if (json_is_null(aj)) return BG_OK;
     const char *mode = get_str(aj, "mode");
     int64_t qmin, qmax;
     if (!mode) return ferr(ld, "input_quant has no \"mode\"");
     if (!get_int(aj, "qmin", -128, 255, &qmin) || !get_int(aj, "qmax", qmin + 1, 255, &qmax))
         return ferr(ld, "input_quant qmin/qmax missing or out of range");
+    if (qmin < 0 && qmax > 127)   // the integer paths hold the codes in int8 (unsigned ones shifted by -128)
+        return ferr(ld, "input_quant qmin/qmax [%lld,%lld] are neither int8 nor uint8 codes", (long long)qmin,
+                    (long long)qmax);
     L->qmin = (int32_t)qmin, L->qmax = (int32_t)qmax;
     if (!strcmp(mode, "per_token_absmax")) {
         if (qmax <= 0 || qmin >= 0) return ferr(ld, "per_token_absmax needs a signed range, got [%lld,%lld]", (long long)qmin, (long long)qmax);
@@ -392,7 +517,15 @@ static bg_status load_input(loader *ld, layer *L, json_t *aj, int64_t C) {
     const char *g = get_str(aj, "granularity");
     if (!g || (strcmp(g, "per_tensor") && strcmp(g, "per_channel")))
         return ferr(ld, "input_quant granularity must be per_tensor or per_channel");
-    int64_t P = strcmp(g, "per_tensor") ? C : 1;
+    int64_t P = strcmp(g, "per_tensor") ? C : 1, axis;
+    // per_channel: the features of a linear input [n, in] (axis -1 or 1), the
+    // channels of a conv input [n, C, H, W] (axis 1 or -3)
+    if (P != 1 || !strcmp(g, "per_channel")) {
+        if (!get_int(aj, "axis", -4, 3, &axis) || (conv ? axis != 1 && axis != -3 : axis != 1 && axis != -1))
+            return ferr(ld, "input_quant per_channel \"axis\" must be %s", conv ? "1 (the channels)" : "-1 (the features)");
+    }
+    bool has_zp;
+    if (!get_bool(aj, "zero_point", &has_zp)) return ferr(ld, "input_quant \"zero_point\" must be true or false");
     bg_tensor ts, tz;
     bg_status s = tensor_of(ld, "input_scale", BG_DTYPE_F32, 1, &P, &ts);
     if (s != BG_OK) return s;
@@ -400,10 +533,8 @@ static bg_status load_input(loader *ld, layer *L, json_t *aj, int64_t C) {
     L->n_ascale = P;
     if (!(L->ascale = zalloc(sizeof(float) * (size_t)P))) return nomem(ld);
     memcpy(L->ascale, ts.data, sizeof(float) * (size_t)P);
-    for (int64_t c = 0; c < P; c++)
-        if (!(L->ascale[c] > 0.0f) || !isfinite(L->ascale[c]))
-            return ferr(ld, "input scale %lld is %g", (long long)c, (double)L->ascale[c]);
-    if (json_is_true(json_object_get(aj, "zero_point"))) {
+    if ((s = check_scales(ld, "input scale", L->ascale, P)) != BG_OK) return s;
+    if (has_zp) {
         if ((s = tensor_of(ld, "input_zero_point", BG_DTYPE_I32, 1, &P, &tz)) != BG_OK) return s;
         if (!(L->azp = zalloc(sizeof(float) * (size_t)P))) return nomem(ld);
         for (int64_t c = 0; c < P; c++) {
@@ -441,6 +572,8 @@ static bg_status load_matmul(loader *ld, layer *L, json_t *lj, bool conv, bool f
         if (!bg_conv2d_shape_infer(&L->cs)) return ferr(ld, "conv2d output would be empty");
         if (in / groups * kern[0] * kern[1] > MAX_DIM) return ferr(ld, "conv2d kernel is implausibly large");
         L->K = in / groups * kern[0] * kern[1];
+        L->w_ndim = 4;
+        L->w_shape[0] = out, L->w_shape[1] = in / groups, L->w_shape[2] = kern[0], L->w_shape[3] = kern[1];
         L->out_ndim = 3;
         L->out_shape[0] = out, L->out_shape[1] = L->cs.oh, L->out_shape[2] = L->cs.ow;
         force_f32 = true;   // convolutions run in f32 (infer.h)
@@ -451,6 +584,8 @@ static bg_status load_matmul(loader *ld, layer *L, json_t *lj, bool conv, bool f
                         shape_text(L->in_ndim, L->in_shape, a, sizeof a));
         }
         L->K = in;
+        L->w_ndim = 2;
+        L->w_shape[0] = out, L->w_shape[1] = in;
         L->out_ndim = 1;
         L->out_shape[0] = out;
     }
@@ -459,6 +594,7 @@ static bg_status load_matmul(loader *ld, layer *L, json_t *lj, bool conv, bool f
     L->kp = bg_int_padded_k(L->K);
     json_t *norm = json_object_get(lj, "norm");
     if (norm && !json_is_null(norm)) {
+        if (conv) return ferr(ld, "conv2d takes no \"norm\"");
         json_t *eps = json_object_get(norm, "eps");
         const char *nk = get_str(norm, "kind");
         if (!nk || strcmp(nk, "rmsnorm") || !is_float(eps) || !(json_number_value(eps) > 0))
@@ -468,15 +604,20 @@ static bg_status load_matmul(loader *ld, layer *L, json_t *lj, bool conv, bool f
     }
     json_t *wj = json_object_get(lj, "weight");
     if (!json_is_object(wj)) return ferr(ld, "no \"weight\" object");
-    bg_status s = load_input(ld, L, json_object_get(lj, "input_quant"), in);
+    bool has_bias;
+    if (!get_bool(lj, "bias", &has_bias)) return ferr(ld, "\"bias\" must be true or false");
+    bg_status s = load_input(ld, L, json_object_get(lj, "input_quant"), in, conv);
     if (s != BG_OK) return s;
     // int paths need integer activations with one scale per row
     bool int_ok = !force_f32 && (L->act == A_TOKEN || (L->act == A_STATIC && L->n_ascale == 1));
     if ((s = load_weight(ld, L, wj, !int_ok)) != BG_OK) return s;
-    json_t *hb = json_object_get(lj, "bias");
-    if (json_is_true(hb)) {
+    if (has_bias) {
         bg_tensor tb;
-        if ((s = tensor_of(ld, "bias", BG_DTYPE_F32, 1, &out, &tb)) != BG_OK) return s;
+        char name[LAYER_NAME_MAX + 32];
+        snprintf(name, sizeof name, "%s.bias", ld->lname);
+        if ((s = tensor_of(ld, "bias", BG_DTYPE_F32, 1, &out, &tb)) != BG_OK ||
+            (s = check_values(ld, name, bg_f32(&tb), out)) != BG_OK)
+            return s;
         if (!(L->bias = zalloc(sizeof(float) * (size_t)out))) return nomem(ld);
         memcpy(L->bias, tb.data, sizeof(float) * (size_t)out);
     }
@@ -515,13 +656,24 @@ static bg_status load_layer(loader *ld, layer *L, json_t *lj, bool force_f32) {
         L->norm_eps = (float)json_number_value(eps);
         bg_tensor t;
         bg_status s;
-        if (json_is_true(json_object_get(lj, "weight"))) {
-            if ((s = tensor_of(ld, "weight", BG_DTYPE_F32, 1, &dim, &t)) != BG_OK) return s;
+        bool has_w, has_b;
+        if (!get_bool(lj, "weight", &has_w) || !get_bool(lj, "bias", &has_b))
+            return ferr(ld, "%s \"weight\" and \"bias\" must be true or false", k);
+        if (has_b && L->kind == L_RMSNORM) return ferr(ld, "rmsnorm has no bias (\"bias\" must be false)");
+        char name[LAYER_NAME_MAX + 32];
+        if (has_w) {
+            snprintf(name, sizeof name, "%s.weight", ld->lname);
+            if ((s = tensor_of(ld, "weight", BG_DTYPE_F32, 1, &dim, &t)) != BG_OK ||
+                (s = check_values(ld, name, bg_f32(&t), dim)) != BG_OK)
+                return s;
             if (!(L->wf = zalloc(sizeof(float) * (size_t)dim))) return nomem(ld);
             memcpy(L->wf, t.data, sizeof(float) * (size_t)dim);
         }
-        if (json_is_true(json_object_get(lj, "bias"))) {
-            if ((s = tensor_of(ld, "bias", BG_DTYPE_F32, 1, &dim, &t)) != BG_OK) return s;
+        if (has_b) {
+            snprintf(name, sizeof name, "%s.bias", ld->lname);
+            if ((s = tensor_of(ld, "bias", BG_DTYPE_F32, 1, &dim, &t)) != BG_OK ||
+                (s = check_values(ld, name, bg_f32(&t), dim)) != BG_OK)
+                return s;
             if (!(L->bias = zalloc(sizeof(float) * (size_t)dim))) return nomem(ld);
             memcpy(L->bias, t.data, sizeof(float) * (size_t)dim);
         }
@@ -607,6 +759,11 @@ bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_inf
     }
     m->max_batch = opts && opts->max_batch ? opts->max_batch : DEFAULT_MAX_BATCH;
     m->use_dnnl = opts && opts->use_dnnl;
+    ld.n_tensors = bg_safetensors_count(ld.st);
+    if (!(ld.used = calloc((size_t)ld.n_tensors + 1, sizeof *ld.used))) {
+        s = nomem(&ld);
+        goto done;
+    }
     const char *fmt = bg_safetensors_metadata(ld.st, "format"), *ver = bg_safetensors_metadata(ld.st, "version");
     if (!fmt || strcmp(fmt, "bitgrad-export") != 0) {
         s = ferr(&ld, "not a bitgrad export (metadata \"format\" is %s%s%s, want \"bitgrad-export\")", fmt ? "\"" : "",
@@ -654,16 +811,29 @@ bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_inf
         layer *L = &m->layers[i];
         json_t *lj = json_array_get(layers, (size_t)i);
         const char *nm = json_is_object(lj) ? get_str(lj, "name") : NULL;
-        snprintf(L->name, sizeof L->name, "%s", nm ? nm : "?");
-        ld.lname = L->name;
-        if (!nm) {
-            s = ferr(&ld, "entry %d is not an object with a \"name\"", i);
+        ld.lname = NULL;
+        if (!nm || !*nm || strlen(nm) >= LAYER_NAME_MAX) {
+            s = ferr(&ld, "entry %d is not an object with a \"name\" of 1 to %d characters", i, LAYER_NAME_MAX - 1);
             goto done;
         }
+        for (int j = 0; j < i; j++)
+            if (!strcmp(m->layers[j].name, nm)) {   // the name prefixes the layer's tensors
+                s = ferr(&ld, "entries %d and %d are both named \"%s\"", j, i, nm);
+                goto done;
+            }
+        snprintf(L->name, sizeof L->name, "%s", nm);
+        ld.lname = L->name;
         L->in_ndim = ndim;
         memcpy(L->in_shape, shape, sizeof shape);
         L->in_numel = numel_of(ndim, shape);
         if ((s = load_layer(&ld, L, lj, opts && opts->force_f32)) != BG_OK) goto done;
+        json_t *os = json_object_get(lj, "out_shape");
+        if (!json_dims_are(os, L->out_ndim, L->out_shape)) {
+            char a[64], b[64];
+            s = ferr(&ld, "\"out_shape\" is %s, the layer computes %s", json_text(os, a, sizeof a),
+                     shape_text(L->out_ndim, L->out_shape, b, sizeof b));
+            goto done;
+        }
         ndim = L->out_ndim;
         memcpy(shape, L->out_shape, sizeof shape);
         L->out_numel = numel_of(ndim, shape);
@@ -681,10 +851,19 @@ bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_inf
     ld.lname = NULL;
     m->out_size = numel_of(ndim, shape);
     const char *os = bg_safetensors_metadata(ld.st, "output_size");
-    if (os && strtoll(os, NULL, 10) != m->out_size) {
-        s = ferr(&ld, "metadata \"output_size\" is %s, the layers give %lld", os, (long long)m->out_size);
+    char want_os[32];
+    snprintf(want_os, sizeof want_os, "%lld", (long long)m->out_size);
+    if (!os || strcmp(os, want_os) != 0) {
+        s = ferr(&ld, "metadata \"output_size\" is %s%s%s, the layers give %lld", os ? "\"" : "", os ? os : "missing",
+                 os ? "\"" : "", (long long)m->out_size);
         goto done;
     }
+    for (int i = 0; i < ld.n_tensors; i++)
+        if (!ld.used[i]) {
+            s = ferr(&ld, "tensor \"%s\" is read by no layer (no layer has its name, or its layer says it is absent)",
+                     bg_safetensors_name(ld.st, i));
+            goto done;
+        }
     int64_t widest = max_feat > max_kp ? max_feat : max_kp;
     widest = widest > max_n ? widest : max_n;
     widest = widest > max_qg ? widest : max_qg;
@@ -710,6 +889,7 @@ bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_inf
 done:
     json_decref(layers);
     json_decref(ishape);
+    free(ld.used);
     bg_safetensors_free(ld.st);
     if (s != BG_OK) {
         bg_infer_free(m);
@@ -834,10 +1014,32 @@ static void run_matmul(bg_infer_model *mod, const layer *L, const float *x, floa
     }
 }
 
+/* Index of the first NaN or Inf of x[0, n), or -1. Blocks of branch-free
+ * compares (vectorized), searched again only when one holds a bad value: one
+ * streaming read of the input, next to the first layer's K multiply-adds
+ * per input value. */
+static int64_t first_nonfinite(const float *x, int64_t n) {
+    for (int64_t b = 0; b < n; b += 4096) {
+        const int64_t e = n - b < 4096 ? n : b + 4096;
+        int bad = 0;
+        for (int64_t i = b; i < e; i++) bad |= !(fabsf(x[i]) <= FLT_MAX);
+        if (bad)
+            for (int64_t i = b; i < e; i++)
+                if (!(fabsf(x[i]) <= FLT_MAX)) return i;
+    }
+    return -1;
+}
+
 bg_status bg_infer_run(bg_infer_model *mod, const float *x, int64_t n, float *out) {
     if (!mod || (n > 0 && (!x || !out)))
         return bg_set_error(BG_ERR_ARG, "infer_run: %s is NULL", !mod ? "model" : !x ? "x" : "out");
     if (n < 0) return bg_set_error(BG_ERR_ARG, "infer_run: n must be >= 0, got %lld", (long long)n);
+    // Before any output is written: a NaN or Inf would come out as finite
+    // logits on the integer paths (absmax and rounding absorb it).
+    const int64_t bad = n > 0 ? first_nonfinite(x, n * mod->in_features) : -1;
+    if (bad >= 0)
+        return bg_set_error(BG_ERR_NAN, "infer_run: example %lld has a NaN or Inf at feature %lld (value %g)",
+                            (long long)(bad / mod->in_features), (long long)(bad % mod->in_features), (double)x[bad]);
     const bg_kernels *k = bg_kernels_get();
     for (int64_t start = 0; start < n; start += mod->max_batch) {
         const int64_t M = n - start < mod->max_batch ? n - start : mod->max_batch;

@@ -101,6 +101,32 @@ static bool jset(json_t *o, const char *key, json_t *v) { return v && json_objec
 
 static bg_status nomem(exporter *e) { return fail(e, BG_ERR_NOMEM, "out of memory"); }
 
+/* Every parameter of the layer m is finite (weights, biases, norm gains,
+ * learned quantizer steps): BG_ERR_NAN naming the first that is not. */
+static bg_status check_params(exporter *e, const bg_module *m) {
+    for (int i = 0; i < bg_module_param_count(m); i++) {
+        const bg_tensor *t = bg_module_param(m, i);
+        const float *v = bg_f32(t);
+        for (int64_t j = 0, n = bg_numel(t); j < n; j++)
+            if (!isfinite(v[j]))
+                return fail(e, BG_ERR_NAN, "parameter %s.%s has a NaN or Inf at index %lld (value %g)", e->lname,
+                            bg_module_param_name(m, i), (long long)j, (double)v[j]);
+    }
+    return BG_OK;
+}
+
+/* A float tensor the export stores as it is ("<layer>.<suffix>"): |v| <=
+ * BG_EXPORT_VALUE_MAX (format/format.h), so the runtime's sums stay finite. */
+static bg_status check_magnitude(exporter *e, const char *suffix, const float *v, int64_t n) {
+    for (int64_t j = 0; j < n; j++)
+        if (!(fabsf(v[j]) <= BG_EXPORT_VALUE_MAX))
+            return fail(e, BG_ERR_ARG, "parameter %s.%s holds %g at index %lld, beyond the exportable magnitude %g",
+                        e->lname, suffix, (double)v[j], (long long)j, (double)BG_EXPORT_VALUE_MAX);
+    return BG_OK;
+}
+
+static bool scale_ok(float s) { return s >= BG_EXPORT_SCALE_MIN && s <= BG_EXPORT_SCALE_MAX; }
+
 // ---------------------------------------------------------------------------
 // the model's leaves (Sequentials flattened)
 
@@ -135,7 +161,8 @@ static bg_status export_weight(exporter *e, bg_quant_state *st, const bg_tensor 
                                json_t **out) {
     *out = NULL;
     if (!st || !bg_quant_state_enabled(st)) {
-        bg_status s = put(e, "weight", BG_DTYPE_F32, W->ndim, W->shape, W->data);
+        bg_status s = check_magnitude(e, "weight", W->data, bg_numel(W));
+        if (s == BG_OK) s = put(e, "weight", BG_DTYPE_F32, W->ndim, W->shape, W->data);
         if (s != BG_OK) return s;
         *out = json_pack("{s:s, s:o}", "format", "f32", "shape", json_shape(W->ndim, W->shape));
         return *out ? BG_OK : nomem(e);
@@ -177,6 +204,14 @@ static bg_status export_weight(exporter *e, bg_quant_state *st, const bg_tensor 
     }
     if (s != BG_OK) return s;
 
+    for (int64_t c = 0; c < p.channels; c++)
+        if (!scale_ok(p.scale[c])) {
+            float big = 0.0f;
+            for (int64_t j = 0, n = bg_numel(W); j < n; j++) big = fmaxf(big, fabsf(((const float *)W->data)[j]));
+            return fail(e, BG_ERR_ARG, "weight scale %lld is %g, outside [%g, %g] (the largest |weight| is %g)",
+                        (long long)c, (double)p.scale[c], (double)BG_EXPORT_SCALE_MIN, (double)BG_EXPORT_SCALE_MAX,
+                        (double)big);
+        }
     float *scale = own(e, sizeof(float) * (size_t)p.channels);
     if (!scale) return nomem(e);
     memcpy(scale, p.scale, sizeof(float) * (size_t)p.channels);
@@ -288,8 +323,9 @@ static bg_status export_input(exporter *e, bg_quant_state *st, int64_t C, bool c
     }
     bool has_zp = false;
     for (int64_t c = 0; c < P; c++) {
-        if (!(scale[c] > 0.0f) || !isfinite(scale[c]))
-            return fail(e, BG_ERR_STATE, "input quantizer \"%s\": scale %lld is %g", sstr, (long long)c, (double)scale[c]);
+        if (!scale_ok(scale[c]))
+            return fail(e, BG_ERR_STATE, "input quantizer \"%s\": scale %lld is %g, outside [%g, %g]", sstr,
+                        (long long)c, (double)scale[c], (double)BG_EXPORT_SCALE_MIN, (double)BG_EXPORT_SCALE_MAX);
         has_zp |= zp[c] != 0;
     }
     bg_status s = put(e, "input_scale", BG_DTYPE_F32, 1, &P, scale);
@@ -342,7 +378,9 @@ static bg_status linear_layer(exporter *e, const bg_module *m, bool quant, shape
     if (!jset(lj, "input_quant", aj) || !jset(lj, "kind", json_string("linear")) || !jset(lj, "in", json_integer(in)) ||
         !jset(lj, "out", json_integer(out)) || !jset(lj, "bias", json_boolean(b != NULL)))
         return nomem(e);
-    if (b && (s = put(e, "bias", BG_DTYPE_F32, 1, &out, b->data)) != BG_OK) return s;
+    if (b && ((s = check_magnitude(e, "bias", b->data, out)) != BG_OK ||
+              (s = put(e, "bias", BG_DTYPE_F32, 1, &out, b->data)) != BG_OK))
+        return s;
     if (bg_module_type_of(m) == &bg_bitlinear_type &&
         !jset(lj, "norm", json_pack("{s:s, s:f}", "kind", "rmsnorm", "eps", (double)BITLINEAR_NORM_EPS)))
         return nomem(e);
@@ -381,7 +419,9 @@ static bg_status conv_layer(exporter *e, const bg_module *m, bool quant, shape3 
     int r = json_object_update(lj, c);
     json_decref(c);
     if (r != 0) return nomem(e);
-    if (b && (s = put(e, "bias", BG_DTYPE_F32, 1, &oc, b->data)) != BG_OK) return s;
+    if (b && ((s = check_magnitude(e, "bias", b->data, oc)) != BG_OK ||
+              (s = put(e, "bias", BG_DTYPE_F32, 1, &oc, b->data)) != BG_OK))
+        return s;
     sh->d[0] = oc, sh->d[1] = cs.oh, sh->d[2] = cs.ow;
     return BG_OK;
 }
@@ -438,8 +478,12 @@ static bg_status norm_layer(exporter *e, const bg_module *m, shape3 *sh, json_t 
                     (long long)hp.in, a);
     const bg_tensor *w = bg_module_find_param(m, "weight"), *b = bg_module_find_param(m, "bias");
     bg_status s;
-    if (w && (s = put(e, "weight", BG_DTYPE_F32, 1, &hp.in, w->data)) != BG_OK) return s;
-    if (b && (s = put(e, "bias", BG_DTYPE_F32, 1, &hp.in, b->data)) != BG_OK) return s;
+    if (w && ((s = check_magnitude(e, "weight", w->data, hp.in)) != BG_OK ||
+              (s = put(e, "weight", BG_DTYPE_F32, 1, &hp.in, w->data)) != BG_OK))
+        return s;
+    if (b && ((s = check_magnitude(e, "bias", b->data, hp.in)) != BG_OK ||
+              (s = put(e, "bias", BG_DTYPE_F32, 1, &hp.in, b->data)) != BG_OK))
+        return s;
     bool layernorm = bg_module_type_of(m) == &bg_layernorm_type;
     if (!jset(lj, "kind", json_string(layernorm ? "layernorm" : "rmsnorm")) || !jset(lj, "dim", json_integer(hp.in)) ||
         !jset(lj, "eps", json_real(hp.eps)) || !jset(lj, "weight", json_boolean(w != NULL)) ||
@@ -548,7 +592,7 @@ bg_status bg_export(const bg_module *model, const char *path, const bg_export_op
             s = nomem(e);
             break;
         }
-        if ((s = export_layer(e, e->leaves[i].m, &sh, lj)) != BG_OK) {
+        if ((s = check_params(e, e->leaves[i].m)) != BG_OK || (s = export_layer(e, e->leaves[i].m, &sh, lj)) != BG_OK) {
             json_decref(lj);
             break;
         }
