@@ -62,20 +62,41 @@ typedef struct bg_infer_opts {
                             (bg_gemm_s8_dnnl) instead of gemm_s8 */
 } bg_infer_opts;
 
-/* Loads an export. Checks the format name and version, every tensor's
- * dtype, shape and size against the layer list, the packed codes (a t2
- * byte with code 3, a bias of the wrong length ...), and that consecutive
- * layers' shapes fit, before it returns; *out is NULL on failure and
- * bg_last_error() names the path and the problem (BG_ERR_IO: cannot read;
- * BG_ERR_FORMAT: corrupt or not an export, e.g.
- * "infer_load: m.bgx: layer 0: 0.weight is U8 [512,100], want [512,224]"). */
+/* Loads an export. Checks, before it returns: the format name and version;
+ * every field of the layer list it reads (unknown kinds, weight formats,
+ * granularities, input modes refused; flags must be JSON booleans); every
+ * tensor's dtype and shape against the layer list (a weight's "shape" and
+ * "layout" against the layer and its granularity, qmin/qmax against the
+ * weight format, a bias of the wrong length ...); the packed codes (a t2
+ * byte with code 3); that consecutive layers' shapes fit and each layer's
+ * "out_shape" is what it computes; that every tensor of the file is read by
+ * its layer and "output_size" is the last layer's; and the numbers:
+ *   - weight and input scales in [1e-30, 1e30] (BG_EXPORT_SCALE_MIN/MAX in
+ *     format/format.h): NaN, Inf, 0, negative, subnormal (1e-45) and huge
+ *     (3e38) scales are refused;
+ *   - f32 weights, biases and norm gains finite with |v| <= 1e30
+ *     (BG_EXPORT_VALUE_MAX).
+ * *out is NULL on failure and bg_last_error() names the path, the layer and
+ * the problem in one sentence (BG_ERR_IO: cannot read; BG_ERR_FORMAT:
+ * corrupt or not an export), e.g.
+ * "infer_load: m.bgx: layer 0: 0.weight is u8 [512,100], want u8 [512,224]",
+ * "infer_load: m.bgx: layer 0: weight scale 3 is 3e+38, outside [1e-30, 1e+30]",
+ * "infer_load: m.bgx: layer 0: weight granularity \"per_atom\" is not
+ * per_tensor, per_channel, per_group or per_token",
+ * "infer_load: m.bgx: layer 0: \"out_shape\" is [5], the layer computes [16]". */
 bg_status bg_infer_load(const char *path, bg_infer_model **out);
 bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_infer_model **out);
 /* NULL is a no-op. */
 void bg_infer_free(bg_infer_model *m);
 
 /* out[n, output_size] = the model's logits for x[n, input_features] (f32,
- * row-major). n >= 0; no allocation. BG_ERR_ARG on NULL pointers or n < 0. */
+ * row-major). n >= 0; no allocation. BG_ERR_ARG on NULL pointers or n < 0.
+ * Inputs must be finite: the integer paths would turn a NaN or Inf into
+ * finite logits (absmax scaling and rounding absorb it), so x is scanned
+ * once before anything runs (one read of the input, small next to the first
+ * layer's products) and a NaN or Inf gives BG_ERR_NAN, e.g. "infer_run:
+ * example 3 has a NaN or Inf at feature 17 (value nan)", with out untouched.
+ * Large finite inputs run as they are. */
 bg_status bg_infer_run(bg_infer_model *m, const float *x, int64_t n, float *out);
 
 /* Elements per example of the input and the output. */

@@ -48,6 +48,18 @@ typedef struct bg_export_opts {
  * on any error nothing is written and bg_last_error() names the layer, e.g.
  * "export: layer 1: unsupported kind \"Embedding\" (the runtime runs Linear,
  * Conv2d, their quantized forms, activations, Flatten, pools, norms)".
+ * Numbers (the runtime's bounds, format/format.h): every parameter of an
+ * exported layer must be finite (BG_ERR_NAN naming it: "export: layer 0:
+ * parameter 0.weight has a NaN or Inf at index 5 (value nan)"); float
+ * tensors stored as they are (f32 weights, biases, norm gains) must have
+ * |v| <= 1e30 (BG_ERR_ARG: "export: layer 0: parameter 0.weight holds 3e+38
+ * at index 3, beyond the exportable magnitude 1e+30"); weight scales must
+ * lie in [1e-30, 1e30] (BG_ERR_ARG: "export: layer 0: weight scale 0 is
+ * 1.17647e+36, outside [1e-30, 1e+30] (the largest |weight| is 3e+38)"), as
+ * must input scales (BG_ERR_STATE).
+ * The output path is written through the atomic writer (format/format.h): an
+ * existing path that is not a regular file (/dev/null, a FIFO, a folder) is
+ * refused (BG_ERR_IO) and stale temporary files of the path are removed.
  * opts may be NULL. Side effect: computing the weight codes advances the
  * weight quantizers' call counters (as one forward would); no range changes. */
 bg_status bg_export(const bg_module *model, const char *path, const bg_export_opts *opts);
