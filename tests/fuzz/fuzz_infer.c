@@ -26,7 +26,12 @@ static char path[64];
 static bool verbose;   /* BG_FUZZ_VERBOSE set: print each load's status */
 
 /* Exports small models into dir: an MLP of quantized layers (t2, i4 per
- * group, u4, i8, u8, per-token and static inputs) and a CNN. */
+ * group, u4, i8, u8, per-token and static inputs), a CNN, and an MLP of the
+ * remaining kinds and fields (norms with and without gains, the other
+ * activations, per-channel and per-token inputs on QLinear, small i8 groups,
+ * identity). mlp.bgx and cnn.bgx in tests/fuzz/corpus_infer/ were written
+ * before the loader checked every field (test_modules loads them as old
+ * exports); kinds.bgx after. */
 static int write_seeds(const char *dir) {
     bg_rng rng;
     bg_rng_seed(&rng, 1);
@@ -47,28 +52,45 @@ static int write_seeds(const char *dir) {
     bg_module *cnn = bg_sequential_new(6, (bg_module *[]){
         bg_qconv2d_new(1, 2, 3, 3, &o, true, &i8, &a8, &rng), bg_relu_new(), bg_max_pool2d_new(2, 0, 0),
         bg_avg_pool2d_new(2, 0, 0), bg_flatten_new(), bg_linear_new(2 * 2 * 2, 3, true, &rng)});
-    if (!mlp || !cnn) {
+    bg_quant_spec c4, ac, g8, at;
+    bg_quant_spec_parse("int4:per_channel", &c4);
+    bg_quant_spec_parse("int8:per_channel=-1", &ac);
+    bg_quant_spec_parse("int8:per_group=5", &g8);
+    bg_quant_spec_parse("int8:per_token:absmax", &at);
+    bg_module *kinds = bg_sequential_new(14, (bg_module *[]){
+        bg_linear_new(16, 12, true, &rng), bg_layernorm_new(12, 1e-5f, false), bg_leaky_relu_new(0.1f),
+        bg_qlinear_new(12, 10, true, &c4, &ac, &rng), bg_rmsnorm_new(10, 1e-6f), bg_gelu_new(true),
+        bg_dropout_new(0.5f, 1), bg_qlinear_new(10, 8, false, &g8, &at, &rng), bg_silu_new(),
+        bg_linear_new(8, 4, true, &rng), bg_tanh_new(), bg_linear_new(4, 3, false, &rng), bg_sigmoid_new(),
+        bg_gelu_new(false)});
+    if (!mlp || !cnn || !kinds) {
         fprintf(stderr, "%s\n", bg_last_error());
         return 1;
     }
     bg_ctx *ctx = bg_ctx_new(0);
     bg_set_grad_enabled(ctx, false);
     bg_tensor *x = bg_full(ctx, BG_SHAPE(4, 128), 0.25f), *xc = bg_full(ctx, BG_SHAPE(4, 1, 8, 8), 0.5f);
-    if (!bg_module_forward(ctx, mlp, x) || !bg_module_forward(ctx, cnn, xc)) {
+    bg_tensor *xk = bg_full(ctx, BG_SHAPE(4, 16), 0.3f);
+    if (!bg_module_forward(ctx, mlp, x) || !bg_module_forward(ctx, cnn, xc) || !bg_module_forward(ctx, kinds, xk)) {
         fprintf(stderr, "%s\n", bg_ctx_error(ctx));
         return 1;
     }
     bg_ctx_free(ctx);
     bg_model_set_quant_mode(mlp, BG_QUANT_MODE_EVAL);
     bg_model_set_quant_mode(cnn, BG_QUANT_MODE_EVAL);
+    bg_model_set_quant_mode(kinds, BG_QUANT_MODE_EVAL);
+    bg_module_train(kinds, false);
     char p[512];
     snprintf(p, sizeof p, "%s/mlp.bgx", dir);
     bg_status s = bg_export(mlp, p, NULL);
     snprintf(p, sizeof p, "%s/cnn.bgx", dir);
     if (s == BG_OK) s = bg_export(cnn, p, &(bg_export_opts){.input_ndim = 3, .input_shape = {1, 8, 8}});
+    snprintf(p, sizeof p, "%s/kinds.bgx", dir);
+    if (s == BG_OK) s = bg_export(kinds, p, NULL);
     if (s != BG_OK) fprintf(stderr, "%s\n", bg_last_error());
     bg_module_free(mlp);
     bg_module_free(cnn);
+    bg_module_free(kinds);
     return s == BG_OK ? 0 : 1;
 }
 
