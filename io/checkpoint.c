@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "io/io.h"
+#include "kernels/kernels.h"
 #include "qat/qat.h"
 
 #define CK_FORMAT "bitgrad-checkpoint"
@@ -151,9 +152,20 @@ bg_status bg_checkpoint_save(const char *path, const bg_checkpoint *ck) {
         s = bg_last_status();
         goto done;
     }
-    // Parameters, by their module names.
-    for (int i = 0; s == BG_OK && i < bg_module_param_count(m); i++)
-        s = bg_safetensors_writer_add(w, bg_module_param_name(m, i), bg_module_param(m, i));
+    // Parameters, by their module names; a NaN or Inf is refused (a
+    // checkpoint of a diverged run would replace a good one).
+    const bg_kernels *k = bg_kernels_get();
+    for (int i = 0; s == BG_OK && i < bg_module_param_count(m); i++) {
+        const bg_tensor *t = bg_module_param(m, i);
+        int64_t bad = k->first_nonfinite(bg_f32(t), bg_numel(t));
+        if (bad >= 0)
+            s = bg_set_error(BG_ERR_NAN, "checkpoint_save: %s: parameter %s has a NaN or Inf at index %lld (value %g); "
+                             "nothing was written",
+                             path, bg_module_param_name(m, i), (long long)bad,
+                             isnan(bg_f32(t)[bad]) ? (double)NAN : (double)bg_f32(t)[bad]);
+        else
+            s = bg_safetensors_writer_add(w, bg_module_param_name(m, i), t);
+    }
     // Optimizer state buffers, flat.
     bg_tensor opt_views[4];
     for (int i = 0; s == BG_OK && ck->opt && i < bg_optim_state_count(ck->opt) && i < 4; i++) {

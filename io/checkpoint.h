@@ -102,7 +102,10 @@ typedef struct bg_checkpoint {
  * any failure (including a full disk half-way) the previous file at path is
  * untouched and no temporary file remains. Saves the members that are
  * non-NULL. Fails with BG_ERR_ARG when the model cannot be described (a
- * kind that was not registered with bg_module_register_type). */
+ * kind that was not registered with bg_module_register_type), and with
+ * BG_ERR_NAN, writing nothing, when a parameter holds a NaN or Inf
+ * ("checkpoint_save: PATH: parameter 0.weight has a NaN or Inf at index 5
+ * (value nan); nothing was written"). */
 bg_status bg_checkpoint_save(const char *path, const bg_checkpoint *ck);
 /* Loads into the existing ck->model (+ opt, schedule, rng when non-NULL)
  * and sets step / epoch / batch_in_epoch: checks the file's layout (the

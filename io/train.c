@@ -1,5 +1,6 @@
 /* train.c — the training and evaluation loops over a batcher. Calls
  * autograd/, layers/, optim/ and the batcher; nothing above io/. */
+#include <math.h>
 #include <stdio.h>
 
 #include "io/io.h"
@@ -15,6 +16,16 @@ static bg_status fail_step(bg_ctx *ctx, const char *what, bg_status st) {
     return st;
 }
 
+/* The same for a failure inside training step `step`, which it names. */
+static bg_status fail_at_step(bg_ctx *ctx, int64_t step, bg_status st) {
+    char msg[BG_ERROR_MAX];
+    if (bg_ctx_status(ctx) != BG_OK) st = bg_ctx_status(ctx);
+    snprintf(msg, sizeof msg, "%s", bg_ctx_status(ctx) != BG_OK ? bg_ctx_error(ctx) : bg_last_error());
+    bg_set_error(st, "train_epoch: step %lld: %s", (long long)step, msg);
+    bg_ctx_reset(ctx);
+    return st;
+}
+
 bg_status bg_train_epoch(bg_ctx *ctx, bg_module *model, bg_optim *opt, bg_batcher *batches,
                          const bg_train_opts *opts, double *mean_loss) {
     if (!ctx || !model || !opt || !batches || !mean_loss)
@@ -25,18 +36,24 @@ bg_status bg_train_epoch(bg_ctx *ctx, bg_module *model, bg_optim *opt, bg_batche
     int64_t seen = 0;
     bg_tensor *x, *y;
     while (bg_batcher_next(batches, ctx, &x, &y)) {
+        int64_t step = bg_optim_step_count(opt);
         if (o.before_step) {
-            bg_status st = o.before_step(bg_optim_step_count(opt), o.user);
-            if (st != BG_OK) return fail_step(ctx, "train_epoch", st);
+            bg_status st = o.before_step(step, o.user);
+            if (st != BG_OK) return fail_at_step(ctx, step, st);
         }
         bg_tensor *out = bg_module_forward(ctx, model, x);
         bg_tensor *loss = o.loss ? (out ? o.loss(ctx, out, x, y, o.user) : NULL)
                                  : bg_cross_entropy(ctx, out, y, NULL);
-        if (!loss || bg_backward(ctx, loss) != BG_OK)
-            return fail_step(ctx, "train_epoch", BG_ERR_STATE);
-        int64_t step = bg_optim_step_count(opt);
+        if (loss && !o.allow_nonfinite_loss && !isfinite(bg_f32(loss)[0])) {
+            bg_ctx_fail(ctx, BG_ERR_NAN,
+                        "the loss is %g; nothing was updated (a non-finite loss stops training: look "
+                        "for a NaN/Inf input or weight, or lower the lr)",
+                        isnan(bg_f32(loss)[0]) ? (double)NAN : (double)bg_f32(loss)[0]);   // never "-nan"
+            return fail_at_step(ctx, step, BG_ERR_NAN);
+        }
+        if (!loss || bg_backward(ctx, loss) != BG_OK) return fail_at_step(ctx, step, BG_ERR_STATE);
         bg_status st = bg_optim_step(opt);
-        if (st != BG_OK) return fail_step(ctx, "train_epoch", st);
+        if (st != BG_OK) return fail_at_step(ctx, step, st);
         double batch_loss = (double)bg_f32(loss)[0];
         loss_sum += batch_loss * (double)y->shape[0];
         seen += y->shape[0];

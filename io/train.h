@@ -29,12 +29,18 @@ typedef struct bg_train_opts {
      * optimizer's count before it), the batch's mean loss and its size: for
      * logs and progress lines. */
     void (*after_step)(int64_t step, double loss, int64_t batch, void *user);
+    /* true: a NaN/Inf loss does not stop the epoch (off by default). */
+    bool allow_nonfinite_loss;
 } bg_train_opts;
 
 /* One epoch of train mode: forward, loss, backward, optimizer step, zero
  * grads, ctx reset per batch. *mean_loss gets the example-weighted mean loss.
  * opts may be NULL. On failure returns the status; bg_last_error() holds the
- * ctx's message (the ctx is left reset). */
+ * ctx's message (the ctx is left reset).
+ * A loss that is NaN or infinite stops the epoch before backward with
+ * BG_ERR_NAN ("train_epoch: step 0: the loss is nan; nothing was updated
+ * ..."). Every failure inside a step names it ("train_epoch: step 12: ..."), and so does a non-finite gradient (bg_optim_step's check): the
+ * parameters keep the values of the last good step. */
 bg_status bg_train_epoch(bg_ctx *ctx, bg_module *model, bg_optim *opt, bg_batcher *batches,
                          const bg_train_opts *opts, double *mean_loss);
 

@@ -150,6 +150,12 @@ static float sum_ref(const float *x, int64_t n) {
     return (float)s;
 }
 
+static int64_t first_nonfinite_ref(const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return i;
+    return -1;
+}
+
 /* NaN anywhere gives NaN (torch.max) */
 static float max_ref(const float *x, int64_t n) {
     float m = x[0];
@@ -472,6 +478,7 @@ const bg_kernels bg_kernels_ref_table = {
     .silu_backward      = silu_backward_ref,
     .sum                = sum_ref,
     .max                = max_ref,
+    .first_nonfinite    = first_nonfinite_ref,
     .dot                = dot_ref,
     .col_sum            = col_sum_ref,
     .softmax_rows       = softmax_rows_ref,

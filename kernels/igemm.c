@@ -116,7 +116,7 @@ static void absmax_rows_ref(float *amax, const float *x, int64_t M, int64_t K) {
         float a = 0.0f;
         for (int64_t k = 0; k < K; k++) {
             float v = fabsf(x[m * K + k]);
-            a = v > a ? v : a;   /* NaN compares false: skipped */
+            a = v > a || v != v ? v : a;   /* a NaN stays, as in the quant absmax */
         }
         amax[m] = a;
     }

@@ -196,18 +196,22 @@ static void absmax_rows_avx2(float *amax, const float *x, int64_t M, int64_t K) 
 #pragma omp parallel for schedule(static) if (M * K >= BG_PAR_MIN && M > 1)
     for (int64_t m = 0; m < M; m++) {
         const float *xr = x + m * K;
-        __m256 a = _mm256_setzero_ps();
+        /* |x| as integers: NaN > Inf > every finite, so a NaN stays (as in
+           the quant absmax) */
+        __m256i a = _mm256_setzero_si256();
         int64_t k = 0;
         for (; k + 8 <= K; k += 8)
-            a = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(xr + k), absmask), a);   /* NaN -> a */
-        float lanes[8], r = 0.0f;
-        _mm256_storeu_ps(lanes, a);
+            a = _mm256_max_epi32(_mm256_castps_si256(_mm256_and_ps(_mm256_loadu_ps(xr + k), absmask)), a);
+        uint32_t lanes[8], r = 0;
+        _mm256_storeu_si256((__m256i *)lanes, a);
         for (int i = 0; i < 8; i++) r = lanes[i] > r ? lanes[i] : r;
         for (; k < K; k++) {
             float v = fabsf(xr[k]);
-            r = v > r ? v : r;
+            uint32_t b;
+            memcpy(&b, &v, 4);
+            r = b > r ? b : r;
         }
-        amax[m] = r;
+        memcpy(&amax[m], &r, 4);
     }
 }
 

@@ -386,14 +386,16 @@ static void absmax_rows_vnni(float *amax, const float *x, int64_t M, int64_t K) 
 #pragma omp parallel for schedule(static) if (M * K >= BG_PAR_MIN && M > 1)
     for (int64_t m = 0; m < M; m++) {
         const float *xr = x + m * K;
-        __m512 a = _mm512_setzero_ps();
+        /* |x| as integers: NaN > Inf > every finite, so a NaN stays (as in
+           the quant absmax) */
+        __m512i a = _mm512_setzero_si512();
         for (int64_t k = 0; k < K; k += 16) {
             __mmask16 msk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
-            __m512 v = _mm512_castsi512_ps(
-                _mm512_and_si512(_mm512_castps_si512(_mm512_maskz_loadu_ps(msk, xr + k)), absmask));
-            a = _mm512_max_ps(v, a);   /* v NaN -> a kept */
+            __m512i v = _mm512_and_si512(_mm512_castps_si512(_mm512_maskz_loadu_ps(msk, xr + k)), absmask);
+            a = _mm512_max_epi32(v, a);
         }
-        amax[m] = _mm512_reduce_max_ps(a);
+        int32_t r = _mm512_reduce_max_epi32(a);
+        memcpy(&amax[m], &r, 4);
     }
 }
 

@@ -63,6 +63,7 @@ typedef struct bg_kernels {
     // --- reductions (fixed partition: the result does not depend on timing) ---
     float (*sum)(const float *x, int64_t n);      /* accumulates in double */
     float (*max)(const float *x, int64_t n);      /* n >= 1 */
+    int64_t (*first_nonfinite)(const float *x, int64_t n);   /* index of the first NaN/Inf, or -1 */
     float (*dot)(const float *a, const float *b, int64_t n);
     void (*col_sum)(float *y, const float *x, int64_t rows, int64_t cols); /* y[c] += sum_r x[r,c] */
 
@@ -225,9 +226,10 @@ typedef struct bg_quant_kernels {
      * mask = -1 <= u <= 1. */
     void (*fake_binary)(float *y, int8_t *codes, uint8_t *mask, const float *x, int64_t outer,
                         int64_t channels, int64_t inner, const float *scale);
-    /* Per-channel reductions over outer and inner; they write. NaN is
-     * skipped; no element gives min +inf, max -inf, absmax 0. Zeros come out
-     * as +0. */
+    /* Per-channel reductions over outer and inner; they write. minmax skips
+     * NaN; absmax returns NaN for a channel holding one (a scale from it is
+     * then not finite and the quantizer refuses it). No element gives min
+     * +inf, max -inf, absmax 0. Zeros come out as +0. */
     void (*minmax)(float *mn, float *mx, const float *x, int64_t outer, int64_t channels,
                    int64_t inner);
     void (*absmax)(float *amax, const float *x, int64_t outer, int64_t channels, int64_t inner);
@@ -314,7 +316,7 @@ typedef struct bg_int_kernels {
                           const float *scale, int64_t scale_stride, int32_t z, int32_t qmin,
                           int32_t qmax);
     /* Per-row absmax (for per-token scales): amax[m] = max_k |x[m,k]|
-     * (NaN skipped, 0 for an all-zero row). */
+     * (NaN for a row holding one, as the quant absmax; 0 for an all-zero row). */
     void (*absmax_rows)(float *amax, const float *x, int64_t M, int64_t K);
 } bg_int_kernels;
 

@@ -157,7 +157,7 @@ static void absmax_ref(float *amax, const float *x, int64_t outer, int64_t chann
             const float *p = x + (o * channels + c) * inner;
             for (int64_t i = 0; i < inner; i++) {
                 float a = fabsf(p[i]);
-                m = a > m ? a : m;
+                m = a > m || a != a ? a : m;   // a NaN stays (nothing compares above it)
             }
         }
         amax[c] = m;

@@ -6,6 +6,7 @@
  * nothing above kernels/. */
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "kernels/kernels_internal.h"
 #include "kernels/quant_internal.h"
@@ -39,6 +40,10 @@ static inline vf vdiv(vf a, vf b) { return _mm512_div_ps(a, b); }
 static inline vf vmin(vf a, vf b) { return _mm512_min_ps(a, b); }
 static inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
 static inline vf vabs(vf a) { return _mm512_abs_ps(a); }
+/* max of two non-negative floats as integers: NaN > Inf > every finite */
+static inline vf vmax_nonneg(vf a, vf b) {
+    return _mm512_castsi512_ps(_mm512_max_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+}
 static inline vf vround_ne(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 static inline vf vfloor(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
 static inline vmask vge(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }

@@ -19,6 +19,7 @@ struct bg_optim {
     bool has_schedule;
     bg_lr_schedule schedule;
     int64_t steps;
+    bool skip_finite_check;  /* bg_optim_set_check_finite(o, false) */
     bg_sgd_opts sgd;
     bg_adam_opts adam;
     float *state[2];         /* SGD: momentum_buffer; Adam(W): exp_avg, exp_avg_sq */
@@ -167,6 +168,29 @@ static void update_range(const bg_kernels *k, bg_optim *o, float lr, int64_t a, 
     }
 }
 
+/* Names the first non-finite gradient (the flat buffer holds one at i). */
+static bg_status nonfinite_error(const bg_optim *o, int64_t i) {
+    const bg_module *m = o->module;
+    const char *name = "padding";
+    int64_t at = i;
+    for (int p = 0; p < bg_module_param_count(m); p++) {
+        int64_t off = bg_module_param_offset(m, p) / (int64_t)sizeof(float);
+        if (i >= off && i < off + bg_numel(bg_module_param(m, p))) {
+            name = bg_module_param_name(m, p);
+            at = i - off;
+        }
+    }
+    return bg_set_error(BG_ERR_NAN,
+                        "%s: the gradient of %s is %g at element %lld; nothing was updated (a non-finite gradient "
+                        "stops training: look for a NaN/Inf input, weight or loss, or lower the lr)",
+                        who_name(o->kind), name, isnan(o->grads[i]) ? (double)NAN : (double)o->grads[i],
+                        (long long)at);
+}
+
+void bg_optim_set_check_finite(bg_optim *o, bool on) {
+    if (o) o->skip_finite_check = !on;
+}
+
 bg_status bg_optim_step(bg_optim *o) {
     if (!o) return bg_set_error(BG_ERR_ARG, "optim_step: optimizer is NULL");
     int64_t n;
@@ -175,8 +199,12 @@ bg_status bg_optim_step(bg_optim *o) {
         return bg_set_error(BG_ERR_STATE,
                             "%s: the %s was finalized again after the optimizer was made; make a new optimizer",
                             who_name(o->kind), bg_module_kind(o->module));
-    if (o->has_schedule) o->lr = bg_lr_at(&o->schedule, o->steps);
     const bg_kernels *k = bg_kernels_get();
+    if (!o->skip_finite_check) {
+        int64_t bad = k->first_nonfinite(o->grads, o->n);
+        if (bad >= 0) return nonfinite_error(o, bad);
+    }
+    if (o->has_schedule) o->lr = bg_lr_at(&o->schedule, o->steps);
     const bg_module *m = o->module;
     int count = bg_module_param_count(m);
     bool all = true;

@@ -132,8 +132,15 @@ const char *bg_optim_kind(const bg_optim *o);
  * parameters split it into runs. With a schedule, the lr is first set to
  * bg_lr_at(schedule, step_count). Then step_count += 1. BG_ERR_STATE when
  * the module was finalized again after the optimizer was made (its buffers
- * moved); BG_ERR_ARG for NULL. Allocates nothing. */
+ * moved); BG_ERR_ARG for NULL. Allocates nothing.
+ * First, by default, every gradient must be finite: a NaN or infinity fails
+ * with BG_ERR_NAN before anything is updated, naming the step, the
+ * parameter and the element ("adam: the gradient of 0.weight is nan at
+ * element 5; nothing was updated ..."; bg_train_epoch adds the step). The check is one vectorised pass
+ * over the flat grads (bench/train_step prints its cost). */
 bg_status bg_optim_step(bg_optim *o);
+/* Turns that check off (false) or on again (true, the default). */
+void bg_optim_set_check_finite(bg_optim *o, bool on);
 /* bg_module_zero_grad on the optimizer's module. */
 void bg_optim_zero_grad(bg_optim *o);
 

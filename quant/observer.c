@@ -564,7 +564,7 @@ bg_status bg_quant_params_compute(bg_ctx *ctx, const bg_quant_spec *spec, bg_qua
         k->abssum(sum, xv, outer, channels, inner);
         for (int64_t c = 0; c < channels; c++) {
             float mean = per ? (float)(sum[c] / (double)per) : 0.0f;
-            sc[c] = mean >= BG_QUANT_BITNET_EPS ? mean : BG_QUANT_BITNET_EPS;   // also NaN -> eps
+            sc[c] = mean < BG_QUANT_BITNET_EPS ? BG_QUANT_BITNET_EPS : mean;   // NaN stays: refused below
             zp[c] = 0.0f;
         }
         break;
@@ -572,7 +572,7 @@ bg_status bg_quant_params_compute(bg_ctx *ctx, const bg_quant_spec *spec, bg_qua
     case BG_QUANT_RANGE_ABSMAX:
         k->absmax(sc, xv, outer, channels, inner);
         for (int64_t c = 0; c < channels; c++) {
-            float a = sc[c] >= BG_QUANT_BITNET_EPS ? sc[c] : BG_QUANT_BITNET_EPS;
+            float a = sc[c] < BG_QUANT_BITNET_EPS ? BG_QUANT_BITNET_EPS : sc[c];   // NaN stays
             sc[c] = a / (float)qmax;
             zp[c] = 0.0f;
         }
@@ -676,6 +676,17 @@ bg_status bg_quant_params_compute(bg_ctx *ctx, const bg_quant_spec *spec, bg_qua
     }
     default: break;
     }
+    // A range that is not finite would turn every element into the same code
+    // and hide the NaN/Inf behind a finite loss: refuse it.
+    for (int64_t c = 0; c < channels; c++)
+        if (!isfinite(sc[c]) || !(sc[c] > 0.0f) || !isfinite(zp[c])) {
+            bg_ctx_fail(ctx, BG_ERR_NAN,
+                        OP ": the %s range of x %s is not finite (scale %g, zero point %g%s): x holds a NaN or "
+                        "an infinity",
+                        bg_quant_range_name(spec->range), bg_shape_str(xc, sx, sizeof sx), (double)sc[c],
+                        (double)zp[c], channels > 1 ? ", one channel" : "");
+            return BG_ERR_NAN;
+        }
     // Dynamic scales of a state are kept for inspection (metrics, export).
     if (st && st->n_scales == channels && !bg_quant_spec_is_stateful(spec) && st->t[P_SCALE]) {
         memcpy(bg_f32(st->t[P_SCALE]), sc, sizeof(float) * (size_t)channels);

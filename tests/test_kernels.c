@@ -3,6 +3,7 @@
  * optimizer kernels against PyTorch 1.13 (10 steps, bitwise); reductions
  * bitwise equal at 1 and 2 threads; BG_ISA capping; sgemm backends against
  * the reference for every transpose combination and awkward sizes. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,6 +242,24 @@ static void test_reductions(const bg_kernels *k, const bg_kernels *r) {
         a[n / 2] = NAN;
         CHECK_MSG(isnan(k->max(a, n)), "%s max with NaN n=%lld: %g", k->isa, (long long)n,
                   k->max(a, n));
+        /* first_nonfinite: -1 on finite data (FLT_MAX included), else the
+         * first index of a NaN or an infinity, wherever it falls */
+        fill(a, n, -1, 1);
+        a[0] = FLT_MAX;
+        a[n - 1] = -FLT_MAX;
+        CHECK_MSG(k->first_nonfinite(a, n) == -1, "%s first_nonfinite finite n=%lld", k->isa, (long long)n);
+        const float bad[3] = {NAN, INFINITY, -INFINITY};
+        for (int bi = 0; bi < 3; bi++)
+            for (int64_t at = 0; at < n; at += n / 5 + 1) {
+                float keep = a[at];
+                a[at] = bad[bi];
+                if (at + 1 < n) a[n - 1] = NAN;   // a later one does not hide the first
+                int64_t got = k->first_nonfinite(a, n), want = r->first_nonfinite(a, n);
+                CHECK_MSG(got == at && want == at, "%s first_nonfinite %g at %lld n=%lld: %lld (ref %lld)", k->isa,
+                          (double)bad[bi], (long long)at, (long long)n, (long long)got, (long long)want);
+                a[at] = keep;
+                a[n - 1] = -FLT_MAX;
+            }
     }
     /* col_sum: same per-column order as the reference, so bitwise */
     static const int64_t rows_l[] = {1, 2, 3, 7, 17, 33};

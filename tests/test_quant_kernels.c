@@ -358,8 +358,25 @@ static void test_reduction_values(void) {
     double s;
     k->minmax(&mn, &mx, x, 1, 1, 8);
     CHECK(mn == -9.25f && mx == 7.5f);
-    k->absmax(&am, x, 1, 1, 8);
-    CHECK(am == 9.25f);
+    k->absmax(&am, x + 1, 1, 1, 4);
+    CHECK(am == 7.5f);
+    // A NaN anywhere makes absmax NaN on every ISA (its scale is then refused).
+    for (int isa = 0; isa < BG_ISA_COUNT; isa++) {
+        const bg_quant_kernels *ki = bg_quant_kernels_for((bg_isa)isa);
+        if (!ki) continue;
+        float big[37];
+        for (int i = 0; i < 37; i++) big[i] = (float)i - 18.0f;
+        for (int at = 0; at < 37; at += 6) {
+            float keep = big[at];
+            big[at] = NAN;
+            float a1, a2[37];
+            ki->absmax(&a1, big, 1, 1, 37);
+            ki->absmax(a2, big, 1, 37, 1);   // one channel per element: only channel `at` is NaN
+            CHECK_MSG(isnan(a1) && isnan(a2[at]) && a2[(at + 1) % 37] == fabsf(big[(at + 1) % 37]),
+                      "%s absmax with NaN at %d: %g", ki->isa, at, (double)a1);
+            big[at] = keep;
+        }
+    }
     k->abssum(&s, x + 1, 1, 1, 4);
     CHECK(s == 12.5);
     // Per channel (channel last, 2 rows of 3 channels).

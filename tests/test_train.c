@@ -1,6 +1,10 @@
 /* test_train.c — bg_train_epoch and bg_evaluate on a small synthetic image
  * set: learning happens, callbacks are honoured, errors carry the message. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tests/test_util.h"
 
@@ -41,6 +45,70 @@ static bg_status before_step(int64_t step, void *user) {
     return step == c->stop_at ? bg_set_error(BG_ERR_STATE, "schedule: stop requested") : BG_OK;
 }
 
+/* Issue 10 case 11: a NaN weight stops training at the first step with the
+ * step in the message and the parameters as they were; the same through a
+ * BitLinear (whose quantizers used to hide it), a non-finite gradient, and
+ * a checkpoint of such a model. */
+static void test_nonfinite_stops(bg_ctx *ctx, bg_batcher *b) {
+    bg_rng rng;
+    bg_rng_seed(&rng, 3);
+    bg_module *mlp = bg_sequential_new(3, (bg_module *[]){bg_linear_new(F, 8, true, &rng), bg_relu_new(),
+                                                          bg_linear_new(8, 2, true, &rng)});
+    bg_optim *opt = bg_adam_new(mlp, NULL);
+    int64_t n;
+    float *p = bg_module_flat_params(mlp, &n);
+    p[5] = NAN;   // 0.weight[0,5]
+    float *before = malloc(sizeof(float) * (size_t)n);
+    memcpy(before, p, sizeof(float) * (size_t)n);
+    double loss = 0;
+    CHECK(bg_train_epoch(ctx, mlp, opt, b, NULL, &loss) == BG_ERR_NAN);
+    CHECK_STR(bg_last_error(), "train_epoch: step 0: the loss is nan; nothing was updated (a non-finite loss stops "
+                               "training: look for a NaN/Inf input or weight, or lower the lr)");
+    CHECK(memcmp(before, p, sizeof(float) * (size_t)n) == 0 && bg_optim_step_count(opt) == 0);
+    // Checkpoints refuse it, and the good file at the path stays.
+    char path[] = "/tmp/bg_test_train_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd >= 0) close(fd);
+    p[5] = 0.25f;
+    CHECK(bg_checkpoint_save(path, &(bg_checkpoint){.model = mlp}) == BG_OK);
+    p[5] = NAN;
+    CHECK(bg_checkpoint_save(path, &(bg_checkpoint){.model = mlp}) == BG_ERR_NAN);
+    char want[256];
+    snprintf(want, sizeof want,
+             "checkpoint_save: %s: parameter 0.weight has a NaN or Inf at index 5 (value nan); nothing was written",
+             path);
+    CHECK_STR(bg_last_error(), want);
+    bg_module *back = NULL;
+    CHECK(bg_checkpoint_load_model(path, &back) == BG_OK && back && bg_f32(bg_module_param(back, 0))[5] == 0.25f);
+    bg_module_free(back);
+    unlink(path);
+    // A non-finite gradient with a finite loss: the optimizer refuses the step.
+    p[5] = 0.25f;
+    bg_optim_zero_grad(opt);
+    memcpy(before, p, sizeof(float) * (size_t)n);
+    bg_f32(bg_module_param(mlp, 1)->grad)[7] = INFINITY;   // 0.bias[7]
+    CHECK(bg_optim_step(opt) == BG_ERR_NAN);
+    CHECK_STR(bg_last_error(), "adam: the gradient of 0.bias is inf at element 7; nothing was updated (a non-finite "
+                               "gradient stops training: look for a NaN/Inf input, weight or loss, or lower the lr)");
+    CHECK(memcmp(before, p, sizeof(float) * (size_t)n) == 0 && bg_optim_step_count(opt) == 0);
+    bg_optim_set_check_finite(opt, false);   // switched off: the step runs
+    CHECK(bg_optim_step(opt) == BG_OK && bg_optim_step_count(opt) == 1);
+    bg_optim_free(opt);
+    // A BitLinear's absmean quantizer refuses a NaN latent weight instead of
+    // turning it into codes.
+    CHECK(bg_bitnet_model(mlp) == BG_OK);
+    bg_optim *opt2 = bg_adam_new(mlp, NULL);
+    p = bg_module_flat_params(mlp, &n);
+    p[5] = NAN;
+    CHECK(bg_train_epoch(ctx, mlp, opt2, b, NULL, &loss) == BG_ERR_NAN);
+    CHECK(strstr(bg_last_error(), "train_epoch: step 0: fake_quant: the absmean range of x [8,16] is not finite (scale nan") != NULL);
+    CHECK_MSG(strstr(bg_last_error(), "x holds a NaN or an infinity") != NULL, "%s", bg_last_error());
+    bg_optim_free(opt2);
+    free(before);
+    bg_module_free(mlp);
+}
+
 int main(void) {
     static uint8_t pixels[N * F];
     static int32_t labels[N];
@@ -74,7 +142,7 @@ int main(void) {
     // A callback's failure stops the epoch and keeps its message.
     c.stop_at = c.last_step + 3;
     CHECK(bg_train_epoch(ctx, model, opt, b, &to, &loss) == BG_ERR_STATE);
-    CHECK_STR(bg_last_error(), "train_epoch: schedule: stop requested");
+    CHECK_STR(bg_last_error(), "train_epoch: step 142: schedule: stop requested");
     CHECK(bg_ctx_status(ctx) == BG_OK);
 
     // A model that does not fit the data fails with the layer's message.
@@ -84,6 +152,7 @@ int main(void) {
     CHECK(bg_train_epoch(NULL, model, opt, b, NULL, &loss) == BG_ERR_ARG);
 
     bg_module_free(wrong);
+    test_nonfinite_stops(ctx, b);
     bg_ctx_free(ctx);
     bg_optim_free(opt);
     bg_module_free(model);

@@ -73,6 +73,25 @@ check "export over a previous export exits 0" test $? -eq 0
 check "and removes the stale temporary file" test ! -e "$out/s.bgx.tmp-K1ll3d"
 check "but not other names" test -e "$out/s.bgx.tmp-K1ll3" -a -e "$out/t.bgx.tmp-K1ll3d"
 
+# a NaN weight stops fine-tuning at its first step (exit 1) and writes no
+# checkpoint over a good one (the NaN is written into the file's first
+# parameter value with the same few lines any safetensors reader would use)
+/usr/bin/python3 - "$out/demo/teacher.safetensors" "$out/nan.safetensors" <<'PY'
+import json, struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+off = 8 + n + json.loads(b[8:8 + n])["0.weight"]["data_offsets"][0]
+b[off:off + 4] = struct.pack("<f", float("nan"))
+open(sys.argv[2], "wb").write(b)
+PY
+cp "$ck" "$out/good.safetensors"
+"$bitgrad" finetune "$out/nan.safetensors" --epochs 1 --schedule none --out "$out/good.safetensors" \
+    --log "$out/nan.jsonl" >"$out/ft-nan.log" 2>&1
+check "finetune of a NaN weight exits 1" test $? -eq 1
+check "and names the step" grep -q "train_epoch: step 0: fake_quant: the absmean range of x \[512,784\] is not finite" \
+    "$out/ft-nan.log"
+check "the good checkpoint is unchanged" cmp -s "$ck" "$out/good.safetensors"
+
 "$bitgrad" demo --epochs zero >"$out/usage.log" 2>&1
 check "bad option exits 2" test $? -eq 2
 check "and says why" grep -q "expected an integer" "$out/usage.log"
