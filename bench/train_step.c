@@ -183,6 +183,33 @@ int main(int argc, char **argv) {
            1e-3 * gemm_ms[d] * (double)bg_batcher_batches(b.batches));
     printf("2 threads vs 1: %.3f vs %.3f ms/step (%s)\n", step_ms[1], step_ms[0],
            step_ms[1] < step_ms[0] ? "2 threads faster" : "2 threads NOT faster");
+    // The optimizer's non-finite gradient check, on (the default) and off,
+    // alternating in rounds so the shared machine's load hits both alike.
+    bg_set_num_threads(counts[d]);
+    {
+        enum { ROUNDS = 10 };
+        int per = steps / ROUNDS > 0 ? steps / ROUNDS : 1;
+        double *on = malloc(sizeof(double) * (size_t)(per * ROUNDS)), *off = malloc(sizeof(double) * (size_t)(per * ROUNDS));
+        if (!on || !off) goto done;
+        for (int r = 0; r < ROUNDS; r++)
+            for (int variant = 0; variant < 2; variant++) {
+                bg_optim_set_check_finite(b.opt, variant == 0);
+                double *dst = variant == 0 ? on : off;
+                for (int i = 0; i < per; i++) {
+                    double t0 = now_seconds();
+                    if (!bench_train_step(&b)) goto done;
+                    dst[r * per + i] = 1e3 * (now_seconds() - t0);
+                }
+            }
+        bg_optim_set_check_finite(b.opt, true);
+        int m = per * ROUNDS;
+        double mon = median(on, m), moff = median(off, m);   // sorts: the quantiles below read them
+        printf("non-finite gradient check: %.3f ms/step with it (p10-p90 %.3f-%.3f), %.3f without (%.3f-%.3f); "
+               "ratio %.4f (target <= 1.02)\n",
+               mon, on[m / 10], on[m - 1 - m / 10], moff, off[m / 10], off[m - 1 - m / 10], mon / moff);
+        free(on);
+        free(off);
+    }
     printf("arena high-water mark: %.2f MiB\n", (double)bg_ctx_peak_bytes(b.ctx) / (1 << 20));
     printf("peak RSS: %.1f MiB\n", (double)ru.ru_maxrss / 1024);
     printf("heap allocations in 20 steady-state steps: %llu\n", (unsigned long long)allocs);

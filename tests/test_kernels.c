@@ -308,6 +308,17 @@ static void test_deterministic_reductions(void) {
         double exact = 0.0;
         for (int64_t i = 0; i < n; i++) exact += a[i];
         CHECK_CLOSE(s1, exact, 1e-9 * n, 1e-6);
+        /* first_nonfinite over the threads' blocks: the lowest index wins */
+        for (int t = 1; t <= 2; t++) {
+            bg_set_num_threads(t);
+            CHECK_MSG(k->first_nonfinite(a, n) == -1, "%s first_nonfinite finite, %d threads", k->isa, t);
+            a[n - 3] = INFINITY;
+            a[n / 2 + 7] = NAN;
+            CHECK_MSG(k->first_nonfinite(a, n) == n / 2 + 7, "%s first_nonfinite large, %d threads", k->isa, t);
+            a[n / 2 + 7] = 0.5f;
+            CHECK_MSG(k->first_nonfinite(a, n) == n - 3, "%s first_nonfinite last block, %d threads", k->isa, t);
+            a[n - 3] = 0.25f;
+        }
     }
     bg_set_num_threads(saved);
     free(a);
