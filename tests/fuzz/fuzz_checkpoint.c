@@ -1,12 +1,18 @@
 /* fuzz_checkpoint.c — libFuzzer target for the checkpoint loader: the input
  * bytes are a checkpoint file, loaded with bg_checkpoint_load into a small
  * fixed model (a quantized Linear with LSQ steps, ReLU, Dropout, Linear)
- * with an Adam optimizer, a schedule and an RNG. Any input must give BG_OK
- * or an error, never a crash, a leak or undefined behaviour.
+ * with an Adam optimizer, a schedule and an RNG, and with
+ * bg_checkpoint_load_model (the model built from the file's description).
+ * Any input must give BG_OK or an error, never a crash, a leak, undefined
+ * behaviour or a hang.
  *
  *   cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DBG_FUZZ=ON
  *   cmake --build build-fuzz --target fuzz_checkpoint
- *   build-fuzz/fuzz_checkpoint -max_total_time=60 CORPUS_DIR
+ *   build-fuzz/fuzz_checkpoint -max_total_time=60 -dict=tests/fuzz/checkpoint.dict CORPUS_DIR
+ *
+ * The seeds include a wide description (2,000 children) and one that
+ * promises more parameters than its file holds; the dictionary holds the
+ * description's keys, kinds and the sizes at and past the limits.
  *
  * BG_FUZZ_WRITE_SEEDS=DIR build-fuzz/fuzz_checkpoint writes the seed corpus
  * (valid checkpoints of this model, as tests/fuzz/corpus/ holds) and exits. */
@@ -16,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "format/format.h"
 #include "io/io.h"
 #include "qat/qat.h"
 
@@ -74,6 +81,32 @@ static void write_seeds(const char *dir) {
     if (bg_checkpoint_save(p, &ck) != BG_OK) fprintf(stderr, "%s\n", bg_last_error());
     snprintf(p, sizeof p, "%s/model_only.ckpt", dir);
     if (bg_checkpoint_save(p, &(bg_checkpoint){.model = net}) != BG_OK) fprintf(stderr, "%s\n", bg_last_error());
+    // Wide: 2,000 ReLU children after a Linear.
+    enum { WIDE = 2000 };
+    bg_module *kids[WIDE + 1];
+    bg_rng init;
+    bg_rng_seed(&init, 2);
+    kids[0] = bg_linear_new(6, 4, true, &init);
+    for (int i = 1; i <= WIDE; i++) kids[i] = bg_relu_new();
+    bg_module *wide = bg_sequential_new(WIDE + 1, kids);
+    snprintf(p, sizeof p, "%s/wide.ckpt", dir);
+    if (!wide || bg_checkpoint_save(p, &(bg_checkpoint){.model = wide}) != BG_OK) fprintf(stderr, "%s\n", bg_last_error());
+    bg_module_free(wide);
+    // A description of Linear(65536, 65536) over a file of 12 values.
+    bg_tensor *w = bg_tensor_new(BG_DTYPE_F32, BG_SHAPE(3, 4));
+    bg_safetensors_writer *wr = bg_safetensors_writer_new();
+    snprintf(p, sizeof p, "%s/promises_more.ckpt", dir);
+    if (!w || !wr || bg_safetensors_writer_add(wr, "0.weight", w) != BG_OK ||
+        bg_safetensors_writer_meta(wr, "format", "bitgrad-checkpoint") != BG_OK ||
+        bg_safetensors_writer_meta(wr, "version", "1") != BG_OK ||
+        bg_safetensors_writer_meta(wr, "model",
+                                   "{\"format\":\"bitgrad-model\",\"version\":2,\"model\":{\"kind\":\"Sequential\","
+                                   "\"children\":[{\"name\":\"0\",\"kind\":\"Linear\",\"in_features\":65536,"
+                                   "\"out_features\":65536,\"bias\":false}]}}") != BG_OK ||
+        bg_safetensors_writer_save(wr, p) != BG_OK)
+        fprintf(stderr, "%s\n", bg_last_error());
+    bg_safetensors_writer_free(wr);
+    bg_tensor_free(w);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -104,6 +137,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     // A model-only load of the same bytes exercises the path without the
     // optional members (a file without optimizer state can still load).
     bg_checkpoint_load(path, &(bg_checkpoint){.model = net});
+    // The model the file describes, built from its description.
+    bg_module *described = NULL;
+    s = bg_checkpoint_load_model(path, &described);
+    if (verbose) fprintf(stderr, "load_model: %s %s\n", bg_status_str(s), s == BG_OK ? "" : bg_last_error());
+    bg_module_free(described);
     unlink(path);
     return 0;
 }
