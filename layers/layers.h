@@ -104,6 +104,10 @@ typedef struct bg_module_type {
      * checkpoints save and restore (as "dropout.<path>.rng", the name Dropout's
      * generators have always had). */
     bg_rng *(*module_rng)(bg_module *m);
+    /* true: every Linear child of this kind already receives an RMSNorm
+     * output (a transformer block's projections): bg_bitnet_model gives them
+     * BitLinears without BitLinear's own norm (bg_bitlinear_set_norm). */
+    bool prenormed_linears;
 } bg_module_type;
 
 // ---------------------------------------------------------------------------
@@ -133,6 +137,7 @@ extern const bg_module_type bg_sequential_type, bg_residual_type, bg_linear_type
     bg_avg_pool2d_type;
 extern const bg_module_type bg_fake_quant_type, bg_qlinear_type, bg_qconv2d_type, bg_qembedding_type,
     bg_bitlinear_type;
+extern const bg_module_type bg_transformer_block_type, bg_transformer_lm_type;
 
 // ---------------------------------------------------------------------------
 // hyperparameters as JSON (for save_hparams / load_hparams hooks)
@@ -453,6 +458,12 @@ bg_module *bg_quantize_module(const bg_module *layer, const struct bg_quant_spec
  * weights absorb. Parameter: weight [out,in] (latent, f32, what the
  * optimizer updates), initialised like Linear. */
 bg_module *bg_bitlinear_new(int64_t in_features, int64_t out_features, bg_rng *rng);
+/* Whether a BitLinear applies its own gainless RMSNorm (true by default).
+ * A model that puts an explicit weighted RMSNorm in front of every
+ * projection (llama.cpp's bitnet graph) turns it off. BG_ERR_ARG for
+ * another kind. */
+bool bg_bitlinear_norm(const bg_module *m);
+bg_status bg_bitlinear_set_norm(bg_module *m, bool norm);
 /* A BitLinear with the latent weights of an existing Linear (its bias, if
  * any, is dropped: BitLinear has none). */
 bg_module *bg_bitlinear_from(const bg_module *linear);
@@ -568,6 +579,40 @@ void bg_quantizer_list_free(bg_quantizer_list *q);
 /* The tracked statistics of a qlayer's weight or input quantizer (owned by
  * the layer; NULL when that side is float). For qat/metrics.c. */
 struct bg_quant_stats *bg_qlayer_stats(const bg_module *qlayer, bool input);
+
+// ---------------------------------------------------------------------------
+// the BitNet transformer language model (lm.c)
+//
+//     bg_module *lm = bg_lm_new(&(bg_lm_config){.vocab = 256, .d_model = 256, .n_layers = 4,
+//                                               .n_heads = 4, .d_ff = 768, .ctx = 128}, &rng);
+//     bg_bitnet_model(lm);                          // every projection -> BitLinear(norm=false)
+//     bg_tensor *logits = bg_module_forward(ctx, lm, ids);   // ids i32 [B,T] -> [B,T,vocab]
+//
+// llama.cpp's `bitnet` graph (../shared/LM.md): token embedding "token_embd"
+// (tied with the output head), blocks "blk.0" ... each with attn_norm,
+// attn_q/k/v, NEOX RoPE, causal attention, attn_sub_norm, attn_output,
+// residual, ffn_norm, ffn_gate/ffn_up (SwiGLU: silu(gate) * up), ffn_sub_norm,
+// ffn_down, residual; then "output_norm". No biases. The parameter names are
+// GGUF's tensor names ("blk.0.attn_q.weight"). The blocks' Linear children
+// become BitLinears without a norm of their own (the explicit weighted
+// RMSNorm in front of each is BitNet's SubLN); embedding and norms stay float.
+
+typedef struct bg_lm_config {
+    int64_t vocab, d_model, n_layers, n_heads, d_ff, ctx;
+    float rope_theta;   /* 0: 10000 */
+    float norm_eps;     /* 0: 1e-5 */
+} bg_lm_config;
+/* The token embedding's initial standard deviation (GPT-2's). */
+#define BG_LM_EMBED_STD 0.02f
+
+/* A TransformerLM from config (Linear projections initialised like
+ * PyTorch's, the embedding N(0, 0.02), norms 1). NULL + bg_last_error for a
+ * bad config ("lm_config: d_model 100 does not divide into 3 heads"). */
+bg_module *bg_lm_new(const bg_lm_config *config, bg_rng *rng);
+/* BG_OK or BG_ERR_ARG with the first problem of config. */
+bg_status bg_lm_config_check(const bg_lm_config *config);
+/* The config of a TransformerLM (defaults filled in). */
+bg_status bg_lm_config_of(const bg_module *lm, bg_lm_config *out);
 
 #ifdef __cplusplus
 }

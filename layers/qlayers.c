@@ -224,6 +224,7 @@ typedef struct qlayer {
     bg_conv2d_opts opts;
     bg_tensor *weight, *bias;
     bool f32_forward;          /* the product in f32 even when the integer forward applies */
+    bool no_norm;              /* BitLinear without its own RMSNorm (bg_bitlinear_set_norm) */
 } qlayer;
 
 /* True when st is on and its spec gives symmetric codes in [lo, 127] with a
@@ -293,7 +294,7 @@ static bg_tensor *ql_forward(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
                            bg_shape_str(x, a, sizeof a));
     // BitNet b1.58: every BitLinear input is an RMSNorm output (SubLN; the
     // Training-Tips FAQ puts it inside the layer). No gain (see layers.h).
-    if (q->kind == QL_BIT) x = bg_rmsnorm(ctx, x, NULL, BITLINEAR_NORM_EPS);
+    if (q->kind == QL_BIT && !q->no_norm) x = bg_rmsnorm(ctx, x, NULL, BITLINEAR_NORM_EPS);
     if (!x) return NULL;
     bg_module *aq = bg_module_find_child(m, "input_quant"), *wq = bg_module_find_child(m, "weight_quant");
     if (q->kind == QL_LINEAR || q->kind == QL_BIT) return linear_product(ctx, m, x, aq, wq);
@@ -318,8 +319,8 @@ static int ql_describe(const bg_module *m, char *buf, size_t len) {
     case QL_EMBEDDING:
         return snprintf(buf, len, "QEmbedding(%lld, %lld, w=%s)", (long long)q->in, (long long)q->out, ws);
     case QL_BIT:
-        return snprintf(buf, len, "BitLinear(in_features=%lld, out_features=%lld, w=%s, a=%s)", (long long)q->in,
-                        (long long)q->out, ws, as);
+        return snprintf(buf, len, "BitLinear(in_features=%lld, out_features=%lld, w=%s, a=%s%s)", (long long)q->in,
+                        (long long)q->out, ws, as, q->no_norm ? ", norm=false" : "");
     default:
         return snprintf(buf, len, "QLinear(in_features=%lld, out_features=%lld, bias=%s, w=%s, a=%s)", (long long)q->in,
                         (long long)q->out, q->bias ? "true" : "false", ws, as);
@@ -494,6 +495,18 @@ static bg_module *copy_params(bg_module *m, const bg_module *src) {
     return m;
 }
 
+bool bg_bitlinear_norm(const bg_module *m) {
+    const qlayer *q = bg_module_type_of(m) == &bg_bitlinear_type ? bg_module_state(m) : NULL;
+    return q && !q->no_norm;
+}
+
+bg_status bg_bitlinear_set_norm(bg_module *m, bool norm) {
+    if (bg_module_type_of(m) != &bg_bitlinear_type)
+        return bg_set_error(BG_ERR_ARG, "bitlinear_set_norm: not a BitLinear: %s", m ? bg_module_kind(m) : "(null)");
+    ((qlayer *)bg_module_state(m))->no_norm = !norm;
+    return BG_OK;
+}
+
 bg_module *bg_bitlinear_from(const bg_module *linear) {
     if (!linear || bg_module_type_of(linear) != &bg_linear_type) {
         bg_set_error(BG_ERR_ARG, "bitlinear_from: not a Linear: %s", linear ? bg_module_kind(linear) : "(null)");
@@ -540,6 +553,8 @@ static bg_status ql_save(const bg_module *m, json_t *hp) {
         s = bg_hparam_set_int(hp, "in_features", q->in);
         if (s == BG_OK) s = bg_hparam_set_int(hp, "out_features", q->out);
         if (s == BG_OK && q->kind == QL_LINEAR) s = bg_hparam_set_bool(hp, "bias", q->bias != NULL);
+        // Written only when off: files of BitLinears with their norm stay as they were.
+        if (s == BG_OK && q->kind == QL_BIT && q->no_norm) s = bg_hparam_set_bool(hp, "norm", false);
     }
     const bg_quant_state *wst = bg_qlayer_weight_state(m), *ast = bg_qlayer_input_state(m);
     if (s == BG_OK && wst) s = save_quantizer(hp, wst, "weight_spec", "weight_enabled");
@@ -556,7 +571,7 @@ static bg_status move_spec(bg_quant_state *st, const bg_quant_spec *want) {
 
 static bg_module *ql_load(const json_t *hp, bg_rng *rng, ql_kind kind) {
     int64_t sz[4] = {1, 1, 1, 1}, k[2];
-    bool bias = false, hw = false, ha = false;
+    bool bias = false, hw = false, ha = false, norm = true;
     bg_conv2d_opts o;
     bg_quant_spec ws, as;
     bg_status s;
@@ -567,6 +582,7 @@ static bg_module *ql_load(const json_t *hp, bg_rng *rng, ql_kind kind) {
         s = bg_hparam_get_int(hp, emb ? "num_embeddings" : "in_features", 1, BG_HPARAM_MAX_DIM, &sz[0]);
         if (s == BG_OK) s = bg_hparam_get_int(hp, emb ? "embedding_dim" : "out_features", 1, BG_HPARAM_MAX_DIM, &sz[1]);
         if (s == BG_OK && kind == QL_LINEAR) s = bg_hparam_get_bool(hp, "bias", &bias);
+        if (s == BG_OK && kind == QL_BIT && bg_hparam_has(hp, "norm")) s = bg_hparam_get_bool(hp, "norm", &norm);
         if (s == BG_OK) s = bg_hparam_check_numel(2, sz);
     }
     if (s == BG_OK) s = load_spec(hp, "weight_spec", &ws, &hw);
@@ -576,7 +592,10 @@ static bg_module *ql_load(const json_t *hp, bg_rng *rng, ql_kind kind) {
     switch (kind) {
     case QL_CONV: m = bg_qconv2d_new(sz[0], sz[1], k[0], k[1], &o, bias, hw ? &ws : NULL, ha ? &as : NULL, rng); break;
     case QL_EMBEDDING: m = bg_qembedding_new(sz[0], sz[1], hw ? &ws : NULL, rng); break;
-    case QL_BIT: m = bg_bitlinear_new(sz[0], sz[1], rng); break;
+    case QL_BIT:
+        m = bg_bitlinear_new(sz[0], sz[1], rng);
+        if (m) bg_bitlinear_set_norm(m, norm);
+        break;
     default: m = bg_qlinear_new(sz[0], sz[1], bias, hw ? &ws : NULL, ha ? &as : NULL, rng);
     }
     if (!m) return NULL;
@@ -797,8 +816,10 @@ static bg_status convert_tree(bg_module *m, const bg_quant_spec *w, const bg_qua
         bg_module *c = bg_module_child(m, i);
         bool lin = bg_module_type_of(c) == &bg_linear_type, conv = bg_module_type_of(c) == &bg_conv2d_type;
         bg_module *r = NULL;
-        if (bitnet && lin)
+        if (bitnet && lin) {
             r = bg_bitlinear_from(c);
+            if (r && bg_module_type_of(m)->prenormed_linears) bg_bitlinear_set_norm(r, false);
+        }
         else if (!bitnet && (lin || conv))
             r = bg_quantize_module(c, w, a);
         else if (!bg_module_is_qlayer(c)) {

@@ -131,6 +131,36 @@ static void test_bitlinear_by_hand(void) {
     CHECK(loss && bg_backward(ctx, loss) == BG_OK);
     CHECK_MSG(fabsf(bg_f32(w->grad)[0]) > 1e-3f, "dW[0] = %g under identity STE", (double)bg_f32(w->grad)[0]);
 
+    // Without its own norm (a model with explicit norms in front): the same
+    // by hand with xn = x.
+    bg_f32(w)[0] = (float)W[0];
+    CHECK(bg_bitlinear_norm(bl) && bg_bitlinear_set_norm(bl, false) == BG_OK && !bg_bitlinear_norm(bl));
+    bg_ctx_reset(ctx);
+    out = bg_module_forward(ctx, bl, x);
+    if (out) {
+        float yn[BN * BM];
+        for (int n = 0; n < BN; n++) {
+            double amax = 0;
+            for (int k = 0; k < BK; k++) amax = fmax(amax, fabs(X[n * BK + k]));
+            double s = 127.0 / amax;
+            for (int m = 0; m < BM; m++) {
+                double acc = 0;
+                for (int k = 0; k < BK; k++)
+                    acc += fmax(-128, fmin(127, nearbyint(X[n * BK + k] * s))) * Wq[m * BK + k];
+                yn[n * BM + m] = (float)(acc * gamma / s);
+            }
+        }
+        CHECK_ARRAYS("BitLinear(norm=false) y", bg_f32(out), yn, BN * BM, 1e-5, 1e-5);
+    }
+    char d[160];
+    bg_module_describe(bl, d, sizeof d);
+    CHECK_STR(str(d), "BitLinear(in_features=5, out_features=4, w=ternary:absmean, a=int8:per_token:absmax, norm=false)");
+    bg_module *relu = bg_relu_new();
+    CHECK(bg_bitlinear_set_norm(relu, false) == BG_ERR_ARG);
+    CHECK_STR(bg_last_error(), "bitlinear_set_norm: not a BitLinear: ReLU");
+    bg_module_free(relu);
+    bg_bitlinear_set_norm(bl, true);
+
     // bitlinear_from keeps the latent weights and drops the bias.
     bg_module *lin = bg_linear_new(BK, BM, true, &rng);
     bg_module *bl2 = bg_bitlinear_from(lin);
