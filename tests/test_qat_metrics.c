@@ -130,7 +130,7 @@ static void test_layer_metrics(void) {
 }
 
 /* Virtual memory in use now (bytes), from /proc/self/statm. */
-static long long vm_bytes(void) {
+__attribute__((unused)) static long long vm_bytes(void) {   // unused under ASan
     long long pages = 0;
     FILE *f = fopen("/proc/self/statm", "r");
     if (f && fscanf(f, "%lld", &pages) != 1) pages = 0;
