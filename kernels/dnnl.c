@@ -1,4 +1,5 @@
-/* dnnl.c — the oneDNN (v2.x C API) backends: f32 matmul for bg_sgemm and
+/* dnnl.c — the oneDNN (v2.x C API) backends: f32 matmul for bg_sgemm (and
+ * the stateless dnnl_sgemm for bg_sgemm_serial) and
  * 2-D convolution forward / backward data / backward weights. Primitives are
  * created once per shape and kept in small caches together with their
  * memory objects (whose data handles are re-pointed on each call) and the
@@ -173,6 +174,17 @@ bool bg_sgemm_dnnl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
         mtx_unlock(&lock);
     }
     return done;
+}
+
+/* dnnl_sgemm: row-major like ours, stateless (no primitive to cache), so
+ * safe to call from several threads at once; it runs on the calling thread
+ * when called inside a parallel region or with one OpenMP thread
+ * (bg_sgemm_serial arranges the latter). */
+bool bg_sgemm_dnnl_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                          const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                          float *C, int64_t ldc) {
+    return dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C,
+                      ldc) == dnnl_success;
 }
 
 // ---------------------------------------------------------------------------

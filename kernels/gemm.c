@@ -1,6 +1,7 @@
 /* gemm.c — f32 matmul: the scalar reference (double accumulation, the
  * specification the backends are tested against) and bg_sgemm's choice of
  * backend per shape. Calls blas.c and dnnl.c through kernels_internal.h. */
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,4 +111,34 @@ void bg_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
     if (!bg_sgemm_with(BG_GEMM_AUTO, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C,
                        ldc))
         bg_sgemm_ref(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* One thread for the libraries: inside a parallel region oneDNN and OpenBLAS
+ * already run on the calling thread; outside one, the thread count of this
+ * task is set to 1 for the call (an ICV of the calling task only) and put
+ * back. */
+void bg_sgemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                     float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {   /* C = beta C, without reading C when beta is 0 */
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++)
+                C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
+    const int outer = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (outer > 1) omp_set_num_threads(1);
+    bool done = false;
+#if defined(BG_WITH_DNNL)
+    done = bg_sgemm_dnnl_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+#if defined(BG_WITH_OPENBLAS)
+    if (!done) {
+        bg_sgemm_openblas(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        done = true;
+    }
+#endif
+    if (!done) bg_sgemm_ref(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (outer > 1) omp_set_num_threads(outer);
 }

@@ -137,6 +137,16 @@ void bg_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
 bool bg_sgemm_with(bg_gemm_backend backend, bool trans_a, bool trans_b, int64_t M, int64_t N,
                    int64_t K, float alpha, const float *A, int64_t lda, const float *B,
                    int64_t ldb, float beta, float *C, int64_t ldc);
+/* bg_sgemm on the calling thread alone, for callers that run many small
+ * products at once from their own OpenMP loop (one attention head per
+ * iteration): no lock and no threads of its own, so calls from several
+ * threads run side by side (bg_sgemm's oneDNN backend serialises them on its
+ * primitive cache's lock), and a result does not depend on the thread count
+ * around it. oneDNN's stateless dnnl_sgemm when built in, else OpenBLAS, else
+ * the reference. */
+void bg_sgemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                     float *C, int64_t ldc);
 
 // ---------------------------------------------------------------------------
 // convolution (NCHW input, OIHW weight with I = C/groups) and pooling

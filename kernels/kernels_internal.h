@@ -52,6 +52,11 @@ void bg_sgemm_openblas(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
 bool bg_sgemm_dnnl(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                    int64_t ldc);
+/* oneDNN's dnnl_sgemm (no primitive, no lock) for bg_sgemm_serial; false
+ * when oneDNN refused the call. */
+bool bg_sgemm_dnnl_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                          const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                          float *C, int64_t ldc);
 void bg_openblas_set_num_threads(int n);
 
 /* oneDNN convolution (dnnl.c); false when oneDNN refused the shape, and the

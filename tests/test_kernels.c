@@ -2,7 +2,8 @@
  * the scalar reference at tail-exercising lengths and row x col grids; the
  * optimizer kernels against PyTorch 1.13 (10 steps, bitwise); reductions
  * bitwise equal at 1 and 2 threads; BG_ISA capping; sgemm backends against
- * the reference for every transpose combination and awkward sizes. */
+ * the reference for every transpose combination and awkward sizes, and
+ * bg_sgemm_serial run from several threads at once. */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -603,6 +604,57 @@ static void test_sgemm(void) {
     CHECK_MSG(c[0] == 1.0f && c[1] == 2.0f, "sgemm K=0: %g %g", c[0], c[1]);
 }
 
+/* bg_sgemm_serial: against the reference (transposes, alpha/beta, padded
+ * leading dims, K = 0), then 24 products run at once from an OpenMP loop at
+ * 2 threads equal, bit for bit, the same products made one by one at 1
+ * thread; the caller's thread count is left as it was. */
+static void test_sgemm_serial(void) {
+    static const int64_t dims[][3] = {{1, 1, 1}, {7, 33, 65}, {65, 7, 33}, {32, 128, 64}, {128, 64, 33}};
+    for (int t = 0; t < 4; t++) {
+        bool ta = t & 1, tb = t & 2;
+        for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
+            const int64_t M = dims[d][0], N = dims[d][1], K = dims[d][2], pad = d & 1 ? 3 : 0;
+            const float alpha = d == 2 ? 0.5f : 1.0f, beta = d & 1 ? 0.25f : 0.0f;
+            int64_t lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+            float *A = alloc((ta ? K : M) * lda), *B = alloc((tb ? N : K) * ldb), *C = alloc(M * ldc),
+                  *W = alloc(M * ldc);
+            fill(A, (ta ? K : M) * lda, -1, 1);
+            fill(B, (tb ? N : K) * ldb, -1, 1);
+            fill(C, M * ldc, -1, 1);
+            memcpy(W, C, sizeof(float) * (size_t)(M * ldc));
+            bg_sgemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+            bg_sgemm_with(BG_GEMM_REF, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, W, ldc);
+            char what[96];
+            snprintf(what, sizeof what, "sgemm_serial ta=%d tb=%d M=%lld N=%lld K=%lld", ta, tb, (long long)M,
+                     (long long)N, (long long)K);
+            CHECK_ARRAYS(what, C, W, M * ldc, 2e-6 * sqrt((double)K + 1), 1e-5);
+            free(A), free(B), free(C), free(W);
+        }
+    }
+    float c[2] = {2.0f, 4.0f}, a = 1.0f;
+    bg_sgemm_serial(false, false, 1, 2, 0, 1.0f, &a, 1, &a, 2, 0.5f, c, 2);
+    CHECK_MSG(c[0] == 1.0f && c[1] == 2.0f, "sgemm_serial K=0: %g %g", c[0], c[1]);
+
+    enum { P = 24, M = 96, N = 80, K = 64 };
+    float *A = alloc(P * M * K), *B = alloc(P * N * K), *C1 = alloc(P * M * N), *C2 = alloc(P * M * N);
+    fill(A, P * M * K, -1, 1);
+    fill(B, P * N * K, -1, 1);
+    const int saved = bg_get_num_threads();
+    bg_set_num_threads(1);
+    for (int p = 0; p < P; p++)
+        bg_sgemm_serial(false, true, M, N, K, 0.125f, A + p * M * K, K, B + p * N * K, K, 0.0f, C1 + p * M * N, N);
+    bg_set_num_threads(2);
+#pragma omp parallel for schedule(static)
+    for (int p = 0; p < P; p++)
+        bg_sgemm_serial(false, true, M, N, K, 0.125f, A + p * M * K, K, B + p * N * K, K, 0.0f, C2 + p * M * N, N);
+    CHECK_MSG(memcmp(C1, C2, sizeof(float) * P * M * N) == 0,
+              "sgemm_serial: products made on 2 threads at once differ from those made one by one");
+    bg_sgemm_serial(false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, C2, N);   // outside a parallel region
+    CHECK_MSG(bg_get_num_threads() == 2, "sgemm_serial changed the thread count to %d", bg_get_num_threads());
+    bg_set_num_threads(saved);
+    free(A), free(B), free(C1), free(C2);
+}
+
 // ---------------------------------------------------------------------------
 
 int main(void) {
@@ -643,5 +695,6 @@ int main(void) {
     bg_set_num_threads(2);
     CHECK(bg_get_num_threads() == 2);
     test_sgemm();
+    test_sgemm_serial();
     return bg_test_finish();
 }
