@@ -3,6 +3,7 @@
  * frozen), and gradient-norm clipping. Calls layers/ (flat access), kernels/
  * (adam_update, sgd_update, scale) and tensor/. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/kernels.h"
@@ -20,6 +21,7 @@ struct bg_optim {
     bg_lr_schedule schedule;
     int64_t steps;
     bool skip_finite_check;  /* bg_optim_set_check_finite(o, false) */
+    bool *no_decay;          /* per parameter: true = weight decay 0 (bg_optim_decay_only); NULL = all decay */
     bg_sgd_opts sgd;
     bg_adam_opts adam;
     float *state[2];         /* SGD: momentum_buffer; Adam(W): exp_avg, exp_avg_sq */
@@ -87,6 +89,7 @@ static bg_optim *optim_new(optim_kind kind, bg_module *m, const char *who, int n
 void bg_optim_free(bg_optim *o) {
     if (!o) return;
     for (int i = 0; i < 2; i++) bg_aligned_free(o->state[i]);
+    free(o->no_decay);
     bg_aligned_free(o);
 }
 
@@ -149,13 +152,13 @@ const char *bg_optim_kind(const bg_optim *o) { return o ? kind_name(o->kind) : "
 // the step
 
 /* Applies the update to floats [a, b) of the flat buffers. */
-static void update_range(const bg_kernels *k, bg_optim *o, float lr, int64_t a, int64_t b) {
+static void update_range(const bg_kernels *k, bg_optim *o, float lr, bool decay, int64_t a, int64_t b) {
     int64_t n = b - a;
     if (n <= 0) return;
     if (o->kind == OPTIM_SGD) {
         const bg_sgd_opts *s = &o->sgd;
         k->sgd_update(o->params + a, o->grads + a, o->state[0] ? o->state[0] + a : NULL, n, lr,
-                      s->momentum, s->dampening, s->weight_decay, s->nesterov, o->steps == 0);
+                      s->momentum, s->dampening, decay ? s->weight_decay : 0.0f, s->nesterov, o->steps == 0);
     } else {
         const bg_adam_opts *s = &o->adam;
         // Bias corrections of step t = steps + 1, in double like PyTorch's
@@ -164,7 +167,7 @@ static void update_range(const bg_kernels *k, bg_optim *o, float lr, int64_t a, 
         float bc1 = (float)(1.0 - pow((double)s->beta1, t));
         float bc2 = (float)(1.0 - pow((double)s->beta2, t));
         k->adam_update(o->params + a, o->grads + a, o->state[0] + a, o->state[1] + a, n, lr, s->beta1,
-                       s->beta2, s->eps, s->weight_decay, o->kind == OPTIM_ADAMW, bc1, bc2);
+                       s->beta2, s->eps, decay ? s->weight_decay : 0.0f, o->kind == OPTIM_ADAMW, bc1, bc2);
     }
 }
 
@@ -187,6 +190,19 @@ static bg_status nonfinite_error(const bg_optim *o, int64_t i) {
                         (long long)at);
 }
 
+bg_status bg_optim_decay_only(bg_optim *o, bool (*decays)(const char *name, const bg_tensor *p, void *user),
+                              void *user) {
+    if (!o || !decays) return bg_set_error(BG_ERR_ARG, "optim_decay_only: %s is NULL", o ? "decays" : "optimizer");
+    int count = bg_module_param_count(o->module);
+    bool *mask = calloc((size_t)(count ? count : 1), sizeof *mask);
+    if (!mask) return bg_set_error(BG_ERR_NOMEM, "optim_decay_only: out of memory");
+    for (int i = 0; i < count; i++)
+        mask[i] = !decays(bg_module_param_name(o->module, i), bg_module_param(o->module, i), user);
+    free(o->no_decay);
+    o->no_decay = mask;
+    return BG_OK;
+}
+
 void bg_optim_set_check_finite(bg_optim *o, bool on) {
     if (o) o->skip_finite_check = !on;
 }
@@ -207,22 +223,25 @@ bg_status bg_optim_step(bg_optim *o) {
     if (o->has_schedule) o->lr = bg_lr_at(&o->schedule, o->steps);
     const bg_module *m = o->module;
     int count = bg_module_param_count(m);
-    bool all = true;
-    for (int i = 0; i < count && all; i++) all = bg_module_param(m, i)->requires_grad;
-    if (all) {
-        update_range(k, o, o->lr, 0, o->n);   // padding is zero and stays zero
+    bool uniform = !o->no_decay;
+    for (int i = 0; i < count && uniform; i++) uniform = bg_module_param(m, i)->requires_grad;
+    if (uniform) {
+        update_range(k, o, o->lr, true, 0, o->n);   // padding is zero and stays zero
     } else {
-        // Runs of consecutive trainable parameters (each up to the next
-        // parameter's offset, so its padding goes with it).
+        // Runs of consecutive parameters alike (trainable, decayed or not),
+        // each up to the next parameter's offset so its padding goes with it.
         int64_t run = -1;
+        int kind = 0;   // 0 frozen, 1 trainable without decay, 2 trainable with decay
         for (int i = 0; i <= count; i++) {
-            bool train = i < count && bg_module_param(m, i)->requires_grad;
+            int ki = i == count ? -1
+                     : !bg_module_param(m, i)->requires_grad ? 0
+                     : o->no_decay && o->no_decay[i] ? 1 : 2;
             int64_t off = i < count ? bg_module_param_offset(m, i) / (int64_t)sizeof(float) : o->n;
-            if (train && run < 0) run = off;
-            if (!train && run >= 0) {
-                update_range(k, o, o->lr, run, off);
+            if (run >= 0 && ki != kind) {
+                update_range(k, o, o->lr, kind == 2, run, off);
                 run = -1;
             }
+            if (ki > 0 && run < 0) run = off, kind = ki;
         }
     }
     o->steps++;

@@ -139,6 +139,13 @@ const char *bg_optim_kind(const bg_optim *o);
  * element 5; nothing was updated ..."; bg_train_epoch adds the step). The check is one vectorised pass
  * over the flat grads (bench/train_step prints its cost). */
 bg_status bg_optim_step(bg_optim *o);
+/* Parameter groups for weight decay: from now on only the parameters for
+ * which decays(name, p, user) is true get the optimizer's weight decay; the
+ * others get none (PyTorch's two param groups, e.g. projection matrices
+ * decayed, embeddings and norms not). A configuration, not state: a
+ * checkpoint does not hold it; set it again after building the optimizer. */
+bg_status bg_optim_decay_only(bg_optim *o, bool (*decays)(const char *name, const bg_tensor *p, void *user),
+                              void *user);
 /* Turns that check off (false) or on again (true, the default). */
 void bg_optim_set_check_finite(bg_optim *o, bool on);
 /* bg_module_zero_grad on the optimizer's module. */

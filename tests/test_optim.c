@@ -225,6 +225,48 @@ static void test_frozen_and_refinalize(void) {
     bg_module_free(seq);
 }
 
+/* Parameter groups: AdamW decays only the parameters the predicate picks
+ * (the matrices here), the others move by Adam alone. */
+static bool is_matrix(const char *name, const bg_tensor *p, void *user) {
+    (void)name;
+    (*(int *)user)++;
+    return p->ndim == 2;
+}
+
+static void test_decay_groups(void) {
+    bg_rng rng;
+    bg_rng_seed(&rng, 4);
+    bg_module *net = bg_sequential_new(2, (bg_module *[]){bg_linear_new(3, 4, true, &rng),
+                                                          bg_linear_new(4, 2, true, &rng)});
+    bg_adam_opts ao = BG_ADAMW_DEFAULTS;
+    ao.weight_decay = 0.5f;
+    bg_optim *o = bg_adamw_new(net, &ao);
+    int calls = 0;
+    CHECK(bg_optim_decay_only(o, is_matrix, &calls) == BG_OK && calls == 4);
+    int64_t n;
+    float *P = bg_module_flat_params(net, &n);
+    float *before = malloc((size_t)n * sizeof(float));
+    memcpy(before, P, (size_t)n * sizeof(float));
+    for (int i = 0; i < bg_module_param_count(net); i++) {
+        bg_tensor *t = bg_module_param(net, i);
+        for (int64_t k = 0; k < bg_numel(t); k++) bg_f32(t->grad)[k] = 0.5f;
+    }
+    CHECK(bg_optim_step(o) == BG_OK);
+    // First AdamW step: p = p (1 - lr wd) - lr (decayed), p - lr (not).
+    bool ok = true;
+    for (int i = 0; i < bg_module_param_count(net); i++) {
+        bg_tensor *t = bg_module_param(net, i);
+        int64_t off = bg_module_param_offset(net, i) / 4;
+        float keep = t->ndim == 2 ? 1.0f - ao.lr * 0.5f : 1.0f;
+        for (int64_t k = 0; k < bg_numel(t); k++) ok &= fabsf(P[off + k] - (before[off + k] * keep - ao.lr)) < 1e-6f;
+    }
+    CHECK_MSG(ok, "decay groups: a parameter moved by the wrong rule");
+    CHECK(bg_optim_decay_only(NULL, is_matrix, NULL) == BG_ERR_ARG);
+    free(before);
+    bg_optim_free(o);
+    bg_module_free(net);
+}
+
 static void test_schedules(void) {
     bg_lr_schedule c = bg_lr_constant(0.3f);
     CHECK(bg_lr_at(&c, 0) == 0.3f && bg_lr_at(&c, 1000000) == 0.3f);
@@ -342,6 +384,7 @@ int main(void) {
     test_sgd();
     test_adam();
     test_frozen_and_refinalize();
+    test_decay_groups();
     test_schedules();
     test_clip_grad_norm();
     return bg_test_finish();
