@@ -1,8 +1,9 @@
 /*
  * io — files above the model: checkpoints and model descriptions
  * (io/checkpoint.h), exports and ONNX (io/export.h), datasets and batchers
- * (io/dataset.h), the training loop (io/train.h), training logs and plots
- * (io/trainlog.h). Bytes-level formats (safetensors, bit packing) are in
+ * (io/dataset.h), byte-level text and its window batchers for language
+ * models (io/text.h), the training loop (io/train.h), training logs and
+ * plots (io/trainlog.h). Bytes-level formats (safetensors, bit packing) are in
  * format/format.h. This header includes them all.
  */
 #ifndef BG_IO_H
@@ -12,6 +13,7 @@
 #include "io/checkpoint.h"
 #include "io/dataset.h"
 #include "io/export.h"
+#include "io/text.h"
 #include "io/train.h"
 #include "io/trainlog.h"
 

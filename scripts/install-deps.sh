@@ -25,11 +25,13 @@ done
 # libopenblas-openmp-dev: the OpenMP build of OpenBLAS, which CMakeLists.txt
 # links by path so that OpenBLAS shares our OpenMP thread pool (the default
 # pthread build's threads spin against it); the system default stays pthread.
+# bible-kjv + bible-kjv-text: the `bible` program that prints the King James
+# Bible, the language models' default corpus (io/text.h, scripts/get-kjv.sh).
 packages=(
     build-essential cmake pkg-config
     libopenblas-dev libopenblas-openmp-dev libdnnl-dev ocl-icd-opencl-dev
     libpng-dev zlib1g-dev libjansson-dev libcmocka-dev
-    dataset-fashion-mnist
+    dataset-fashion-mnist bible-kjv bible-kjv-text
     libprotobuf-c-dev protobuf-c-compiler libonnx-dev python3-onnx nodejs
     clang libclang-rt-dev libomp-dev
 )
