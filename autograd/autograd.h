@@ -153,9 +153,48 @@ bg_tensor *bg_qlinear_int(bg_ctx *ctx, bg_tensor *xq, bg_tensor *wq, bg_tensor *
  * run: activations and weights are quantized once. */
 bg_tensor *bg_qlinear_int_codes(bg_ctx *ctx, bg_tensor *xq, bg_tensor *wq, bg_tensor *b, const bg_tensor *x_codes,
                                 const bg_tensor *x_scale, const bg_tensor *w_codes, const bg_tensor *w_scale);
-/* Scaled dot-product attention softmax(q k^T / sqrt(D) + mask) v, built from
- * the ops above. q [..., Tq, D], k and v [..., Tk, D]; causal masks j > i. */
+/* Scaled dot-product attention softmax(q k^T / sqrt(D) + mask) v.
+ * q [..., Tq, D], k and v [..., Tk, D]. Not causal: built from the ops above.
+ * Causal: query i sees keys j <= i + Tk - Tq (the queries are the last Tq
+ * of Tk positions; j <= i when Tq == Tk), Tq <= Tk, computed by the fused
+ * bg_causal_attention with scale 1/sqrt(D); only k and v 2-D and shared by
+ * a batched q take the composed path with a [Tq,Tk] mask tensor. */
 bg_tensor *bg_attention(bg_ctx *ctx, bg_tensor *q, bg_tensor *k, bg_tensor *v, bool causal);
+
+// ---------------------------------------------------------------------------
+// transformer attention (ops_attention.c)
+
+/* Rotary position embedding, NEOX mode (rotate halves, llama.cpp's `bitnet`
+ * graph): x [..., T, hd] -> same shape; the row at time t of every leading
+ * index is rotated by position pos0 + t: for i < hd/2, j = i + hd/2 and
+ * a = (pos0 + t) * theta^(-2i/hd),
+ *     y_i = x_i cos a - x_j sin a,   y_j = x_j cos a + x_i sin a.
+ * Layout [..., H, T, hd] (time second to last: [B, H, T, hd], or the heads
+ * folded into the batch [B*H, T, hd]): the layout bg_causal_attention takes,
+ * so q and k go from the rotation to the attention without another copy,
+ * and one [T, hd/2] table of angles serves every batch and head. Angles,
+ * cos and sin in double, in the ctx's arena (no heap), each output rounded
+ * once: within half an ulp of the float64 rotation at any position. The
+ * backward is the inverse rotation. hd must be even (BG_ERR_SHAPE, "rope:
+ * head dim 5 is odd (x is [2,3,5]): NEOX RoPE rotates the pairs (i, i +
+ * hd/2)"), pos0 in [0, 2^48] and theta finite and > 0 (BG_ERR_ARG). */
+bg_tensor *bg_rope(bg_ctx *ctx, bg_tensor *x, int64_t pos0, float theta);
+/* Causal attention as one op: softmax(q k^T * scale + M) v, M = -inf where
+ * key j > i + (Tk - Tq): the queries are the last Tq of Tk positions (Tq ==
+ * Tk: the usual j > i; Tq < Tk: new queries over earlier keys). q
+ * [..., Tq, D], k [..., Tk, D], v [..., Tk, Dv] -> [..., Tq, Dv], the
+ * leading dims the same for all three, each leading index one head:
+ * [B, H, T, hd], or [B*H, T, hd]. No [Tq,Tk] mask tensor: per head, blocks
+ * of 32 query rows multiply only the keys they can see, the softmax runs in
+ * place, and P = softmax(..) [..., Tq, Tk] is the one tensor kept for the
+ * backward (none when no input requires grad). Heads are spread over the
+ * OpenMP threads, each computed whole by one thread: results are the same
+ * at any thread count. Errors (BG_ERR_SHAPE): Tq > Tk ("causal_attention:
+ * causal attention needs at most as many queries as keys: q is [1,5,4], k
+ * is [1,3,4] (query i sees keys j <= i + Tk - Tq)"), leading dims that
+ * differ, head dims that differ, k and v of different lengths; a scale that
+ * is not finite (BG_ERR_ARG). */
+bg_tensor *bg_causal_attention(bg_ctx *ctx, bg_tensor *q, bg_tensor *k, bg_tensor *v, float scale);
 
 // ---------------------------------------------------------------------------
 // norms (ops_norm.c), over the last dim

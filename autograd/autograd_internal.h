@@ -36,6 +36,11 @@ typedef struct bg_linear_args {
     int64_t rows, M, K;
 } bg_linear_args;
 
+/* bg_causal_attention with `op` naming the caller in error messages
+ * (ops_attention.c; bg_attention's causal form runs it as "attention"). */
+bg_tensor *bg_causal_attention_named(bg_ctx *ctx, const char *op, bg_tensor *q, bg_tensor *k, bg_tensor *v,
+                                     float scale);
+
 typedef void (*bg_backward_fn)(bg_ctx *ctx, bg_node *n);
 
 typedef struct bg_op_def {

@@ -3,7 +3,7 @@
  * attention composed from them. Calls tensor/, kernels/ (bg_sgemm, col_sum)
  * and other autograd builders (attention). Transposed operands are passed to
  * bg_sgemm as strides, never copied; backward sgemms accumulate with beta = 1
- * straight into the grad buffers. */
+ * straight into the grad buffers. Causal attention is ops_attention.c's. */
 #include <math.h>
 #include <string.h>
 
@@ -217,8 +217,11 @@ void bg_op_linear_backward(bg_ctx *ctx, bg_node *n) {
 
 // --- attention ------------------------------------------------------------------------
 /* softmax(q k^T / sqrt(D) + mask) v; q [..,Tq,D], k [..,Tk,D], v [..,Tk,Dv]
- * -> [..,Tq,Dv]. The causal mask is a constant [Tq,Tk] tensor, -inf where
- * j > i, broadcast by bg_add. No node of its own: the pieces record theirs. */
+ * -> [..,Tq,Dv]. Causal: query i sees keys j <= i + Tk - Tq; the fused op
+ * bg_causal_attention (ops_attention.c) computes it, unless k and v are 2-D
+ * and shared by a batched q: then a constant [Tq,Tk] mask, -inf where
+ * j > i + Tk - Tq, broadcast by bg_add. No node of its own otherwise: the
+ * pieces record theirs. */
 
 bg_tensor *bg_attention(bg_ctx *ctx, bg_tensor *q, bg_tensor *k, bg_tensor *v, bool causal) {
     if (!bg_check_f32(ctx, "attention", q, "q") || !bg_check_f32(ctx, "attention", k, "k") ||
@@ -241,14 +244,23 @@ bg_tensor *bg_attention(bg_ctx *ctx, bg_tensor *q, bg_tensor *k, bg_tensor *v, b
         return bg_ctx_fail(ctx, BG_ERR_SHAPE,
                            "attention: key and value shapes do not fit: k is %s, v is %s", sk, sv);
 
+    const float scale = D > 0 ? 1.0f / sqrtf((float)D) : 1.0f;
+    const bool shared_kv = k->ndim == 2 && q->ndim > 2;
+    if (causal && !shared_kv) return bg_causal_attention_named(ctx, "attention", q, k, v, scale);
+    if (causal && Tq > Tk)
+        return bg_ctx_fail(ctx, BG_ERR_SHAPE,
+                           "attention: causal attention needs at most as many queries as keys: q is %s, k is %s "
+                           "(query i sees keys j <= i + Tk - Tq)",
+                           sq, sk);
+
     bg_tensor *s = bg_matmul(ctx, q, k, false, true);  // [..,Tq,Tk]
-    s = bg_scale(ctx, s, D > 0 ? 1.0f / sqrtf((float)D) : 1.0f);
+    s = bg_scale(ctx, s, scale);
     if (causal && s) {
         bg_tensor *mask = bg_out(ctx, 2, (int64_t[]){Tq, Tk});
         if (!mask) return NULL;
         float *m = bg_f32(mask);
         for (int64_t i = 0; i < Tq; i++)
-            for (int64_t j = 0; j < Tk; j++) m[i * Tk + j] = j > i ? -INFINITY : 0.0f;
+            for (int64_t j = 0; j < Tk; j++) m[i * Tk + j] = j > i + (Tk - Tq) ? -INFINITY : 0.0f;
         s = bg_add(ctx, s, mask);
     }
     bg_tensor *p = bg_softmax(ctx, s, -1);

@@ -210,6 +210,9 @@ FN(f_avg_pool2d) { UNUSED; return bg_avg_pool2d(ctx, IN0, 2, 2, 0); }
 FN(f_avg_pool2d_pad) { UNUSED; return bg_avg_pool2d(ctx, IN0, 3, 2, 1); }
 FN(f_attention) { UNUSED; return bg_attention(ctx, IN0, IN1, IN2, false); }
 FN(f_attention_causal) { UNUSED; return bg_attention(ctx, IN0, IN1, IN2, true); }
+FN(f_rope) { UNUSED; return bg_rope(ctx, IN0, 0, 10000.0f); }
+FN(f_rope_far) { UNUSED; return bg_rope(ctx, IN0, 4000, 500.0f); }
+FN(f_causal_attention) { UNUSED; return bg_causal_attention(ctx, IN0, IN1, IN2, 0.6f); }
 /* A small composite: linear -> gelu -> layernorm -> cross-entropy. */
 FN(f_mlp_block) {
     UNUSED;
@@ -415,6 +418,10 @@ static const gc_case op_cases[BG_OP_COUNT] = {
     [BG_OP_AVG_POOL2D] = {"avg_pool2d", BG_OP_AVG_POOL2D, f_avg_pool2d, 1, {IN_U(-1, 1, 2, 2, 4, 6)}, TOL},
     [BG_OP_FAKE_QUANT] = {"fake_quant", BG_OP_FAKE_QUANT, f_fake_quant, 1, {IN_AVOID(-0.2, 0.2, -0.128, 0.127, 4, 6)},
                           .eps = 1e-2, .atol = 5e-4, .rtol = 5e-3},
+    [BG_OP_ROPE]       = {"rope", BG_OP_ROPE, f_rope, 1, {IN_U(-1, 1, 2, 2, 5, 6)}, TOL},
+    // Tq = 3 queries over Tk = 5 keys: query i sees keys j <= i + 2
+    [BG_OP_CAUSAL_ATTENTION] = {"causal_attention", BG_OP_CAUSAL_ATTENTION, f_causal_attention, 3,
+                                {IN_U(-1, 1, 2, 3, 4), IN_U(-1, 1, 2, 5, 4), IN_U(-1, 1, 2, 5, 3)}, TOL},
     [BG_OP_QLINEAR_INT] = {"qlinear_int", BG_OP_QLINEAR_INT, f_qlinear_int, 3,
                            {IN_U(-1, 1, 5, 40), IN_U(-0.1, 0.1, 6, 40), IN_U(-1, 1, 6)}, TOL_LINEAR,
                            .check = check_qlinear_int},
@@ -455,10 +462,18 @@ static const gc_case extra_cases[] = {
     {"avg_pool2d_pad", BG_OP_AVG_POOL2D, f_avg_pool2d_pad, 1, {IN_U(-1, 1, 1, 2, 5, 5)}, TOL},
     {"attention", BG_OP_SOFTMAX, f_attention, 3,
      {IN_U(-1, 1, 2, 3, 4), IN_U(-1, 1, 2, 5, 4), IN_U(-1, 1, 2, 5, 4)}, TOL},
-    {"attention_causal", BG_OP_SOFTMAX, f_attention_causal, 3,
+    {"attention_causal", BG_OP_CAUSAL_ATTENTION, f_attention_causal, 3,
      {IN_U(-1, 1, 2, 4, 4), IN_U(-1, 1, 2, 4, 4), IN_U(-1, 1, 2, 4, 4)}, TOL},
-    {"attention_4d_causal", BG_OP_SOFTMAX, f_attention_causal, 3,
+    {"attention_4d_causal", BG_OP_CAUSAL_ATTENTION, f_attention_causal, 3,
      {IN_U(-1, 1, 1, 2, 3, 4), IN_U(-1, 1, 1, 2, 3, 4), IN_U(-1, 1, 1, 2, 3, 4)}, TOL},
+    // k and v 2-D, shared by a batched q: the composed path, its mask offset by Tk - Tq = 2
+    {"attention_causal_shared_kv", BG_OP_SOFTMAX, f_attention_causal, 3,
+     {IN_U(-1, 1, 2, 3, 4), IN_U(-1, 1, 5, 4), IN_U(-1, 1, 5, 4)}, TOL},
+    // positions 4000..4004, another theta, [T, hd] alone
+    {"rope_far", BG_OP_ROPE, f_rope_far, 1, {IN_U(-1, 1, 5, 8)}, TOL},
+    // 40 query rows over 45 keys: two row blocks of the fused op, heads in [B, H, T, D]
+    {"causal_attention_blocks", BG_OP_CAUSAL_ATTENTION, f_causal_attention, 3,
+     {IN_U(-1, 1, 1, 2, 40, 3), IN_U(-1, 1, 1, 2, 45, 3), IN_U(-1, 1, 1, 2, 45, 2)}, TOL},
     {"mlp_block", BG_OP_NONE, f_mlp_block, 3, {IN_U(-1, 1, 4, 6), IN_U(-1, 1, 5, 6), IN_INT(0, 5, 4)}, TOL},
     // Larger shapes: SIMD bodies + tails and BLAS/oneDNN-sized products.
     {"gelu_67", BG_OP_GELU, f_gelu, 1, {IN_U(-4, 4, 67)}, TOL},

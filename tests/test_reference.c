@@ -259,6 +259,7 @@ static bool op_seen[BG_OP_COUNT];
 static const char *const covered_elsewhere[] = {
     "fake_quant",  /* issue 3: torch.fake_quantize_* references in the qat tests */
     "qlinear_int", /* issue 3: = fake_quant + linear up to rounding (test_gradcheck, test_qlayers) */
+    "rope",        /* tests/test_ops_lm.c against tests/reference/lm_ops.safetensors */
 };
 
 static bool is_covered_elsewhere(const char *name) {
