@@ -17,43 +17,50 @@ static bg_status fail_step(bg_ctx *ctx, const char *what, bg_status st) {
 }
 
 /* The same for a failure inside training step `step`, which it names. */
-static bg_status fail_at_step(bg_ctx *ctx, int64_t step, bg_status st) {
+static bg_status fail_at_step(bg_ctx *ctx, const char *what, int64_t step, bg_status st) {
     char msg[BG_ERROR_MAX];
     if (bg_ctx_status(ctx) != BG_OK) st = bg_ctx_status(ctx);
     snprintf(msg, sizeof msg, "%s", bg_ctx_status(ctx) != BG_OK ? bg_ctx_error(ctx) : bg_last_error());
-    bg_set_error(st, "train_epoch: step %lld: %s", (long long)step, msg);
+    bg_set_error(st, "%s: step %lld: %s", what, (long long)step, msg);
     bg_ctx_reset(ctx);
     return st;
 }
 
-bg_status bg_train_epoch(bg_ctx *ctx, bg_module *model, bg_optim *opt, bg_batcher *batches,
-                         const bg_train_opts *opts, double *mean_loss) {
-    if (!ctx || !model || !opt || !batches || !mean_loss)
-        return bg_set_error(BG_ERR_ARG, "train_epoch: ctx, model, optimizer, batches and mean_loss must not be NULL");
+bg_tensor *bg_cross_entropy_flat(bg_ctx *ctx, bg_tensor *out, bg_tensor *y) {
+    if (!out || !y || out->ndim <= 2) return bg_cross_entropy(ctx, out, y, NULL);
+    int64_t C = out->shape[out->ndim - 1];
+    bg_tensor *o2 = bg_reshape(ctx, out, 2, (int64_t[]){bg_numel(out) / C, C});
+    bg_tensor *y1 = o2 ? bg_reshape(ctx, y, 1, (int64_t[]){bg_numel(y)}) : NULL;
+    return y1 ? bg_cross_entropy(ctx, o2, y1, NULL) : NULL;
+}
+
+static bg_status train_loop(bg_ctx *ctx, bg_module *model, bg_optim *opt, const bg_batch_source *src,
+                            int64_t max_steps, const bg_train_opts *opts, double *mean_loss, const char *what) {
     bg_train_opts o = opts ? *opts : (bg_train_opts){0};
     bg_module_train(model, true);
     double loss_sum = 0;
     int64_t seen = 0;
     bg_tensor *x, *y;
-    while (bg_batcher_next(batches, ctx, &x, &y)) {
+    for (int64_t done = 0; (max_steps < 0 || done < max_steps) && src->next(src->src, ctx, &x, &y); done++) {
         int64_t step = bg_optim_step_count(opt);
         if (o.before_step) {
             bg_status st = o.before_step(step, o.user);
-            if (st != BG_OK) return fail_at_step(ctx, step, st);
+            if (st != BG_OK) return fail_at_step(ctx, what, step, st);
         }
         bg_tensor *out = bg_module_forward(ctx, model, x);
-        bg_tensor *loss = o.loss ? (out ? o.loss(ctx, out, x, y, o.user) : NULL)
-                                 : bg_cross_entropy(ctx, out, y, NULL);
+        bg_tensor *loss = o.loss ? (out ? o.loss(ctx, out, x, y, o.user) : NULL) : bg_cross_entropy_flat(ctx, out, y);
         if (loss && !o.allow_nonfinite_loss && !isfinite(bg_f32(loss)[0])) {
             bg_ctx_fail(ctx, BG_ERR_NAN,
                         "the loss is %g; nothing was updated (a non-finite loss stops training: look "
                         "for a NaN/Inf input or weight, or lower the lr)",
                         isnan(bg_f32(loss)[0]) ? (double)NAN : (double)bg_f32(loss)[0]);   // never "-nan"
-            return fail_at_step(ctx, step, BG_ERR_NAN);
+            return fail_at_step(ctx, what, step, BG_ERR_NAN);
         }
-        if (!loss || bg_backward(ctx, loss) != BG_OK) return fail_at_step(ctx, step, BG_ERR_STATE);
+        if (!loss || bg_backward(ctx, loss) != BG_OK) return fail_at_step(ctx, what, step, BG_ERR_STATE);
+        if (o.clip_grad_norm > 0.0f && bg_clip_grad_norm(model, o.clip_grad_norm) < 0.0f)
+            return fail_at_step(ctx, what, step, BG_ERR_ARG);
         bg_status st = bg_optim_step(opt);
-        if (st != BG_OK) return fail_at_step(ctx, step, st);
+        if (st != BG_OK) return fail_at_step(ctx, what, step, st);
         double batch_loss = (double)bg_f32(loss)[0];
         loss_sum += batch_loss * (double)y->shape[0];
         seen += y->shape[0];
@@ -61,9 +68,29 @@ bg_status bg_train_epoch(bg_ctx *ctx, bg_module *model, bg_optim *opt, bg_batche
         bg_optim_zero_grad(opt);
         bg_ctx_reset(ctx);
     }
-    if (bg_ctx_status(ctx) != BG_OK) return fail_step(ctx, "train_epoch", BG_ERR_STATE);
+    if (bg_ctx_status(ctx) != BG_OK) return fail_step(ctx, what, BG_ERR_STATE);
     *mean_loss = seen ? loss_sum / (double)seen : 0.0;
     return BG_OK;
+}
+
+static bool next_image_batch(void *src, bg_ctx *ctx, bg_tensor **x, bg_tensor **y) {
+    return bg_batcher_next(src, ctx, x, y);
+}
+
+bg_status bg_train_epoch(bg_ctx *ctx, bg_module *model, bg_optim *opt, bg_batcher *batches,
+                         const bg_train_opts *opts, double *mean_loss) {
+    if (!ctx || !model || !opt || !batches || !mean_loss)
+        return bg_set_error(BG_ERR_ARG, "train_epoch: ctx, model, optimizer, batches and mean_loss must not be NULL");
+    const bg_batch_source src = {.next = next_image_batch, .src = batches};
+    return train_loop(ctx, model, opt, &src, -1, opts, mean_loss, "train_epoch");
+}
+
+bg_status bg_train_steps(bg_ctx *ctx, bg_module *model, bg_optim *opt, const bg_batch_source *src, int64_t steps,
+                         const bg_train_opts *opts, double *mean_loss) {
+    if (!ctx || !model || !opt || !src || !src->next || !mean_loss)
+        return bg_set_error(BG_ERR_ARG, "train_steps: ctx, model, optimizer, source and mean_loss must not be NULL");
+    if (steps < 0) return bg_set_error(BG_ERR_ARG, "train_steps: steps must not be negative: %lld", (long long)steps);
+    return train_loop(ctx, model, opt, src, steps, opts, mean_loss, "train_steps");
 }
 
 /* Index of the largest of n values (the first on ties). */

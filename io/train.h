@@ -31,7 +31,23 @@ typedef struct bg_train_opts {
     void (*after_step)(int64_t step, double loss, int64_t batch, void *user);
     /* true: a NaN/Inf loss does not stop the epoch (off by default). */
     bool allow_nonfinite_loss;
+    /* > 0: bg_clip_grad_norm(model, clip_grad_norm) between backward and the
+     * optimizer step. */
+    float clip_grad_norm;
 } bg_train_opts;
+
+/* Where a training loop takes its batches from: next fills x and y on ctx
+ * and returns true, or false at the end (or on error, with the ctx's error
+ * set). bg_batcher and bg_text_batcher both fit. */
+typedef struct bg_batch_source {
+    bool (*next)(void *src, bg_ctx *ctx, bg_tensor **x, bg_tensor **y);
+    void *src;
+} bg_batch_source;
+
+/* cross_entropy of out [..., C] against labels y [...] (both flattened over
+ * the leading dims: a language model's [B,T,V] logits against [B,T] ids);
+ * the loss the loops use when opts->loss is NULL. */
+bg_tensor *bg_cross_entropy_flat(bg_ctx *ctx, bg_tensor *out, bg_tensor *y);
 
 /* One epoch of train mode: forward, loss, backward, optimizer step, zero
  * grads, ctx reset per batch. *mean_loss gets the example-weighted mean loss.
@@ -42,6 +58,11 @@ typedef struct bg_train_opts {
  * ..."). Every failure inside a step names it ("train_epoch: step 12: ..."), and so does a non-finite gradient (bg_optim_step's check): the
  * parameters keep the values of the last good step. */
 bg_status bg_train_epoch(bg_ctx *ctx, bg_module *model, bg_optim *opt, bg_batcher *batches,
+                         const bg_train_opts *opts, double *mean_loss);
+/* The same loop for `steps` steps from any source (an endless one, such as
+ * bg_text_batcher's random windows), or until it ends; errors name
+ * "train_steps: step N: ...". */
+bg_status bg_train_steps(bg_ctx *ctx, bg_module *model, bg_optim *opt, const bg_batch_source *src, int64_t steps,
                          const bg_train_opts *opts, double *mean_loss);
 
 /* Accuracy in [0,1] of argmax(model(x)) == y over one epoch of batches, in

@@ -109,6 +109,30 @@ static void test_nonfinite_stops(bg_ctx *ctx, bg_batcher *b) {
     bg_module_free(mlp);
 }
 
+static bool next_batch(void *src, bg_ctx *ctx, bg_tensor **x, bg_tensor **y) {
+    return bg_batcher_next(src, ctx, x, y);
+}
+
+/* bg_train_steps: the same loop for a number of steps from any source, with
+ * gradient clipping. */
+static void test_train_steps(bg_ctx *ctx, const bg_dataset *ds) {
+    bg_batcher *b = NULL;
+    CHECK(bg_batcher_new(ds, &(bg_batcher_opts){.batch_size = 10, .shuffle = true, .seed = 2}, &b) == BG_OK);
+    bg_rng rng;
+    bg_rng_seed(&rng, 5);
+    bg_module *m = bg_sequential_new(1, (bg_module *[]){bg_linear_new(F, 2, true, &rng)});
+    bg_optim *opt = bg_sgd_new(m, &(bg_sgd_opts){.lr = 0.1f});
+    const bg_batch_source src = {.next = next_batch, .src = b};
+    double loss = -1;
+    CHECK(bg_train_steps(ctx, m, opt, &src, 3, &(bg_train_opts){.clip_grad_norm = 1e-3f}, &loss) == BG_OK);
+    CHECK(bg_optim_step_count(opt) == 3 && loss > 0);
+    CHECK(bg_train_steps(ctx, m, opt, &src, -1, NULL, &loss) == BG_ERR_ARG);
+    CHECK_STR(bg_last_error(), "train_steps: steps must not be negative: -1");
+    bg_batcher_free(b);
+    bg_optim_free(opt);
+    bg_module_free(m);
+}
+
 int main(void) {
     static uint8_t pixels[N * F];
     static int32_t labels[N];
@@ -153,6 +177,7 @@ int main(void) {
 
     bg_module_free(wrong);
     test_nonfinite_stops(ctx, b);
+    test_train_steps(ctx, &ds);
     bg_ctx_free(ctx);
     bg_optim_free(opt);
     bg_module_free(model);
