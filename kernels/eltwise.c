@@ -191,22 +191,27 @@ static void col_sum_ref(float *y, const float *x, int64_t rows, int64_t cols) {
 // ---------------------------------------------------------------------------
 // rows
 
-static void softmax_rows_ref(float *y, const float *x, int64_t rows, int64_t cols) {
-#pragma omp parallel for schedule(static) if (rows * cols >= BG_PAR_MIN)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * cols;
-        float *yr = y + r * cols;
-        float m = -INFINITY;
-        for (int64_t c = 0; c < cols; c++) m = xr[c] > m ? xr[c] : m;
-        double s = 0.0;
-        for (int64_t c = 0; c < cols; c++) {
-            float e = expf(xr[c] - m);
-            yr[c] = e;
-            s += e;
-        }
-        float inv = (float)(1.0 / s);
-        for (int64_t c = 0; c < cols; c++) yr[c] *= inv;
+static void softmax_row_ref(float *yr, const float *xr, int64_t cols) {
+    float m = -INFINITY;
+    for (int64_t c = 0; c < cols; c++) m = xr[c] > m ? xr[c] : m;
+    double s = 0.0;
+    for (int64_t c = 0; c < cols; c++) {
+        float e = expf(xr[c] - m);
+        yr[c] = e;
+        s += e;
     }
+    float inv = (float)(1.0 / s);
+    for (int64_t c = 0; c < cols; c++) yr[c] *= inv;
+}
+
+/* Small calls stay out of OpenMP (see eltwise_simd.inc). */
+static void softmax_rows_ref(float *y, const float *x, int64_t rows, int64_t cols) {
+    if (rows * cols < BG_PAR_MIN) {
+        for (int64_t r = 0; r < rows; r++) softmax_row_ref(y + r * cols, x + r * cols, cols);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) softmax_row_ref(y + r * cols, x + r * cols, cols);
 }
 
 /* y = x - max - log(sum exp(x - max)) */
