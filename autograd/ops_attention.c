@@ -134,7 +134,8 @@ BG_ARGS_FIT(attn_args);
 
 /* Query rows per block. Smaller blocks skip more of the masked triangle
  * (at Tq = Tk, (1 + ROW_BLOCK/Tq)/2 of the products remain) but make
- * smaller products. */
+ * smaller products. bench/attention at [32,4,128,64], 1 thread, forward +
+ * backward: 16 rows 17.2 ms, 32 13.4, 64 14.1, 128 (no skipping) 14.9. */
 #define ROW_BLOCK 32
 
 /* True when the heads are worth the threads: at least ~1M multiply-adds. */
