@@ -609,6 +609,8 @@ typedef struct bg_lm_config {
  * PyTorch's, the embedding N(0, 0.02), norms 1). NULL + bg_last_error for a
  * bad config ("lm_config: d_model 100 does not divide into 3 heads"). */
 bg_module *bg_lm_new(const bg_lm_config *config, bg_rng *rng);
+/* One block of that config (for models that stack blocks their own way). */
+bg_module *bg_transformer_block_new(const bg_lm_config *config, bg_rng *rng);
 /* BG_OK or BG_ERR_ARG with the first problem of config. */
 bg_status bg_lm_config_check(const bg_lm_config *config);
 /* The config of a TransformerLM (defaults filled in). */

@@ -16,7 +16,7 @@ static const bg_module_type *const builtin_types[] = {
     &bg_layernorm_type, &bg_rmsnorm_type, &bg_dropout_type, &bg_relu_type, &bg_leaky_relu_type,
     &bg_gelu_type, &bg_silu_type, &bg_tanh_type, &bg_sigmoid_type, &bg_flatten_type,
     &bg_max_pool2d_type, &bg_avg_pool2d_type, &bg_fake_quant_type, &bg_qlinear_type, &bg_qconv2d_type,
-    &bg_qembedding_type, &bg_bitlinear_type,
+    &bg_qembedding_type, &bg_bitlinear_type, &bg_transformer_block_type, &bg_transformer_lm_type,
 };
 #define N_BUILTIN ((int)(sizeof builtin_types / sizeof builtin_types[0]))
 

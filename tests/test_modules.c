@@ -85,6 +85,17 @@ static bg_module *ex_qembedding(bg_rng *r) {
     return bg_quant_spec_parse("int4:per_channel", &w) == BG_OK ? bg_qembedding_new(10, 4, &w, r) : NULL;
 }
 static bg_module *ex_bitlinear(bg_rng *r) { return bg_bitlinear_new(6, 4, r); }
+static const bg_lm_config ex_lm_cfg = {.vocab = 16, .d_model = 8, .n_layers = 1, .n_heads = 2, .d_ff = 12, .ctx = 8};
+static bg_module *ex_block(bg_rng *r) { return bg_transformer_block_new(&ex_lm_cfg, r); }
+static bg_module *ex_lm(bg_rng *r) {
+    bg_module *m = bg_lm_new(&ex_lm_cfg, r);
+    // BitNet, so the norm-free BitLinear round-trips too.
+    if (m && bg_bitnet_model(m) != BG_OK) {
+        bg_module_free(m);
+        return NULL;
+    }
+    return m;
+}
 
 static const example examples[] = {
     {"Sequential", ex_sequential, 2, {3, 6}, false},   {"Residual", ex_residual, 2, {3, 6}, false},
@@ -98,6 +109,7 @@ static const example examples[] = {
     {"AvgPool2d", ex_avgpool, 4, {1, 2, 6, 6}, false}, {"FakeQuant", ex_fake_quant, 2, {3, 6}, false},
     {"QLinear", ex_qlinear, 2, {3, 6}, false},         {"QConv2d", ex_qconv2d, 4, {2, 2, 5, 5}, false},
     {"QEmbedding", ex_qembedding, 1, {5}, true},       {"BitLinear", ex_bitlinear, 2, {3, 6}, false},
+    {"TransformerBlock", ex_block, 3, {2, 5, 8}, false}, {"TransformerLM", ex_lm, 2, {2, 5}, true},
 };
 
 static bg_tensor *example_input(bg_ctx *ctx, const example *e, uint64_t seed) {

@@ -1,0 +1,207 @@
+/* test_lm.c — the BitNet transformer language model (layers/lm.c) against
+ * PyTorch: tests/reference/make_lm_reference.py builds the same graph
+ * (vocab 256, d 64, 2 layers, 4 heads, d_ff 256, ctx 16) from fixed weights
+ * and writes logits, loss, every parameter gradient and 10 AdamW losses, in
+ * fp32 and as BitNet (straight-through gradients). Also the config's errors
+ * and the tree bg_bitnet_model makes. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "format/format.h"
+#include "tests/test_util.h"
+
+static const bg_lm_config CFG = {.vocab = 256, .d_model = 64, .n_layers = 2, .n_heads = 4, .d_ff = 256, .ctx = 16};
+enum { B = 3, T = 16, V = 256 };
+
+static bg_safetensors *ref;
+
+static bool ref_get(const char *name, bg_tensor *view) {
+    return CHECK_MSG(bg_safetensors_get(ref, name, view) == BG_OK, "reference tensor %s: %s", name, bg_last_error());
+}
+
+/* The model with the reference's weights (every parameter by name). */
+static bg_module *reference_model(bool bitnet) {
+    bg_rng rng;
+    bg_rng_seed(&rng, 1);
+    bg_module *m = bg_lm_new(&CFG, &rng);
+    if (!CHECK_MSG(m != NULL, "lm_new: %s", bg_last_error())) return NULL;
+    if (bitnet) CHECK(bg_bitnet_model(m) == BG_OK);
+    CHECK(bg_module_param_count(m) == 1 + 11 * 2 + 1);
+    for (int i = 0; i < bg_module_param_count(m); i++) {
+        char name[BG_PARAM_NAME_MAX + 2];
+        snprintf(name, sizeof name, "w.%s", bg_module_param_name(m, i));
+        bg_tensor v;
+        if (ref_get(name, &v)) CHECK_MSG(bg_copy(bg_module_param(m, i), &v) == BG_OK, "%s: %s", name, bg_last_error());
+    }
+    return m;
+}
+
+/* ids[:, :T] and ids[:, 1:] as i32 tensors on ctx. */
+static void inputs(bg_ctx *ctx, bg_tensor **x, bg_tensor **y) {
+    bg_tensor ids;
+    *x = *y = NULL;
+    if (!ref_get("ids", &ids)) return;
+    *x = bg_empty(ctx, BG_DTYPE_I32, BG_SHAPE(B, T));
+    *y = bg_empty(ctx, BG_DTYPE_I32, BG_SHAPE(B * T));
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            ((int32_t *)(*x)->data)[b * T + t] = ((const int32_t *)ids.data)[b * (T + 1) + t];
+            ((int32_t *)(*y)->data)[b * T + t] = ((const int32_t *)ids.data)[b * (T + 1) + t + 1];
+        }
+}
+
+static double max_abs(const bg_tensor *t) {
+    double m = 0;
+    for (int64_t i = 0; i < bg_numel(t); i++) m = fmax(m, fabs((double)bg_f32(t)[i]));
+    return m;
+}
+
+/* Loss of the model on the reference batch (recorded when grad). */
+static bg_tensor *lm_loss(bg_ctx *ctx, bg_module *m, bg_tensor **logits) {
+    bg_tensor *x, *y;
+    inputs(ctx, &x, &y);
+    bg_tensor *out = x ? bg_module_forward(ctx, m, x) : NULL;
+    if (logits) *logits = out;
+    bg_tensor *flat = out ? bg_reshape(ctx, out, 2, (int64_t[]){B * T, V}) : NULL;
+    return flat ? bg_cross_entropy(ctx, flat, y, NULL) : NULL;
+}
+
+static void check_against_torch(const char *mode) {
+    bool bitnet = strcmp(mode, "bitnet") == 0;
+    bg_module *m = reference_model(bitnet);
+    if (!m) return;
+    bg_ctx *ctx = bg_ctx_new(0);
+    bg_tensor *logits = NULL;
+    bg_tensor *loss = lm_loss(ctx, m, &logits);
+    char name[160];
+    bg_tensor want;
+    if (!CHECK_MSG(loss != NULL, "%s forward: %s", mode, bg_ctx_error(ctx))) goto done;
+    snprintf(name, sizeof name, "%s.logits", mode);
+    if (ref_get(name, &want)) {
+        double tol = 1e-4 * max_abs(&want);
+        CHECK(bg_test_arrays(name, bg_f32(logits), bg_f32(&want), bg_numel(&want), tol, 1e-4, __FILE__, __LINE__));
+    }
+    snprintf(name, sizeof name, "%s.loss", mode);
+    if (ref_get(name, &want)) CHECK_CLOSE(bg_f32(loss)[0], bg_f32(&want)[0], 0.0, 1e-5);
+    printf("%s: loss %.6f (torch %.6f)\n", mode, (double)bg_f32(loss)[0], (double)bg_f32(&want)[0]);
+    bg_module_zero_grad(m);
+    CHECK(bg_backward(ctx, loss) == BG_OK);
+    for (int i = 0; i < bg_module_param_count(m); i++) {
+        snprintf(name, sizeof name, "%s.g.%s", mode, bg_module_param_name(m, i));
+        if (!ref_get(name, &want)) continue;
+        double tol = 1e-4 * max_abs(&want);
+        CHECK(bg_test_arrays(name, bg_f32(bg_module_param(m, i)->grad), bg_f32(&want), bg_numel(&want), tol, 1e-4,
+                             __FILE__, __LINE__));
+    }
+done:
+    bg_ctx_free(ctx);
+    bg_module_free(m);
+}
+
+static const char *const PROJ[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+
+/* Decay the projection matrices only (the reference's two param groups). */
+static bool is_projection(const char *name, const bg_tensor *p, void *user) {
+    (void)p, (void)user;
+    for (size_t k = 0; k < sizeof PROJ / sizeof PROJ[0]; k++) {
+        char pat[40];
+        snprintf(pat, sizeof pat, ".%s.", PROJ[k]);
+        if (strstr(name, pat)) return true;
+    }
+    return false;
+}
+
+static void check_adamw_trajectory(const char *mode) {
+    bg_module *m = reference_model(strcmp(mode, "bitnet") == 0);
+    if (!m) return;
+    bg_adam_opts ao = {.lr = 2e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
+    bg_optim *opt = bg_adamw_new(m, &ao);
+    CHECK(opt && bg_optim_decay_only(opt, is_projection, NULL) == BG_OK);
+    bg_ctx *ctx = bg_ctx_new(0);
+    char name[64];
+    snprintf(name, sizeof name, "%s.adamw_loss", mode);
+    bg_tensor want;
+    if (!ref_get(name, &want)) goto done;
+    float got[10];
+    for (int s = 0; s < 10; s++) {
+        bg_tensor *loss = lm_loss(ctx, m, NULL);
+        if (!CHECK_MSG(loss && bg_backward(ctx, loss) == BG_OK && bg_optim_step(opt) == BG_OK, "%s step %d: %s", mode,
+                       s, bg_ctx_status(ctx) ? bg_ctx_error(ctx) : bg_last_error()))
+            goto done;
+        got[s] = bg_f32(loss)[0];
+        bg_optim_zero_grad(opt);
+        bg_ctx_reset(ctx);
+    }
+    CHECK(bg_test_arrays(name, got, bg_f32(&want), 10, 0.0, 1e-4, __FILE__, __LINE__));
+    printf("%s AdamW: loss %.5f -> %.5f (torch %.5f -> %.5f)\n", mode, (double)got[0], (double)got[9],
+           (double)bg_f32(&want)[0], (double)bg_f32(&want)[9]);
+done:
+    bg_ctx_free(ctx);
+    bg_optim_free(opt);
+    bg_module_free(m);
+}
+
+/* bg_bitnet_model turns the seven projections of each block into
+ * BitLinear(norm=false) and leaves embedding and norms float. */
+static void test_bitnet_tree(void) {
+    bg_rng rng;
+    bg_rng_seed(&rng, 2);
+    bg_module *m = bg_lm_new(&CFG, &rng);
+    CHECK(bg_bitnet_model(m) == BG_OK);
+    CHECK(bg_qlayer_count(m) == 7 * 2);
+    for (int i = 0; i < bg_qlayer_count(m); i++) {
+        bg_module *q = bg_qlayer_at(m, i);
+        CHECK(bg_module_type_of(q) == &bg_bitlinear_type && !bg_bitlinear_norm(q));
+    }
+    char d[200];
+    bg_module_describe(m, d, sizeof d);
+    const char *ds = d;
+    CHECK_STR(ds, "TransformerLM(vocab=256, d_model=64, n_layers=2, n_heads=4, d_ff=256, ctx=16)");
+    bg_module_free(m);
+}
+
+static void test_config_errors(void) {
+    bg_rng rng;
+    bg_rng_seed(&rng, 3);
+    bg_lm_config c = CFG;
+    c.n_heads = 3;
+    CHECK(bg_lm_new(&c, &rng) == NULL);
+    CHECK_STR(bg_last_error(), "lm_config: d_model 64 does not divide into 3 heads");
+    c = CFG, c.n_heads = 64;
+    CHECK(bg_lm_new(&c, &rng) == NULL);
+    CHECK_STR(bg_last_error(), "lm_config: the head size 1 is odd (RoPE rotates pairs)");
+    c = CFG, c.ctx = 0;
+    CHECK(bg_lm_new(&c, &rng) == NULL);
+    CHECK_STR(bg_last_error(), "lm_config: ctx must be in 1..2147483648: 0");
+    CHECK(bg_lm_new(&CFG, NULL) == NULL);
+    CHECK_STR(bg_last_error(), "lm_new: rng is NULL");
+    // Longer than the context, and a byte outside a smaller vocabulary.
+    c = CFG, c.vocab = 64;
+    bg_module *m = bg_lm_new(&c, &rng);
+    bg_ctx *ctx = bg_ctx_new(0);
+    bg_tensor *x = bg_zeros(ctx, BG_DTYPE_I32, BG_SHAPE(1, 17));
+    CHECK(bg_module_forward(ctx, m, x) == NULL);
+    CHECK_STR(bg_ctx_error(ctx), "TransformerLM: 17 tokens are more than the context of 16");
+    bg_ctx_reset(ctx);
+    x = bg_zeros(ctx, BG_DTYPE_I32, BG_SHAPE(1, 4));
+    ((int32_t *)x->data)[2] = 200;
+    CHECK(bg_module_forward(ctx, m, x) == NULL);
+    CHECK_MSG(strstr(bg_ctx_error(ctx), "200") != NULL, "%s", bg_ctx_error(ctx));
+    bg_ctx_free(ctx);
+    bg_module_free(m);
+}
+
+int main(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/tests/reference/lm.safetensors", bg_test_source_dir());
+    if (!CHECK_MSG(bg_safetensors_open(path, &ref) == BG_OK, "%s", bg_last_error())) return bg_test_finish();
+    check_against_torch("fp32");
+    check_against_torch("bitnet");
+    check_adamw_trajectory("fp32");
+    check_adamw_trajectory("bitnet");
+    test_bitnet_tree();
+    test_config_errors();
+    bg_safetensors_free(ref);
+    return bg_test_finish();
+}
