@@ -125,3 +125,26 @@ bg_status bg_evaluate(bg_ctx *ctx, bg_module *model, bg_batcher *batches, double
     *accuracy = seen ? (double)correct / (double)seen : 0.0;
     return BG_OK;
 }
+
+bg_status bg_evaluate_loss(bg_ctx *ctx, bg_module *model, const bg_batch_source *src, double *mean_loss) {
+    if (!ctx || !model || !src || !src->next || !mean_loss)
+        return bg_set_error(BG_ERR_ARG, "evaluate_loss: ctx, model, source and mean_loss must not be NULL");
+    bool was_training = bg_module_is_training(model);
+    bg_module_train(model, false);
+    bool grad = bg_set_grad_enabled(ctx, false);
+    double sum = 0;
+    int64_t seen = 0;
+    bg_tensor *x, *y;
+    while (src->next(src->src, ctx, &x, &y)) {
+        bg_tensor *loss = bg_cross_entropy_flat(ctx, bg_module_forward(ctx, model, x), y);
+        if (!loss) break;
+        sum += (double)bg_f32(loss)[0] * (double)bg_numel(y);   // batches may differ in size
+        seen += bg_numel(y);
+        bg_ctx_reset(ctx);
+    }
+    bg_set_grad_enabled(ctx, grad);
+    bg_module_train(model, was_training);
+    if (bg_ctx_status(ctx) != BG_OK) return fail_step(ctx, "evaluate_loss", BG_ERR_STATE);
+    *mean_loss = seen ? sum / (double)seen : 0.0;
+    return BG_OK;
+}

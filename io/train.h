@@ -65,6 +65,11 @@ bg_status bg_train_epoch(bg_ctx *ctx, bg_module *model, bg_optim *opt, bg_batche
 bg_status bg_train_steps(bg_ctx *ctx, bg_module *model, bg_optim *opt, const bg_batch_source *src, int64_t steps,
                          const bg_train_opts *opts, double *mean_loss);
 
+/* The mean cross-entropy per label (nats; bg_cross_entropy_flat) over
+ * every batch the source gives until it ends, in eval mode without a tape:
+ * a language model's validation loss per byte over a fixed window set. */
+bg_status bg_evaluate_loss(bg_ctx *ctx, bg_module *model, const bg_batch_source *src, double *mean_loss);
+
 /* Accuracy in [0,1] of argmax(model(x)) == y over one epoch of batches, in
  * eval mode without a tape (the model is put back into train mode). */
 bg_status bg_evaluate(bg_ctx *ctx, bg_module *model, bg_batcher *batches, double *accuracy);

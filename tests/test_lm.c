@@ -192,6 +192,38 @@ static void test_config_errors(void) {
     bg_module_free(m);
 }
 
+/* Generation from the training model: greedy picks each step's argmax of a
+ * full forward; sampling is seeded; bad prompts are refused. */
+static void test_generate(void) {
+    bg_module *m = reference_model(false);
+    if (!m) return;
+    const int32_t prompt[3] = {72, 101, 108};
+    int32_t out[6], again[6], sampled[6], sampled2[6];
+    CHECK(bg_lm_generate(m, prompt, 3, 6, &(bg_lm_sample_opts){.temperature = 0}, out) == BG_OK);
+    // The first generated token is the argmax of the prompt's last logits.
+    bg_ctx *ctx = bg_ctx_new(0);
+    bg_set_grad_enabled(ctx, false);
+    bg_module_train(m, false);
+    bg_tensor *y = bg_module_forward(ctx, m, bg_from_data(ctx, BG_DTYPE_I32, BG_SHAPE(1, 3), prompt));
+    int32_t best = 0;
+    for (int v = 1; y && v < V; v++)
+        if (bg_f32(y)[2 * V + v] > bg_f32(y)[2 * V + best]) best = v;
+    CHECK(y && out[0] == best);
+    bg_ctx_free(ctx);
+    CHECK(bg_lm_generate(m, prompt, 3, 6, NULL, again) == BG_OK);   // temperature 1, seed 0
+    bg_lm_sample_opts so = {.temperature = 0.8f, .top_k = 5, .seed = 7};
+    CHECK(bg_lm_generate(m, prompt, 3, 6, &so, sampled) == BG_OK);
+    CHECK(bg_lm_generate(m, prompt, 3, 6, &so, sampled2) == BG_OK);
+    CHECK(memcmp(sampled, sampled2, sizeof sampled) == 0);
+    int32_t longp[17] = {0};
+    CHECK(bg_lm_generate(m, longp, 17, 1, NULL, out) == BG_ERR_ARG);
+    CHECK_STR(bg_last_error(), "lm_generate: the prompt is 17 tokens, longer than the context of 16");
+    const int32_t bad[3] = {1, 2, 300};
+    CHECK(bg_lm_generate(m, bad, 3, 1, NULL, out) == BG_ERR_ARG);
+    CHECK_STR(bg_last_error(), "lm_generate: prompt token 2 is 300, outside the vocabulary of 256");
+    bg_module_free(m);
+}
+
 int main(void) {
     char path[512];
     snprintf(path, sizeof path, "%s/tests/reference/lm.safetensors", bg_test_source_dir());
@@ -202,6 +234,7 @@ int main(void) {
     check_adamw_trajectory("bitnet");
     test_bitnet_tree();
     test_config_errors();
+    test_generate();
     bg_safetensors_free(ref);
     return bg_test_finish();
 }
