@@ -218,9 +218,10 @@ bg_status bg_lm_config_check(const bg_lm_config *c) {
     if ((c->d_model / c->n_heads) % 2)
         return bg_set_error(BG_ERR_ARG, "lm_config: the head size %lld is odd (RoPE rotates pairs)",
                             (long long)(c->d_model / c->n_heads));
-    if (!(c->rope_theta > 1.0f) || !isfinite(c->rope_theta))
+    // 0 means the default (10000, 1e-5).
+    if (c->rope_theta != 0.0f && (!(c->rope_theta > 1.0f) || !isfinite(c->rope_theta)))
         return bg_set_error(BG_ERR_ARG, "lm_config: rope_theta must be > 1: %g", (double)c->rope_theta);
-    if (!(c->norm_eps > 0.0f) || !(c->norm_eps < 1.0f))
+    if (c->norm_eps != 0.0f && (!(c->norm_eps > 0.0f) || !(c->norm_eps < 1.0f)))
         return bg_set_error(BG_ERR_ARG, "lm_config: norm_eps must be in (0, 1): %g", (double)c->norm_eps);
     return BG_OK;
 }

@@ -10,5 +10,6 @@ int bg_cmd_finetune(int argc, char **argv);
 int bg_cmd_export(int argc, char **argv);
 int bg_cmd_infer(int argc, char **argv);
 int bg_cmd_plot(int argc, char **argv);
+int bg_cmd_lm(int argc, char **argv);
 
 #endif
