@@ -17,7 +17,7 @@ typedef struct lm_opts {
     const char *data, *out, *log, *resume, *teacher, *schedule;
     bg_lm_config cfg;
     bool bitnet;
-    int64_t steps, batch, warmup, eval_every, eval_batches;
+    int64_t steps, stop_after, batch, warmup, eval_every, eval_batches;
     int threads;
     float lr, min_lr_frac, wd, clip, kd_T, kd_alpha;
     uint64_t seed;
@@ -37,6 +37,7 @@ static void train_usage(FILE *f) {
             "  --kd-T X          distillation temperature (default 2)\n"
             "  --kd-alpha X      weight of the distillation term (default 0.5)\n"
             "  --steps N         optimizer steps (default 300)\n"
+            "  --stop-after N    save and stop after N steps of this run (resume later with --resume)\n"
             "  --batch N         windows per step (default 32)\n"
             "  --ctx N           context, tokens per window (default 128)\n"
             "  --d N --layers N --heads N --ff N   model sizes (default 256, 4, 4, 768)\n"
@@ -75,6 +76,7 @@ static int parse_train(int argc, char **argv, lm_opts *o) {
         else if (!strcmp(a, "--schedule")) ok = tool_str_arg(argc, argv, &i, &o->schedule), o->bitnet = true;
         else if (!strcmp(a, "--bitnet")) o->bitnet = true;
         else if (!strcmp(a, "--steps")) ok = tool_int_arg(argc, argv, &i, 1, 100000000, &n), o->steps = n;
+        else if (!strcmp(a, "--stop-after")) ok = tool_int_arg(argc, argv, &i, 1, 100000000, &n), o->stop_after = n;
         else if (!strcmp(a, "--batch")) ok = tool_int_arg(argc, argv, &i, 1, 65536, &n), o->batch = n;
         else if (!strcmp(a, "--ctx")) ok = tool_int_arg(argc, argv, &i, 1, 65536, &n), o->cfg.ctx = n;
         else if (!strcmp(a, "--d")) ok = tool_int_arg(argc, argv, &i, 2, 65536, &n), o->cfg.d_model = n;
@@ -250,9 +252,10 @@ static int lm_train(int argc, char **argv) {
     const bg_batch_source src = {.next = next_text, .src = r.train};
     bg_train_opts topts = {.loss = r.teacher ? kd_loss : NULL, .user = &r, .before_step = before_step,
                            .after_step = after_step, .clip_grad_norm = o.clip};
-    while (bg_optim_step_count(opt) < o.steps) {
+    int64_t end = o.stop_after && r.first_step + o.stop_after < o.steps ? r.first_step + o.stop_after : o.steps;
+    while (bg_optim_step_count(opt) < end) {
         int64_t at = bg_optim_step_count(opt), n = o.eval_every - at % o.eval_every;
-        if (n > o.steps - at) n = o.steps - at;
+        if (n > end - at) n = end - at;
         double mean = 0, val = 0;
         r.loss_window = 0, r.n_window = 0;
         if (bg_train_steps(ctx, r.model, opt, &src, n, &topts, &mean) != BG_OK || !validate(&r, text, ctx, &val)) {

@@ -92,6 +92,45 @@ check "and names the step" grep -q "train_epoch: step 0: fake_quant: the absmean
     "$out/ft-nan.log"
 check "the good checkpoint is unchanged" cmp -s "$ck" "$out/good.safetensors"
 
+# the language model: a tiny run on a text file, resume, sample, bad input
+head -c 20000 /usr/share/common-licenses/GPL-3 >"$out/text.txt"
+lmargs=(--data "$out/text.txt" --steps 6 --warmup 1 --eval-every 3 --eval-batches 1 --batch 4 --ctx 32 --d 32
+    --layers 1 --heads 2 --ff 64)
+"$bitgrad" lm train "${lmargs[@]}" --out "$out/lm6.safetensors" --log "$out/lm.jsonl" >"$out/lm.log" 2>&1
+check "lm train exits 0" test $? -eq 0
+check "lm train prints bits per byte" grep -q "^step 6: train loss .*bits/byte" "$out/lm.log"
+"$bitgrad" lm train "${lmargs[@]}" --stop-after 3 --out "$out/lm3.safetensors" --log "$out/lm3.jsonl" >/dev/null 2>&1 &&
+    "$bitgrad" lm train "${lmargs[@]}" --resume "$out/lm3.safetensors" --out "$out/lm3+3.safetensors" \
+        --log "$out/lm3.jsonl" >"$out/lm-resume.log" 2>&1
+check "lm train --resume exits 0" test $? -eq 0
+check "3 + 3 resumed steps give the same losses as 6" test \
+    "$(grep '^step 6:' "$out/lm.log")" = "$(grep '^step 6:' "$out/lm-resume.log")"
+check "and byte-identical checkpoints (parameters, AdamW moments, rng, data position)" \
+    cmp -s "$out/lm6.safetensors" "$out/lm3+3.safetensors"
+"$bitgrad" lm train "${lmargs[@]}" --schedule int8@0,int4@2,ternary@4 --out "$out/lmq6.safetensors" \
+    --log "$out/lmq.jsonl" >"$out/lmq.log" 2>&1 &&
+    "$bitgrad" lm train "${lmargs[@]}" --schedule int8@0,int4@2,ternary@4 --stop-after 3 \
+        --out "$out/lmq3.safetensors" --log "$out/lmq3.jsonl" >/dev/null 2>&1 &&
+    "$bitgrad" lm train "${lmargs[@]}" --schedule int8@0,int4@2,ternary@4 --resume "$out/lmq3.safetensors" \
+        --out "$out/lmq3+3.safetensors" --log "$out/lmq3.jsonl" >/dev/null 2>&1
+check "a progressive BitNet run resumes byte-identically across a schedule change" \
+    cmp -s "$out/lmq6.safetensors" "$out/lmq3+3.safetensors"
+check "and announces the phases" grep -q "schedule moves to ternary" "$out/lmq.log"
+"$bitgrad" lm sample "$out/lm6.safetensors" --prompt "The " -n 20 --seed 1 >"$out/sample.txt" 2>&1
+check "lm sample exits 0 and continues the prompt" grep -q "^The " "$out/sample.txt"
+"$bitgrad" lm sample "$out/lm6.safetensors" --prompt "$(head -c 40 "$out/text.txt")" -n 2 >"$out/long.log" 2>&1
+check "a prompt longer than the context exits 1" test $? -eq 1
+check "and says why" grep -q "the prompt is 40 tokens, longer than the context of 32" "$out/long.log"
+head -c 50 "$out/text.txt" >"$out/short.txt"
+"$bitgrad" lm train "${lmargs[@]}" --data "$out/short.txt" --out "$out/no.safetensors" >"$out/short.log" 2>&1
+check "a text shorter than a window exits 1" test $? -eq 1
+check "and says why" grep -q "shorter than one window of 33 (context 32 + 1)" "$out/short.log"
+"$bitgrad" lm train "${lmargs[@]}" --data "$out/missing.txt" >"$out/missing-text.log" 2>&1
+check "a missing text exits 1 naming it" grep -q "text: $out/missing.txt: no such file" "$out/missing-text.log"
+"$bitgrad" lm train --d 30 --heads 4 >"$out/heads.log" 2>&1
+check "a width that does not divide into the heads exits 2" test $? -eq 2
+check "and says why" grep -q "d_model 30 does not divide into 4 heads" "$out/heads.log"
+
 "$bitgrad" demo --epochs zero >"$out/usage.log" 2>&1
 check "bad option exits 2" test $? -eq 2
 check "and says why" grep -q "expected an integer" "$out/usage.log"
