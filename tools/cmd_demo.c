@@ -29,7 +29,8 @@ static void demo_usage(FILE *f) {
             "  --threads N         threads; 0 = one per core (default 0)\n"
             "  --seed N            seed of the weights and the shuffle (default 0)\n"
             "  --data DIR          Fashion-MNIST folder (default $BG_FMNIST_DIR or %s)\n"
-            "  --help              this text\n",
+            "  --help              this text\n"
+            "bitgrad demo lm runs the language-model demo instead (bitgrad demo lm --help).\n",
             BG_FMNIST_DEFAULT_DIR);
 }
 
@@ -290,6 +291,7 @@ done:
 }
 
 int bg_cmd_demo(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "lm")) return tool_lm_demo(argc, argv);
     demo_opts o = {.teacher_epochs = 3, .epochs = 4, .out = "bitgrad-demo"};
     int r = parse(argc, argv, &o);
     if (r) return r == 1 ? 0 : 2;

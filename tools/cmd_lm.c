@@ -14,7 +14,8 @@
 #include "tools/tools.h"
 
 typedef struct lm_opts {
-    const char *data, *out, *log, *resume, *teacher, *schedule;
+    const char *data, *out, *log, *resume, *teacher, *schedule, *init;
+    bool quiet;   /* no per-run header (the demo prints its own) */
     bg_lm_config cfg;
     bool bitnet;
     int64_t steps, stop_after, batch, warmup, eval_every, eval_batches;
@@ -52,15 +53,21 @@ static void train_usage(FILE *f) {
             "  --seed N          initialisation and data seed (default 0)\n"
             "  --out FILE        the checkpoint (default lm.safetensors)\n"
             "  --log FILE        training log, JSON lines (default lm.jsonl; bitgrad plot draws it)\n"
-            "  --resume CKPT     continue a run from its checkpoint (model, optimizer, data position)\n");
+            "  --resume CKPT     continue a run from its checkpoint (model, optimizer, data position)\n"
+            "  --init CKPT       start from this checkpoint's weights (a fresh optimizer; with --bitnet\n"
+            "                    its projections become BitLinears)\n");
 }
 
-static int parse_train(int argc, char **argv, lm_opts *o) {
-    *o = (lm_opts){.out = "lm.safetensors", .log = "lm.jsonl", .steps = 300, .batch = 32, .warmup = 50,
+static lm_opts lm_defaults(void) {
+    return (lm_opts){.out = "lm.safetensors", .log = "lm.jsonl", .steps = 300, .batch = 32, .warmup = 50,
                    .eval_every = 100, .eval_batches = 16, .lr = 2e-3f, .min_lr_frac = 0.1f, .wd = 0.1f,
                    .clip = 1.0f, .kd_T = 2.0f, .kd_alpha = 0.5f,
                    .cfg = {.vocab = BG_TEXT_VOCAB, .d_model = 256, .n_layers = 4, .n_heads = 4, .d_ff = 768,
                            .ctx = 128}};
+}
+
+static int parse_train(int argc, char **argv, lm_opts *o) {
+    *o = lm_defaults();
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         long long n = 0;
@@ -72,6 +79,7 @@ static int parse_train(int argc, char **argv, lm_opts *o) {
         else if (!strcmp(a, "--out")) ok = tool_str_arg(argc, argv, &i, &o->out);
         else if (!strcmp(a, "--log")) ok = tool_str_arg(argc, argv, &i, &o->log);
         else if (!strcmp(a, "--resume")) ok = tool_str_arg(argc, argv, &i, &o->resume);
+        else if (!strcmp(a, "--init")) ok = tool_str_arg(argc, argv, &i, &o->init);
         else if (!strcmp(a, "--teacher")) ok = tool_str_arg(argc, argv, &i, &o->teacher);
         else if (!strcmp(a, "--schedule")) ok = tool_str_arg(argc, argv, &i, &o->schedule), o->bitnet = true;
         else if (!strcmp(a, "--bitnet")) o->bitnet = true;
@@ -186,11 +194,8 @@ static bool decays(const char *name, const bg_tensor *p, void *user) {
     return p->ndim == 2 && strncmp(name, "blk.", 4) == 0;   // the projections, not the embedding
 }
 
-static int lm_train(int argc, char **argv) {
-    lm_opts o;
-    int pr = parse_train(argc, argv, &o);
-    if (pr) return pr == 1 ? 0 : pr;
-    bg_set_num_threads(o.threads);
+/* One training run; *val_out gets the last validation loss (nats/byte). */
+static int lm_run_train(lm_opts o, double *val_out) {
     int status = 1;
     bg_text *text = NULL;
     bg_optim *opt = NULL;
@@ -200,9 +205,10 @@ static int lm_train(int argc, char **argv) {
     bg_rng rng;
     bg_rng_seed(&rng, o.seed);
     if (s == BG_OK) {
-        if (o.resume) {
-            s = bg_checkpoint_load_model(o.resume, &r.model);
+        if (o.resume || o.init) {
+            s = bg_checkpoint_load_model(o.resume ? o.resume : o.init, &r.model);
             if (s == BG_OK) s = bg_lm_config_of(r.model, &o.cfg);
+            if (s == BG_OK && o.init && o.bitnet) s = bg_bitnet_model(r.model);
         } else {
             r.model = bg_lm_new(&o.cfg, &rng);
             s = r.model && o.bitnet ? bg_bitnet_model(r.model) : r.model ? BG_OK : bg_last_status();
@@ -243,9 +249,10 @@ static int lm_train(int argc, char **argv) {
     bg_model_set_quant_mode(r.model, BG_QUANT_MODE_TRAIN);
     char desc[256];
     bg_module_describe(r.model, desc, sizeof desc);
-    printf("lm train: %s%s, %lld parameters; %lld training / %lld validation bytes; %d threads\n", desc,
-           o.bitnet ? " (BitNet)" : "", (long long)bg_module_numel(r.model), (long long)text->n_train,
-           (long long)text->n_val, bg_get_num_threads());
+    if (!o.quiet)
+        printf("lm train: %s%s, %lld parameters; %lld training / %lld validation bytes; %d threads\n", desc,
+               o.bitnet ? " (BitNet)" : "", (long long)bg_module_numel(r.model), (long long)text->n_train,
+               (long long)text->n_val, bg_get_num_threads());
     r.tokens_per_step = o.batch * o.cfg.ctx;
     r.first_step = bg_optim_step_count(opt);
     r.t0 = tool_now();
@@ -267,6 +274,7 @@ static int lm_train(int argc, char **argv) {
                (long long)step, mean, val, val / log(2.0));
         fflush(stdout);
         if (r.log) bg_trainlog_eval(r.log, step, "validation nats/byte", val);
+        if (val_out) *val_out = val;
     }
     ck.step = bg_optim_step_count(opt);
     ck.batch_in_epoch = bg_text_batcher_position(r.train);
@@ -274,7 +282,8 @@ static int lm_train(int argc, char **argv) {
         fprintf(stderr, "bitgrad lm train: %s\n", bg_last_error());
         goto done;
     }
-    printf("wrote %s (%lld steps, %.1f s)\n", o.out, (long long)ck.step, tool_now() - r.t0);
+    printf("wrote %s (%lld steps, %.1f s, %.0f tokens/s)\n", o.out, (long long)ck.step, tool_now() - r.t0,
+           (double)(ck.step - r.first_step) * (double)r.tokens_per_step / (tool_now() - r.t0));
     status = 0;
 done:
     if (r.log) bg_trainlog_close(r.log);
@@ -286,6 +295,14 @@ done:
     bg_module_free(r.model);
     bg_text_free(text);
     return status;
+}
+
+static int lm_train(int argc, char **argv) {
+    lm_opts o;
+    int pr = parse_train(argc, argv, &o);
+    if (pr) return pr == 1 ? 0 : pr;
+    bg_set_num_threads(o.threads);
+    return lm_run_train(o, NULL);
 }
 
 // --- sample -------------------------------------------------------------------------
@@ -343,6 +360,102 @@ done:
     free(out);
     bg_module_free(m);
     return status;
+}
+
+// --- the demo -----------------------------------------------------------------------
+
+static void demo_usage(FILE *f) {
+    fprintf(f, "usage: bitgrad demo lm [--steps N] [--out DIR] [--data FILE] [--threads N] [--seed N]\n"
+               "The language-model demo (about 5 minutes on 2 cores): trains an fp32 BitNet-architecture\n"
+               "teacher on the King James Bible for N steps (default 400), fine-tunes a ternary student\n"
+               "from it for N steps with the progressive schedule 8 -> 4 -> 2 -> ternary and distillation,\n"
+               "then prints both models' validation bits per byte, a sample from each, and the plots.\n"
+               "Model: d 128, 4 layers, 4 heads, d_ff 384, context 128, batch 16, AdamW 3e-3.\n");
+}
+
+/* Prints a continuation of the prompt by ckpt's model (temperature 0.8, seed 0). */
+static void demo_sample(const char *label, const char *ckpt, const char *prompt) {
+    bg_module *m = NULL;
+    int32_t ids[64], out[160];
+    int64_t np = (int64_t)strlen(prompt);
+    for (int64_t i = 0; i < np; i++) ids[i] = (unsigned char)prompt[i];
+    bg_lm_sample_opts so = {.temperature = 0.8f, .seed = 0};
+    if (bg_checkpoint_load_model(ckpt, &m) != BG_OK || bg_lm_generate(m, ids, np, 160, &so, out) != BG_OK) {
+        fprintf(stderr, "sample: %s\n", bg_last_error());
+    } else {
+        printf("%s:\n  %s", label, prompt);
+        for (int i = 0; i < 160; i++) putchar(out[i] == '\n' ? '\n' : out[i]);
+        printf("\n");
+    }
+    bg_module_free(m);
+}
+
+static bool demo_plot(const char *log_path, const char *png) {
+    bg_trainlog *log = NULL;
+    bool ok = bg_trainlog_read(log_path, &log) == BG_OK && bg_plot_training(log, png) == BG_OK;
+    if (!ok) fprintf(stderr, "plot: %s\n", bg_last_error());
+    bg_trainlog_free(log);
+    return ok;
+}
+
+int tool_lm_demo(int argc, char **argv) {
+    const char *dir = "bitgrad-demo-lm", *data = NULL;
+    long long steps = 400, threads = 0, seed = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        bool ok = true;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            demo_usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--steps")) ok = tool_int_arg(argc, argv, &i, 8, 1000000, &steps);
+        else if (!strcmp(a, "--out")) ok = tool_str_arg(argc, argv, &i, &dir);
+        else if (!strcmp(a, "--data")) ok = tool_str_arg(argc, argv, &i, &data);
+        else if (!strcmp(a, "--threads")) ok = tool_int_arg(argc, argv, &i, 0, 1024, &threads);
+        else if (!strcmp(a, "--seed")) ok = tool_int_arg(argc, argv, &i, 0, 1LL << 62, &seed);
+        else {
+            fprintf(stderr, "bitgrad demo lm: unknown option %s (see --help)\n", a);
+            return 2;
+        }
+        if (!ok) return 2;
+    }
+    if (!tool_make_dir(dir)) return 1;
+    bg_set_num_threads((int)threads);
+    char teacher[512], student[512], tlog[512], slog[512], tpng[512], spng[512], sched[128];
+    snprintf(teacher, sizeof teacher, "%s/teacher.safetensors", dir);
+    snprintf(student, sizeof student, "%s/student.safetensors", dir);
+    snprintf(tlog, sizeof tlog, "%s/teacher.jsonl", dir);
+    snprintf(slog, sizeof slog, "%s/student.jsonl", dir);
+    snprintf(tpng, sizeof tpng, "%s/teacher-training.png", dir);
+    snprintf(spng, sizeof spng, "%s/student-training.png", dir);
+    // Four equal phases over the student's steps.
+    snprintf(sched, sizeof sched, "int8@0,int4@%lld,int2@%lld,ternary@%lld", steps / 4, steps / 2, 3 * steps / 4);
+    lm_opts o = lm_defaults();
+    o.data = data, o.seed = (uint64_t)seed, o.steps = steps, o.batch = 16, o.warmup = steps / 10 + 1;
+    o.eval_every = steps / 4, o.eval_batches = 8, o.lr = 3e-3f, o.quiet = true;
+    o.cfg.d_model = 128, o.cfg.n_layers = 4, o.cfg.n_heads = 4, o.cfg.d_ff = 384;
+    double t0 = tool_now(), t_val = 0, s_val = 0;
+    printf("1/3 fp32 teacher: TransformerLM d 128, 4 layers, 4 heads, d_ff 384, ctx 128; %lld steps of 16 x 128 bytes\n",
+           steps);
+    lm_opts t = o;
+    t.out = teacher, t.log = tlog;
+    if (lm_run_train(t, &t_val) != 0) return 1;
+    printf("2/3 ternary student from the teacher's weights: schedule %s, distilled (T 2, alpha 0.5)\n", sched);
+    lm_opts st = o;
+    st.out = student, st.log = slog, st.init = teacher, st.teacher = teacher, st.bitnet = true, st.schedule = sched;
+    if (lm_run_train(st, &s_val) != 0) return 1;
+    printf("3/3 samples (temperature 0.8, seed 0)\n");
+    const char *prompt = "And God said, ";
+    demo_sample("fp32 teacher", teacher, prompt);
+    demo_sample("ternary student", student, prompt);
+    bool plots = demo_plot(tlog, tpng) && demo_plot(slog, spng);
+    printf("\nsummary (validation, fixed windows of the last 10%% of the text)\n");
+    printf("  fp32 teacher      %.4f nats/byte  %.4f bits/byte\n", t_val, t_val / log(2.0));
+    printf("  ternary student   %.4f nats/byte  %.4f bits/byte  (%+.4f nats)\n", s_val, s_val / log(2.0),
+           s_val - t_val);
+    printf("  checkpoints %s, %s\n", teacher, student);
+    if (plots) printf("  plots %s, %s\n", tpng, spng);
+    printf("  %.0f s in all\n", tool_now() - t0);
+    return 0;
 }
 
 int bg_cmd_lm(int argc, char **argv) {

@@ -73,6 +73,9 @@ typedef struct tool_train_result {
  * error printed. */
 bool tool_train(bg_module *model, tool_data *d, const tool_train_opts *o, tool_train_result *r);
 
+/* bitgrad demo lm (tools/cmd_lm.c): the language-model demo. */
+int tool_lm_demo(int argc, char **argv);
+
 /* Test-set accuracy and images/s of a model's no-grad forward (quant mode as
  * set by the caller). */
 bool tool_eval_speed(bg_module *model, tool_data *d, double *accuracy, double *images_per_s);
