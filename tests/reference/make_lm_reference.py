@@ -59,7 +59,7 @@ def write_safetensors(path, items, metadata):
     os.replace(tmp, path)
 
 
-def param_shapes():
+def param_shapes(V=V, D=D, L=L, FF=FF):
     """bitgrad's parameter order (named_parameters of the module tree)."""
     shapes = [("token_embd.weight", (V, D))]
     for i in range(L):
@@ -107,30 +107,32 @@ def proj(x, w, bitnet):
     return F.linear(act_quant(x), weight_quant(w)) if bitnet else F.linear(x, w)
 
 
-def rope(x):  # x [B, H, T, hd], NEOX: pairs (i, i + hd/2)
+def rope(x, theta=THETA):  # x [B, H, T, hd], NEOX: pairs (i, i + hd/2)
     hd = x.shape[-1]
     half = hd // 2
     pos = torch.arange(x.shape[-2], dtype=torch.float64)
-    inv = THETA ** (-2.0 * torch.arange(half, dtype=torch.float64) / hd)
+    inv = theta ** (-2.0 * torch.arange(half, dtype=torch.float64) / hd)
     ang = pos[:, None] * inv[None, :]
     cos, sin = torch.cos(ang).float(), torch.sin(ang).float()
     a, b = x[..., :half], x[..., half:]
     return torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1)
 
 
-def forward(w, ids, bitnet):
+def forward(w, ids, bitnet, n_layers=L, n_heads=H):
+    """The bitnet graph over the weights w (by bitgrad's names); any sizes."""
     x = w["token_embd.weight"][ids]
-    bsz, t, _ = x.shape
+    bsz, t, d = x.shape
+    hd = d // n_heads
     mask = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
-    for i in range(L):
+    for i in range(n_layers):
         p = f"blk.{i}."
         h = rmsnorm(x, w[p + "attn_norm.weight"])
-        q, k, v = (proj(h, w[p + n + ".weight"], bitnet).view(bsz, t, H, D // H).transpose(1, 2)
+        q, k, v = (proj(h, w[p + n + ".weight"], bitnet).view(bsz, t, n_heads, hd).transpose(1, 2)
                    for n in ("attn_q", "attn_k", "attn_v"))
         q, k = rope(q), rope(k)
-        s = (q @ k.transpose(-1, -2)) / math.sqrt(D // H)
+        s = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
         y = torch.softmax(s.masked_fill(mask, float("-inf")), dim=-1) @ v
-        y = y.transpose(1, 2).reshape(bsz, t, D)
+        y = y.transpose(1, 2).reshape(bsz, t, d)
         x = x + proj(rmsnorm(y, w[p + "attn_sub_norm.weight"]), w[p + "attn_output.weight"], bitnet)
         f = rmsnorm(x, w[p + "ffn_norm.weight"])
         gu = F.silu(proj(f, w[p + "ffn_gate.weight"], bitnet)) * proj(f, w[p + "ffn_up.weight"], bitnet)
@@ -140,7 +142,7 @@ def forward(w, ids, bitnet):
 
 
 def loss_of(logits, y):
-    return F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
 def adamw_losses(w0, x, y, bitnet, steps=10):
