@@ -624,17 +624,22 @@ bg_status bg_plot_training(const bg_trainlog *log, const char *path) {
     if (from0 && ylo < 0) ylo = 0;
     top.ylo = ylo, top.yhi = yhi;
 
-    // bottom: accuracy in percent
+    // bottom: accuracy in percent, or a validation loss as logged (an eval
+    // label naming nats, as `bitgrad lm train` writes: "validation nats/byte")
+    bool eval_loss = log->n_evals > 0;
+    for (int64_t i = 0; i < log->n_evals; i++) eval_loss = eval_loss && strstr(log->evals[i].label, "nats");
+    const double escale = eval_loss ? 1.0 : 100.0;
     panel bot = {.x0 = 110, .y0 = 400, .x1 = 970, .y1 = 650, .xlo = xlo, .xhi = xhi, .xstep = xstep};
     ylo = INFINITY, yhi = -INFINITY;
     for (int64_t i = 0; i < log->n_evals; i++)
-        if (isfinite(log->evals[i].acc)) ylo = fmin(ylo, 100 * log->evals[i].acc), yhi = fmax(yhi, 100 * log->evals[i].acc);
+        if (isfinite(log->evals[i].acc))
+            ylo = fmin(ylo, escale * log->evals[i].acc), yhi = fmax(yhi, escale * log->evals[i].acc);
     for (int64_t i = 0; i < log->n_refs; i++)
         if (!strcmp(log->refs[i].metric, "acc") && isfinite(log->refs[i].value))
             ylo = fmin(ylo, 100 * log->refs[i].value), yhi = fmax(yhi, 100 * log->refs[i].value);
     bot.ystep = nice_range(&ylo, &yhi, 6, 0.05);
     bot.ylo = ylo < 0 ? 0 : ylo;   // 0 and 100 are multiples of any nice step
-    bot.yhi = yhi > 100 && bot.ylo < 100 ? 100 : yhi;
+    bot.yhi = !eval_loss && yhi > 100 && bot.ylo < 100 ? 100 : yhi;
 
     const panel *panels[2] = {&top, &bot};
     for (int k = 0; k < 2; k++) {
@@ -698,20 +703,24 @@ bg_status bg_plot_training(const bg_trainlog *log, const char *path) {
         for (int64_t i = 0; i < log->n_evals; i++) {
             const bg_trainlog_eval_rec *r = &log->evals[i];
             if (strcmp(r->label, labels[k]) || !isfinite(r->acc)) continue;
-            double x = px_x(&bot, (double)r->step), y = px_y(&bot, 100 * r->acc);
+            double x = px_x(&bot, (double)r->step), y = px_y(&bot, escale * r->acc);
             if (have_prev) line(c, px0, py0, x, y, col, 2, 0);
             fill_rect(c, (int)lround(x) - 3, (int)lround(y) - 3, (int)lround(x) + 3, (int)lround(y) + 3, col);
             px0 = x, py0 = y, have_prev = true;
             last = r->acc;
         }
-        snprintf(acc_names[k], sizeof acc_names[k], "%.63s test accuracy (last %.2f%%)", labels[k][0] ? labels[k] : "model",
-                 100 * last);
+        if (eval_loss)
+            snprintf(acc_names[k], sizeof acc_names[k], "%.63s (last %.4f)", labels[k], last);
+        else
+            snprintf(acc_names[k], sizeof acc_names[k], "%.63s test accuracy (last %.2f%%)",
+                     labels[k][0] ? labels[k] : "model", 100 * last);
         leg_bot[n_leg_bot++] = (legend_entry){acc_names[k], col, 0};
     }
     clip_reset(c);
 
     draw_axes(c, &top, "training loss", NULL, "loss", true);
-    draw_axes(c, &bot, "test accuracy", "training step", "accuracy (%)", true);
+    if (eval_loss) draw_axes(c, &bot, "validation loss", "training step", "nats per byte", true);
+    else draw_axes(c, &bot, "test accuracy", "training step", "accuracy (%)", true);
     if (!log->n_steps) no_data(c, &top, "no step records in the log");
     if (!log->n_evals) no_data(c, &bot, "no eval records in the log");
     draw_legend(c, &top, leg, n_leg, LEGEND_AUTO);

@@ -150,6 +150,7 @@ static bg_status before_step(int64_t step, void *user) {
     if (!r->has_sched) return BG_OK;
     bool changed = false;
     bg_status s = bg_schedule_apply(&r->sched, step, r->q->states, r->q->names, r->q->weights, r->q->n, &changed);
+    if (s == BG_OK && changed && r->log) tool_log_phases(r->log, step, r->q);   // a log failure is not fatal
     if (s == BG_OK && changed && r->sched.last_step > 0) {
         printf("%s  step %lld: schedule moves to %s\n", r->tty ? "\n" : "", (long long)step,
                bg_schedule_spec_name(&r->sched, r->q->names[0], step));

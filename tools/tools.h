@@ -73,6 +73,9 @@ typedef struct tool_train_result {
  * error printed. */
 bool tool_train(bg_module *model, tool_data *d, const tool_train_opts *o, tool_train_result *r);
 
+/* One "phase" record per weight quantizer of q: its spec name at step. */
+bg_status tool_log_phases(bg_trainlog_writer *log, int64_t step, const bg_quantizer_list *q);
+
 /* bitgrad demo lm (tools/cmd_lm.c): the language-model demo. */
 int tool_lm_demo(int argc, char **argv);
 

@@ -45,13 +45,12 @@ static int spec_bits(const bg_quant_spec *s) {
     return s->kind == BG_QUANT_INT ? s->bits : s->kind == BG_QUANT_TERNARY ? 2 : 1;
 }
 
-/* One "phase" record per weight quantizer: its spec name at this step. */
-static void log_phases(loop *l, int64_t step) {
-    if (!l->o->log || l->log_status != BG_OK) return;
-    for (int i = 0; i < l->q->n; i++) {
-        if (!l->q->weights[i]) continue;   // activations follow their own fixed spec
-        const bg_quant_spec *sp = bg_quant_state_spec(l->q->states[i]);
-        bool on = bg_quant_state_enabled(l->q->states[i]);
+bg_status tool_log_phases(bg_trainlog_writer *log, int64_t step, const bg_quantizer_list *q) {
+    bg_status s = BG_OK;
+    for (int i = 0; i < q->n && s == BG_OK; i++) {
+        if (!q->weights[i]) continue;   // activations follow their own fixed spec
+        const bg_quant_spec *sp = bg_quant_state_spec(q->states[i]);
+        bool on = bg_quant_state_enabled(q->states[i]);
         const char *name = on ? (sp->kind == BG_QUANT_INT ? NULL : bg_quant_kind_name(sp->kind)) : "fp32";
         char buf[16];
         if (!name) {
@@ -59,9 +58,13 @@ static void log_phases(loop *l, int64_t step) {
             name = buf;
         }
         char layer[BG_PARAM_NAME_MAX];
-        log_check(l, bg_trainlog_phase(l->o->log, step, layer_of(l->q->names[i], layer, sizeof layer), name,
-                                       on ? spec_bits(sp) : 0));
+        s = bg_trainlog_phase(log, step, layer_of(q->names[i], layer, sizeof layer), name, on ? spec_bits(sp) : 0);
     }
+    return s;
+}
+
+static void log_phases(loop *l, int64_t step) {
+    if (l->o->log && l->log_status == BG_OK) log_check(l, tool_log_phases(l->o->log, step, l->q));
 }
 
 /* Histogram of each quantized layer's latent weights with the levels of its

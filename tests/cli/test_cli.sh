@@ -116,6 +116,8 @@ check "and byte-identical checkpoints (parameters, AdamW moments, rng, data posi
 check "a progressive BitNet run resumes byte-identically across a schedule change" \
     cmp -s "$out/lmq6.safetensors" "$out/lmq3+3.safetensors"
 check "and announces the phases" grep -q "schedule moves to ternary" "$out/lmq.log"
+"$bitgrad" plot "$out/lmq.jsonl" --out "$out/lmplot" >/dev/null 2>&1
+check "bitgrad plot draws an LM log (validation nats, phases)" test -s "$out/lmplot/training.png"
 "$bitgrad" lm sample "$out/lm6.safetensors" --prompt "The " -n 20 --seed 1 >"$out/sample.txt" 2>&1
 check "lm sample exits 0 and continues the prompt" grep -q "^The " "$out/sample.txt"
 "$bitgrad" lm sample "$out/lm6.safetensors" --prompt "$(head -c 40 "$out/text.txt")" -n 2 >"$out/long.log" 2>&1
