@@ -77,11 +77,18 @@ static bool next_image_batch(void *src, bg_ctx *ctx, bg_tensor **x, bg_tensor **
     return bg_batcher_next(src, ctx, x, y);
 }
 
+static bool next_text_batch(void *src, bg_ctx *ctx, bg_tensor **x, bg_tensor **y) {
+    return bg_text_batcher_next(src, ctx, x, y);
+}
+
+bg_batch_source bg_batcher_source(bg_batcher *b) { return (bg_batch_source){.next = next_image_batch, .src = b}; }
+bg_batch_source bg_text_source(bg_text_batcher *b) { return (bg_batch_source){.next = next_text_batch, .src = b}; }
+
 bg_status bg_train_epoch(bg_ctx *ctx, bg_module *model, bg_optim *opt, bg_batcher *batches,
                          const bg_train_opts *opts, double *mean_loss) {
     if (!ctx || !model || !opt || !batches || !mean_loss)
         return bg_set_error(BG_ERR_ARG, "train_epoch: ctx, model, optimizer, batches and mean_loss must not be NULL");
-    const bg_batch_source src = {.next = next_image_batch, .src = batches};
+    const bg_batch_source src = bg_batcher_source(batches);
     return train_loop(ctx, model, opt, &src, -1, opts, mean_loss, "train_epoch");
 }
 

@@ -3,6 +3,7 @@
 #define BG_IO_TRAIN_H
 
 #include "io/dataset.h"
+#include "io/text.h"
 #include "layers/layers.h"
 #include "optim/optim.h"
 
@@ -43,6 +44,12 @@ typedef struct bg_batch_source {
     bool (*next)(void *src, bg_ctx *ctx, bg_tensor **x, bg_tensor **y);
     void *src;
 } bg_batch_source;
+
+/* Sources over the two batchers: the image batcher (one epoch, then
+ * false once) and the text batcher (random windows without end, or one pass
+ * of the fixed set). */
+bg_batch_source bg_batcher_source(bg_batcher *b);
+bg_batch_source bg_text_source(bg_text_batcher *b);
 
 /* cross_entropy of out [..., C] against labels y [...] (both flattened over
  * the leading dims: a language model's [B,T,V] logits against [B,T] ids);

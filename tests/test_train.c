@@ -109,10 +109,6 @@ static void test_nonfinite_stops(bg_ctx *ctx, bg_batcher *b) {
     bg_module_free(mlp);
 }
 
-static bool next_batch(void *src, bg_ctx *ctx, bg_tensor **x, bg_tensor **y) {
-    return bg_batcher_next(src, ctx, x, y);
-}
-
 /* bg_train_steps: the same loop for a number of steps from any source, with
  * gradient clipping. */
 static void test_train_steps(bg_ctx *ctx, const bg_dataset *ds) {
@@ -122,7 +118,7 @@ static void test_train_steps(bg_ctx *ctx, const bg_dataset *ds) {
     bg_rng_seed(&rng, 5);
     bg_module *m = bg_sequential_new(1, (bg_module *[]){bg_linear_new(F, 2, true, &rng)});
     bg_optim *opt = bg_sgd_new(m, &(bg_sgd_opts){.lr = 0.1f});
-    const bg_batch_source src = {.next = next_batch, .src = b};
+    const bg_batch_source src = bg_batcher_source(b);
     double loss = -1;
     CHECK(bg_train_steps(ctx, m, opt, &src, 3, &(bg_train_opts){.clip_grad_norm = 1e-3f}, &loss) == BG_OK);
     CHECK(bg_optim_step_count(opt) == 3 && loss > 0);

@@ -131,10 +131,6 @@ typedef struct lm_run {
     bool tty;
 } lm_run;
 
-static bool next_text(void *src, bg_ctx *ctx, bg_tensor **x, bg_tensor **y) {
-    return bg_text_batcher_next(src, ctx, x, y);
-}
-
 static bg_tensor *kd_loss(bg_ctx *ctx, bg_tensor *out, bg_tensor *x, bg_tensor *y, void *user) {
     lm_run *r = user;
     bg_tensor *t = bg_teacher_forward(ctx, r->teacher, x);
@@ -181,7 +177,7 @@ static bool validate(lm_run *r, const bg_text *text, bg_ctx *ctx, double *nats) 
     bg_text_batcher_opts vo = {.batch_size = r->o->batch, .context = r->o->cfg.ctx, .split = BG_TEXT_VAL,
                                .fixed = true, .max_windows = r->o->batch * r->o->eval_batches};
     if (bg_text_batcher_new(text, &vo, &vb) != BG_OK) return false;
-    const bg_batch_source src = {.next = next_text, .src = vb};
+    const bg_batch_source src = bg_text_source(vb);
     bool quant = r->q->n > 0;
     if (quant) bg_model_set_quant_mode(r->model, BG_QUANT_MODE_EVAL);
     bool ok = bg_evaluate_loss(ctx, r->model, &src, nats) == BG_OK;
@@ -257,7 +253,7 @@ static int lm_run_train(lm_opts o, double *val_out) {
     r.tokens_per_step = o.batch * o.cfg.ctx;
     r.first_step = bg_optim_step_count(opt);
     r.t0 = tool_now();
-    const bg_batch_source src = {.next = next_text, .src = r.train};
+    const bg_batch_source src = bg_text_source(r.train);
     bg_train_opts topts = {.loss = r.teacher ? kd_loss : NULL, .user = &r, .before_step = before_step,
                            .after_step = after_step, .clip_grad_norm = o.clip};
     int64_t end = o.stop_after && r.first_step + o.stop_after < o.steps ? r.first_step + o.stop_after : o.steps;
