@@ -26,37 +26,18 @@ header length, a JSON header padded with spaces to a multiple of 8, then the
 raw little-endian data. __metadata__ records the generator, torch's version
 and REF_VERSION (bump it when the contents change; the C test checks it).
 """
-import json
 import math
 import os
 import struct
 import zlib
 
 import torch
+from st_writer import write_safetensors  # noqa: E402
 
 REF_VERSION = "1"
 HERE = os.path.dirname(os.path.abspath(__file__))
-DTYPES = {torch.float32: "F32", torch.int32: "I32"}
 
 
-def write_safetensors(path, items, metadata):
-    header = {"__metadata__": metadata}
-    data = bytearray()
-    for name, t in items:
-        t = t.detach().cpu().contiguous()
-        raw = t.numpy().tobytes()
-        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [len(data), len(data) + len(raw)]}
-        data += raw
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        f.write(data)
-    os.replace(tmp, path)
-    return 8 + len(text) + len(data)
 
 
 def gen(name):

@@ -24,39 +24,20 @@ of x / s clamped to [-128, 127], times s; weights ternary, g = max(mean|W|,
 1e-5), clamp(round(W / g), -1, 1) * g; both with the identity
 straight-through estimator.
 """
-import json
 import math
 import os
-import struct
 
 import torch
+from st_writer import write_safetensors  # noqa: E402
 import torch.nn.functional as F
 
 REF_VERSION = "1"
 HERE = os.path.dirname(os.path.abspath(__file__))
-DTYPES = {torch.float32: "F32", torch.int32: "I32"}
 V, D, L, H, FF, CTX, B, T = 256, 64, 2, 4, 256, 16, 3, 16
 EPS, THETA = 1e-5, 10000.0
 PROJ = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
 
 
-def write_safetensors(path, items, metadata):
-    header = {"__metadata__": metadata}
-    data = bytearray()
-    for name, t in items:
-        t = t.detach().cpu().contiguous()
-        raw = t.numpy().tobytes()
-        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [len(data), len(data) + len(raw)]}
-        data += raw
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def param_shapes(V=V, D=D, L=L, FF=FF):
