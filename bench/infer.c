@@ -24,22 +24,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench_util.h"
 #include "bitgrad.h"
 
 char *openblas_get_corename(void);   /* OpenBLAS's cblas.h has it, netlib's not */
 
 enum { DIM = 4096 };
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* what one timed call does */
 typedef enum op {
