@@ -225,9 +225,8 @@ static void test_generate(void) {
 }
 
 int main(void) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/tests/reference/lm.safetensors", bg_test_source_dir());
-    if (!CHECK_MSG(bg_safetensors_open(path, &ref) == BG_OK, "%s", bg_last_error())) return bg_test_finish();
+    if (!(ref = bg_test_open_reference("lm.safetensors", "tests/reference/make_lm_reference.py", "1")))
+        return bg_test_finish();
     check_against_torch("fp32");
     check_against_torch("bitnet");
     check_adamw_trajectory("fp32");

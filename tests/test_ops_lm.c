@@ -32,23 +32,9 @@
 // ---------------------------------------------------------------------------
 // the reference file
 
-static char ref_path[1024];
+#define ref_path bg_test_ref_path
 
-static bg_safetensors *open_reference(void) {
-    snprintf(ref_path, sizeof ref_path, "%s/tests/reference/%s", bg_test_source_dir(), REF_FILE);
-    bg_safetensors *st = NULL;
-    if (!CHECK_MSG(bg_safetensors_open(ref_path, &st) == BG_OK, "%s; re-run %s (with /usr/bin/python3)",
-                   bg_last_error(), REF_GENERATOR))
-        return NULL;
-    const char *gen = bg_safetensors_metadata(st, "generator"), *ver = bg_safetensors_metadata(st, "version");
-    if (!CHECK_MSG(gen && strcmp(gen, REF_GENERATOR) == 0 && ver && strcmp(ver, REF_VERSION) == 0,
-                   "%s: generator version is \"%s\", this test expects \"%s\": re-run %s", ref_path,
-                   ver ? ver : "(none)", REF_VERSION, REF_GENERATOR)) {
-        bg_safetensors_free(st);
-        return NULL;
-    }
-    return st;
-}
+static bg_safetensors *open_reference(void) { return bg_test_open_reference(REF_FILE, REF_GENERATOR, REF_VERSION); }
 
 static bool get(const bg_safetensors *st, const char *name, bg_tensor *v) {
     return CHECK_MSG(bg_safetensors_get(st, name, v) == BG_OK, "%s: %s", ref_path, bg_last_error());

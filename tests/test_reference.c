@@ -271,27 +271,14 @@ static bool is_covered_elsewhere(const char *name) {
 // ---------------------------------------------------------------------------
 // files
 
-static char ref_path[1024];
+#define ref_path bg_test_ref_path
 
 /* Opens tests/reference/<file> and checks its generator version. */
 static bg_safetensors *open_reference(const char *file) {
-    snprintf(ref_path, sizeof ref_path, "%s/tests/reference/%s", bg_test_source_dir(), file);
-    bg_safetensors *st = NULL;
-    if (!CHECK_MSG(bg_safetensors_open(ref_path, &st) == BG_OK,
-                   "%s; re-run tests/reference/make_reference.py (with /usr/bin/python3)", bg_last_error()))
-        return NULL;
-    const char *gen = bg_safetensors_metadata(st, "generator");
-    const char *ver = bg_safetensors_metadata(st, "version");
-    if (!CHECK_MSG(gen && strcmp(gen, "tests/reference/make_reference.py") == 0 && ver &&
-                       strcmp(ver, REF_VERSION) == 0,
-                   "%s: generator version is \"%s\", this test expects \"%s\": "
-                   "re-run tests/reference/make_reference.py",
-                   ref_path, ver ? ver : "(none)", REF_VERSION)) {
-        bg_safetensors_free(st);
-        return NULL;
-    }
-    printf("%s: %d tensors, torch %s\n", file, bg_safetensors_count(st),
-           bg_safetensors_metadata(st, "torch") ? bg_safetensors_metadata(st, "torch") : "?");
+    bg_safetensors *st = bg_test_open_reference(file, "tests/reference/make_reference.py", REF_VERSION);
+    if (st)
+        printf("%s: %d tensors, torch %s\n", file, bg_safetensors_count(st),
+               bg_safetensors_metadata(st, "torch") ? bg_safetensors_metadata(st, "torch") : "?");
     return st;
 }
 

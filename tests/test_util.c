@@ -1,6 +1,7 @@
 /* test_util.c — the shared comparator and counters (see test_util.h). */
 #include <string.h>
 #include "tests/test_util.h"
+#include "format/format.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -102,4 +103,22 @@ bool bg_test_same_training(const bg_module *a, const bg_module *b, const bg_opti
     bg_quantizer_list_free(la);
     bg_quantizer_list_free(lb);
     return ok;
+}
+
+char bg_test_ref_path[1024];
+
+struct bg_safetensors *bg_test_open_reference(const char *file, const char *generator, const char *version) {
+    snprintf(bg_test_ref_path, sizeof bg_test_ref_path, "%s/tests/reference/%s", bg_test_source_dir(), file);
+    bg_safetensors *st = NULL;
+    if (!CHECK_MSG(bg_safetensors_open(bg_test_ref_path, &st) == BG_OK, "%s; re-run %s (with /usr/bin/python3)",
+                   bg_last_error(), generator))
+        return NULL;
+    const char *gen = bg_safetensors_metadata(st, "generator"), *ver = bg_safetensors_metadata(st, "version");
+    if (!CHECK_MSG(gen && strcmp(gen, generator) == 0 && ver && strcmp(ver, version) == 0,
+                   "%s: generator version is \"%s\", this test expects \"%s\": re-run %s", bg_test_ref_path,
+                   ver ? ver : "(none)", version, generator)) {
+        bg_safetensors_free(st);
+        return NULL;
+    }
+    return st;
 }

@@ -23,6 +23,13 @@ bool bg_test_arrays(const char *what, const float *got, const float *want, int64
 
 int bg_test_finish(void);
 
+/* Opens tests/reference/<file> (below bg_test_source_dir()) and checks that
+ * its __metadata__ names generator and version; a failed check (NULL) says
+ * which script to re-run with /usr/bin/python3. The full path is in
+ * bg_test_ref_path. */
+struct bg_safetensors *bg_test_open_reference(const char *file, const char *generator, const char *version);
+extern char bg_test_ref_path[1024];
+
 /* Exact resume: the parameters (flat buffers), the optimizers' state
  * buffers and step counts, and every quantizer's ranges, flags and spec of
  * a and b are bitwise equal; counts as one check per part. */
