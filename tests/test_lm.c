@@ -6,7 +6,9 @@
  * and the tree bg_bitnet_model makes. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "format/format.h"
 #include "tests/test_util.h"
@@ -224,6 +226,94 @@ static void test_generate(void) {
     bg_module_free(m);
 }
 
+/* Exact resume of a BitNet LM across a schedule change: 20 steps in one go
+ * equal 10 steps, a checkpoint (model, AdamW, schedule, rng, the text
+ * batcher's position), a model rebuilt from the file alone and 10 more:
+ * parameters, optimizer and quantizer state bitwise. */
+typedef struct lm_job {
+    bg_module *m;
+    bg_optim *opt;
+    bg_schedule sched;
+    bg_quantizer_list *q;
+    bg_text_batcher *batches;
+    bg_ctx *ctx;
+} lm_job;
+
+static bg_status job_schedule(int64_t step, void *user) {
+    lm_job *j = user;
+    return bg_schedule_apply(&j->sched, step, j->q->states, j->q->names, j->q->weights, j->q->n, NULL);
+}
+
+static bool job_attach(lm_job *j, const bg_text *text) {
+    bg_adam_opts ao = {.lr = 2e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
+    j->opt = bg_adamw_new(j->m, &ao);
+    j->q = bg_model_quantizer_list(j->m);
+    j->ctx = bg_ctx_new(0);
+    return j->opt && j->q && j->ctx && bg_optim_decay_only(j->opt, is_projection, NULL) == BG_OK &&
+           bg_schedule_parse("[*weight_quant]int8@0,int4@6,ternary@12", 0, &j->sched) == BG_OK &&
+           bg_text_batcher_new(text, &(bg_text_batcher_opts){.batch_size = 2, .context = 16, .seed = 3},
+                               &j->batches) == BG_OK;
+}
+
+static bool job_train(lm_job *j, int64_t steps) {
+    const bg_batch_source src = bg_text_source(j->batches);
+    double loss;
+    bg_train_opts o = {.before_step = job_schedule, .user = j, .clip_grad_norm = 1.0f};
+    return CHECK_MSG(bg_train_steps(j->ctx, j->m, j->opt, &src, steps, &o, &loss) == BG_OK, "%s", bg_last_error());
+}
+
+static void job_free(lm_job *j) {
+    bg_text_batcher_free(j->batches);
+    bg_ctx_free(j->ctx);
+    bg_quantizer_list_free(j->q);
+    bg_optim_free(j->opt);
+    bg_module_free(j->m);
+}
+
+static void test_exact_resume(void) {
+    char path[] = "/tmp/bg_test_lm_XXXXXX";
+    int fd = mkstemp(path);
+    if (!CHECK(fd >= 0)) return;
+    bg_rng r;
+    bg_rng_seed(&r, 9);
+    uint8_t bytes[4000];
+    for (int i = 0; i < 4000; i++) bytes[i] = (uint8_t)(" etaoinshrdlu\n"[bg_rng_below(&r, 14)]);
+    CHECK(write(fd, bytes, sizeof bytes) == (ssize_t)sizeof bytes);
+    close(fd);
+    bg_text *text = NULL;
+    CHECK(bg_text_load(path, &text) == BG_OK);
+    bg_lm_config c = CFG;
+    c.n_layers = 1;
+    lm_job a = {0}, b = {0};
+    bg_rng_seed(&r, 1);
+    a.m = bg_lm_new(&c, &r);
+    bg_rng_seed(&r, 1);
+    b.m = bg_lm_new(&c, &r);
+    CHECK(bg_bitnet_model(a.m) == BG_OK && bg_bitnet_model(b.m) == BG_OK);
+    CHECK(job_attach(&a, text) && job_attach(&b, text));
+    CHECK(job_train(&a, 20) && job_train(&b, 10));
+    char ck_path[64];
+    snprintf(ck_path, sizeof ck_path, "%s.ckpt", path);
+    bg_checkpoint ck = {.model = b.m, .opt = b.opt, .schedule = &b.sched, .step = 10,
+                        .batch_in_epoch = bg_text_batcher_position(b.batches)};
+    CHECK(bg_checkpoint_save(ck_path, &ck) == BG_OK);
+    job_free(&b);
+    // A new model from the file's description, a new optimizer and batcher.
+    lm_job c2 = {0};
+    CHECK(bg_checkpoint_load_model(ck_path, &c2.m) == BG_OK && job_attach(&c2, text));
+    bg_checkpoint ck2 = {.model = c2.m, .opt = c2.opt, .schedule = &c2.sched};
+    CHECK(bg_checkpoint_load(ck_path, &ck2) == BG_OK && ck2.step == 10);
+    CHECK(bg_text_batcher_seek(c2.batches, ck2.batch_in_epoch) == BG_OK);
+    CHECK(job_train(&c2, 10));
+    CHECK_SAME_TRAINING(a.m, c2.m, a.opt, c2.opt);
+    printf("exact resume: 20 steps == 10 + checkpoint + rebuilt model + 10 (BitNet, int8 -> int4 -> ternary)\n");
+    job_free(&a);
+    job_free(&c2);
+    bg_text_free(text);
+    unlink(ck_path);
+    unlink(path);
+}
+
 int main(void) {
     if (!(ref = bg_test_open_reference("lm.safetensors", "tests/reference/make_lm_reference.py", "1")))
         return bg_test_finish();
@@ -234,6 +324,7 @@ int main(void) {
     test_bitnet_tree();
     test_config_errors();
     test_generate();
+    test_exact_resume();
     bg_safetensors_free(ref);
     return bg_test_finish();
 }
