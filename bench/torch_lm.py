@@ -9,7 +9,7 @@ validation windows, for the quality rows and bench/lm_step.
 Recipe (as the quality rows): V 256, d 256, 4 layers, 4 heads, d_ff 768, ctx
 128, batch 32, AdamW lr 2e-3, betas 0.9/0.95, eps 1e-8, weight decay 0.1 on
 the projection matrices only, 50 warm-up steps then cosine down to 10%,
-gradient clipping 1.0, seed 0, weights initialised like bitgrad's (PyTorch's
+gradient clipping 1.0, seed 0 (--seed), weights initialised like bitgrad's (PyTorch's
 Linear default, embedding N(0, 0.02), norms 1). Training windows are random
 (torch's generator: not bitgrad's draws); the validation windows are
 bitgrad's fixed set: W = (L-1)//T stride-T windows of the last 10%, M = 16 x
@@ -62,13 +62,14 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--time-only", type=int, default=0)
     ap.add_argument("--data", default=kjv_path())
+    ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     V, D, L, H, FF, T, B = 256, 256, 4, 4, 768, 128, 32
     raw = torch.tensor(list(open(a.data, "rb").read()), dtype=torch.long)
     n_train = len(raw) * 9 // 10
     train, val = raw[:n_train], raw[n_train:]
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(a.seed)
     w = init(V, D, L, FF, g)
     decay = [t for n, t in w.items() if any("." + p + "." in n for p in PROJ)]
     rest = [t for n, t in w.items() if not any("." + p + "." in n for p in PROJ)]
