@@ -60,6 +60,21 @@ bg_node *bg_record(bg_ctx *ctx, bg_op op, bg_tensor *out, int n_in, bg_tensor *c
  * when t does not require grad (or on out of memory). */
 float *bg_grad_of(bg_ctx *ctx, bg_tensor *t);
 
+/* Runs the backward of the nodes from tail to the tape's start. */
+bg_status bg_run_nodes(bg_ctx *ctx, bg_node *tail);
+
+/* A tape of its own over arena memory that is handed back at its end (the
+ * recomputed block of bg_checkpoint): begin starts an empty tape and gradient
+ * pool, end restores the outer ones and rolls the arena back to begin. */
+typedef struct bg_tape_region {
+    bg_arena_mark mark;
+    bg_node *tail;
+    int64_t n_nodes;
+    struct bg_grad_pool *pool;
+} bg_tape_region;
+bg_tape_region bg_tape_region_begin(bg_ctx *ctx);
+void bg_tape_region_end(bg_ctx *ctx, bg_tape_region r);
+
 /* Common input checks: returns false (and sets the ctx error) when the ctx
  * has failed, x is NULL, or x is not f32. */
 bool bg_check_f32(bg_ctx *ctx, const char *op, const bg_tensor *x, const char *what);

@@ -28,16 +28,71 @@ bg_node *bg_record(bg_ctx *ctx, bg_op op, bg_tensor *out, int n_in, bg_tensor *c
     return n;
 }
 
+// --- the gradient pool ------------------------------------------------------
+/* A node's output gradient is dead once the node's backward has run (its
+ * consumers come later on the tape, so they ran before it): the buffer goes
+ * to the pool and the next gradient of the same size takes it. The
+ * backward's memory is then its live gradients, not every gradient of the
+ * step. Leaves (no node) keep theirs: users read them. */
+typedef struct bg_grad_pool {
+    bg_tensor *grad;
+    struct bg_grad_pool *next;
+} bg_grad_pool;
+
+static void pool_put(bg_ctx *ctx, bg_tensor *g) {
+    bg_grad_pool *e = bg_ctx_alloc(ctx, sizeof *e);
+    if (!e) return;   // the buffer is only not reused
+    e->grad = g;
+    e->next = ctx->grad_pool;
+    ctx->grad_pool = e;
+}
+
+static bg_tensor *pool_take(bg_ctx *ctx, const bg_tensor *t) {
+    const int64_t n = bg_numel(t);
+    for (bg_grad_pool **p = &ctx->grad_pool; *p; p = &(*p)->next) {
+        if (bg_numel((*p)->grad) != n) continue;
+        bg_tensor *g = bg_view_reshape(ctx, (*p)->grad, t->ndim, t->shape);
+        if (!g) return NULL;
+        *p = (*p)->next;
+        memset(g->data, 0, sizeof(float) * (size_t)n);
+        return g;
+    }
+    return NULL;
+}
+
+static void release_output_grad(bg_ctx *ctx, bg_node *n) {
+    bg_tensor *o = n->out;
+    if (o->node != n || o->persistent || o->owns_grad || !o->grad) return;
+    pool_put(ctx, o->grad);
+    o->grad = NULL;
+}
+
 float *bg_grad_of(bg_ctx *ctx, bg_tensor *t) {
     if (!t || !t->requires_grad) return NULL;
     if (!t->grad) {
         // Persistent leaves get their grad from bg_set_requires_grad; anything
         // else is an activation whose grad lives for this step only.
-        bg_tensor *g = bg_zeros(ctx, BG_DTYPE_F32, t->ndim, t->shape);
+        bg_tensor *g = pool_take(ctx, t);
+        if (!g && ctx->status == BG_OK) g = bg_zeros(ctx, BG_DTYPE_F32, t->ndim, t->shape);
         if (!g) return NULL;
         t->grad = g;
     }
     return bg_f32(t->grad);
+}
+
+bg_tape_region bg_tape_region_begin(bg_ctx *ctx) {
+    bg_tape_region r = {.mark = bg_ctx_mark(ctx), .tail = ctx->tape_tail, .n_nodes = ctx->n_nodes,
+                        .pool = ctx->grad_pool};
+    ctx->tape_tail = NULL;
+    ctx->grad_pool = NULL;   // buffers freed inside the region go with it
+    return r;
+}
+
+void bg_tape_region_end(bg_ctx *ctx, bg_tape_region r) {
+    ctx->tape_tail = r.tail;
+    ctx->n_nodes = r.n_nodes;
+    ctx->grad_pool = r.pool;
+    bg_ctx_rollback(ctx, r.mark);
 }
 
 bool bg_check_f32(bg_ctx *ctx, const char *op, const bg_tensor *x, const char *what) {
@@ -78,14 +133,19 @@ bool bg_check_axis(bg_ctx *ctx, const char *op, const bg_tensor *x, int *axis) {
 
 // --- backward ---------------------------------------------------------------
 
-static bg_status run_tape(bg_ctx *ctx) {
-    ctx->tape_walked = true;
-    for (bg_node *n = ctx->tape_tail; n; n = n->prev) {
+bg_status bg_run_nodes(bg_ctx *ctx, bg_node *tail) {
+    for (bg_node *n = tail; n; n = n->prev) {
         if (!n->out->grad) continue;  // nothing flows through this node
         bg_op_table[n->op].backward(ctx, n);
         if (ctx->status != BG_OK) return ctx->status;
+        release_output_grad(ctx, n);
     }
     return BG_OK;
+}
+
+static bg_status run_tape(bg_ctx *ctx) {
+    ctx->tape_walked = true;
+    return bg_run_nodes(ctx, ctx->tape_tail);
 }
 
 static bg_status backward_check(bg_ctx *ctx, const bg_tensor *out) {

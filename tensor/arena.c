@@ -116,6 +116,7 @@ void bg_ctx_reset(bg_ctx *ctx) {
     ctx->tape_tail = NULL;
     ctx->n_nodes = 0;
     ctx->tape_walked = false;
+    ctx->grad_pool = NULL;
     ctx->tag = next_step_tag(ctx->tag);
 }
 
@@ -153,6 +154,17 @@ void *bg_ctx_alloc(bg_ctx *ctx, size_t nbytes) {
     ctx->used += need;
     if (ctx->used > ctx->peak) ctx->peak = ctx->used;
     return p;
+}
+
+bg_arena_mark bg_ctx_mark(const bg_ctx *ctx) {
+    return (bg_arena_mark){.block = ctx->head, .block_used = ctx->head->used, .used = ctx->used};
+}
+
+void bg_ctx_rollback(bg_ctx *ctx, bg_arena_mark mark) {
+    // Blocks after mark.block are emptied when bg_ctx_alloc moves into them.
+    ctx->head = mark.block;
+    ctx->head->used = mark.block_used;
+    ctx->used = mark.used;
 }
 
 size_t bg_ctx_used_bytes(const bg_ctx *ctx) { return ctx ? ctx->used : 0; }

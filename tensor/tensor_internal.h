@@ -30,7 +30,18 @@ struct bg_ctx {
     int64_t n_nodes;
     bool tape_walked;          /* a backward ran over this tape */
     uint64_t tag;              /* this ctx (high 32 bits) and step since reset (low 32) */
+    struct bg_grad_pool *grad_pool; /* gradient buffers free for reuse this step (autograd) */
 };
+
+/* A point in the arena to come back to: everything allocated after
+ * bg_ctx_mark is handed out again after bg_ctx_rollback (tensors made in
+ * between must not be used after it). For autograd's recomputed blocks. */
+typedef struct bg_arena_mark {
+    bg_arena_block *block;
+    size_t block_used, used;
+} bg_arena_mark;
+bg_arena_mark bg_ctx_mark(const bg_ctx *ctx);
+void bg_ctx_rollback(bg_ctx *ctx, bg_arena_mark mark);
 
 /* Why t cannot be read on ctx now (built before ctx's last reset, so its
  * memory holds newer data), or NULL when it can. Persistent tensors,
