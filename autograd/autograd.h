@@ -197,6 +197,33 @@ bg_tensor *bg_rope(bg_ctx *ctx, bg_tensor *x, int64_t pos0, float theta);
 bg_tensor *bg_causal_attention(bg_ctx *ctx, bg_tensor *q, bg_tensor *k, bg_tensor *v, float scale);
 
 // ---------------------------------------------------------------------------
+// activation checkpointing: recomputed blocks (ops_recompute.c)
+
+/* A block y = forward(ctx, user, x), y shaped like x, whose intermediate
+ * values are recomputed in the backward instead of kept. The block may
+ * update state as it runs (quantizer observers, their call counts): save
+ * copies that state into the ctx's arena before the first run and restore
+ * puts it back before the second, so both runs compute the same values.
+ * Either may be NULL when the block updates nothing. */
+typedef struct bg_recompute_fn {
+    bg_tensor *(*forward)(bg_ctx *ctx, void *user, bg_tensor *x);
+    void *(*save)(bg_ctx *ctx, void *user);
+    void (*restore)(void *user, void *saved);
+    void *user;
+} bg_recompute_fn;
+
+/* y = f(x), keeping only y: the block runs once here and once more in the
+ * backward, each time on a tape and arena memory handed back when it ends,
+ * so training keeps one block's activations at a time (plus every block's
+ * output) for one more forward per step. Gradients equal the plain block's
+ * bitwise. f (copied) and user must live until the backward. Without grad
+ * mode, or when x does not require grad, f runs once and only y is kept
+ * (evaluation and teachers hold one block's values at a time). Errors: a block
+ * that changes the shape (BG_ERR_SHAPE, "recompute: the block must keep
+ * the shape of its input: x is [2,3], f(x) is [2,4]") or returns no f32. */
+bg_tensor *bg_recompute(bg_ctx *ctx, const bg_recompute_fn *f, bg_tensor *x);
+
+// ---------------------------------------------------------------------------
 // norms (ops_norm.c), over the last dim
 
 bg_tensor *bg_layernorm(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, bg_tensor *b, float eps);

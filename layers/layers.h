@@ -616,6 +616,14 @@ bg_status bg_lm_config_check(const bg_lm_config *config);
 /* The config of a TransformerLM (defaults filled in). */
 bg_status bg_lm_config_of(const bg_module *lm, bg_lm_config *out);
 
+/* Activation checkpointing for every TransformerBlock in m (a model or one
+ * block): on, a block keeps only its output between forward and backward
+ * and runs again in the backward (bg_recompute), so training holds one
+ * block's activations at a time instead of all of them, for one more
+ * forward per step. Gradients are the same bitwise. Not saved with the
+ * model (a choice of the training run). */
+bg_status bg_lm_set_recompute(bg_module *m, bool on);
+
 typedef struct bg_lm_sample_opts {
     float temperature;   /* 0: greedy (argmax) */
     int64_t top_k;       /* 0: the whole vocabulary */

@@ -13,10 +13,12 @@
 
 #include "layers/layers.h"
 #include "layers/layers_internal.h"
+#include "quant/quant.h"
 
 typedef struct block_state {
     int64_t n_heads;
     float rope_theta;
+    bool recompute;   /* activation checkpointing (bg_lm_set_recompute); not saved */
 } block_state;
 
 typedef struct lm_state {
@@ -53,11 +55,9 @@ static bg_tensor *merge_heads(bg_ctx *ctx, bg_tensor *x) {
     return p ? bg_reshape(ctx, p, 3, (int64_t[]){B, T, H * hd}) : NULL;
 }
 
-static bg_tensor *block_fwd(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+static bg_tensor *block_body(bg_ctx *ctx, void *user, bg_tensor *x) {
+    bg_module *m = user;
     const block_state *s = bg_module_state(m);
-    char a[BG_SHAPE_STR_MAX];
-    if (x->ndim != 3) return bg_ctx_fail(ctx, BG_ERR_SHAPE, "TransformerBlock: x must be [B,T,d], not %s",
-                                         bg_shape_str(x, a, sizeof a));
     // attention
     bg_tensor *h = run(ctx, m, "attn_norm", x);
     bg_tensor *q = split_heads(ctx, run(ctx, m, "attn_q", h), s->n_heads);
@@ -74,6 +74,59 @@ static bg_tensor *block_fwd(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
     bg_tensor *gu = g && u ? bg_mul(ctx, bg_silu(ctx, g), u) : NULL;
     bg_tensor *down = run(ctx, m, "ffn_down", run(ctx, m, "ffn_sub_norm", gu));
     return down ? bg_add(ctx, x, down) : NULL;
+}
+
+// --- recomputed blocks -------------------------------------------------------------
+/* What a block's forward updates besides its output: its quantizers'
+ * observed ranges, scales and call counts (the stochastic rounding stream).
+ * Copied before the first run and put back before the recompute, so the
+ * backward's run sees what the forward's saw. */
+typedef struct quant_snapshot {
+    int n;
+    struct bg_quant_state **states;
+    float **bufs;   /* per state: rmin, rmax, scale, zero point, P each */
+    bg_quant_state_flags *flags;
+} quant_snapshot;
+
+static void *snapshot_quantizers(bg_ctx *ctx, void *user) {
+    const bg_module *m = user;
+    const int n = bg_model_quantizers(m, NULL, NULL, NULL, NULL, 0);
+    quant_snapshot *q = bg_ctx_alloc(ctx, sizeof *q);
+    if (!q) return NULL;
+    q->n = n;
+    q->states = bg_ctx_alloc(ctx, sizeof *q->states * (size_t)(n ? n : 1));
+    q->bufs = bg_ctx_alloc(ctx, sizeof *q->bufs * (size_t)(n ? n : 1));
+    q->flags = bg_ctx_alloc(ctx, sizeof *q->flags * (size_t)(n ? n : 1));
+    if (!q->states || !q->bufs || !q->flags) return NULL;
+    bg_model_quantizers(m, q->states, NULL, NULL, NULL, n);
+    for (int i = 0; i < n; i++) {
+        const int64_t P = bg_quant_state_num_scales(q->states[i]);
+        float *b = q->bufs[i] = bg_ctx_alloc(ctx, sizeof(float) * (size_t)(4 * P + 1));
+        if (!b) return NULL;
+        bg_quant_state_get_buffers(q->states[i], b, b + P, b + 2 * P, b + 3 * P, &q->flags[i]);
+    }
+    return q;
+}
+
+static void restore_quantizers(void *user, void *saved) {
+    (void)user;
+    const quant_snapshot *q = saved;
+    for (int i = 0; q && i < q->n; i++) {
+        const int64_t P = bg_quant_state_num_scales(q->states[i]);
+        const float *b = q->bufs[i];
+        bg_quant_state_set_buffers(q->states[i], b, b + P, b + 2 * P, b + 3 * P, &q->flags[i]);
+    }
+}
+
+static bg_tensor *block_fwd(bg_ctx *ctx, bg_module *m, bg_tensor *x) {
+    const block_state *s = bg_module_state(m);
+    char a[BG_SHAPE_STR_MAX];
+    if (x->ndim != 3) return bg_ctx_fail(ctx, BG_ERR_SHAPE, "TransformerBlock: x must be [B,T,d], not %s",
+                                         bg_shape_str(x, a, sizeof a));
+    if (!s->recompute) return block_body(ctx, m, x);
+    const bg_recompute_fn f = {.forward = block_body, .save = snapshot_quantizers, .restore = restore_quantizers,
+                               .user = m};
+    return bg_recompute(ctx, &f, x);
 }
 
 static int block_describe(const bg_module *m, char *buf, size_t len) {
@@ -299,6 +352,16 @@ bg_module *bg_lm_new(const bg_lm_config *config, bg_rng *rng) {
         return NULL;
     }
     return m;
+}
+
+bg_status bg_lm_set_recompute(bg_module *m, bool on) {
+    if (bg_module_type_of(m) == &bg_transformer_block_type) {
+        ((block_state *)bg_module_state(m))->recompute = on;
+        return BG_OK;
+    }
+    if (!m) return bg_set_error(BG_ERR_ARG, "lm_set_recompute: the model is NULL");
+    for (int i = 0; i < bg_module_num_children(m); i++) bg_lm_set_recompute(bg_module_child(m, i), on);
+    return BG_OK;
 }
 
 bg_status bg_lm_config_of(const bg_module *m, bg_lm_config *out) {

@@ -212,6 +212,15 @@ FN(f_attention) { UNUSED; return bg_attention(ctx, IN0, IN1, IN2, false); }
 FN(f_attention_causal) { UNUSED; return bg_attention(ctx, IN0, IN1, IN2, true); }
 FN(f_rope) { UNUSED; return bg_rope(ctx, IN0, 0, 10000.0f); }
 FN(f_rope_far) { UNUSED; return bg_rope(ctx, IN0, 4000, 500.0f); }
+/* A block for bg_recompute: y = tanh(x * w) + x, w read from the case's
+ * second input (an arena leaf: its gradient comes from the recomputed run). */
+static bg_tensor *recompute_block(bg_ctx *ctx, void *user, bg_tensor *x) {
+    return bg_add(ctx, bg_tanh(ctx, bg_mul(ctx, x, (bg_tensor *)user)), x);
+}
+FN(f_recompute) {
+    UNUSED;
+    return bg_recompute(ctx, &(bg_recompute_fn){.forward = recompute_block, .user = IN1}, IN0);
+}
 FN(f_causal_attention) { UNUSED; return bg_causal_attention(ctx, IN0, IN1, IN2, 0.6f); }
 /* A small composite: linear -> gelu -> layernorm -> cross-entropy. */
 FN(f_mlp_block) {
@@ -422,6 +431,8 @@ static const gc_case op_cases[BG_OP_COUNT] = {
     // Tq = 3 queries over Tk = 5 keys: query i sees keys j <= i + 2
     [BG_OP_CAUSAL_ATTENTION] = {"causal_attention", BG_OP_CAUSAL_ATTENTION, f_causal_attention, 3,
                                 {IN_U(-1, 1, 2, 3, 4), IN_U(-1, 1, 2, 5, 4), IN_U(-1, 1, 2, 5, 3)}, TOL},
+    [BG_OP_RECOMPUTE] = {"recompute", BG_OP_RECOMPUTE, f_recompute, 2, {IN_U(-1, 1, 3, 4), IN_U(-1, 1, 3, 4)},
+                          TOL},
     [BG_OP_QLINEAR_INT] = {"qlinear_int", BG_OP_QLINEAR_INT, f_qlinear_int, 3,
                            {IN_U(-1, 1, 5, 40), IN_U(-0.1, 0.1, 6, 40), IN_U(-1, 1, 6)}, TOL_LINEAR,
                            .check = check_qlinear_int},
