@@ -1,10 +1,13 @@
 /* lm_step.c — one training step of the language model of the quality rows
  * (V 256, d 256, 4 layers, 4 heads, d_ff 768, ctx 128, batch 32, AdamW),
- * fp32 and BitNet, at 1 and 2 threads, against the same step's matrix
- * products alone (bg_sgemm) and, when /usr/bin/python3 has torch, against
- * PyTorch at the thread settings bench/torch_lm.py is given (alternated with
- * bitgrad's rounds). Prints medians with their spread, tokens/s, peak RSS and
- * the heap allocations of steady-state steps.
+ * fp32 and BitNet, each with its blocks' activations kept for the backward
+ * and recomputed in it (bg_lm_set_recompute), at 1 and 2 threads, against
+ * the same step's matrix products alone (bg_sgemm) and, when
+ * /usr/bin/python3 has torch, against PyTorch at the thread settings
+ * bench/torch_lm.py is given (run after bitgrad's rounds). Prints medians
+ * with their spread, tokens/s, the arenas' high-water marks and the heap
+ * allocations of steady-state steps (bench/lm_memory.sh measures the peak
+ * RSS of one training process against PyTorch's).
  *
  *     ./build/bench/lm_step [--steps N] [--rounds R] [--no-torch] [--data FILE]
  *
@@ -13,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "bench/bench_util.h"
 #include "bitgrad.h"
@@ -32,12 +34,27 @@ static bool decays(const char *name, const bg_tensor *p, void *user) {
     return p->ndim == 2 && strncmp(name, "blk.", 4) == 0;
 }
 
-static bool net_new(net *n, const bg_text *text, bool bitnet) {
+/* The step's variants, timed in turns: fp32 and BitNet, each with its
+ * blocks kept for the backward and recomputed in it (lm train's default). */
+typedef struct variant {
+    const char *name;
+    bool bitnet, recompute;
+} variant;
+static const variant variants[] = {
+    {"fp32", false, false},
+    {"BitNet", true, false},
+    {"fp32 recompute", false, true},
+    {"BitNet recompute", true, true},
+};
+#define N_VARIANTS 4
+
+static bool net_new(net *n, const bg_text *text, const variant *v) {
     bg_rng rng;
     bg_rng_seed(&rng, 0);
     n->lm = bg_lm_new(&(bg_lm_config){.vocab = V, .d_model = D, .n_layers = L, .n_heads = H, .d_ff = FF, .ctx = T},
                       &rng);
-    if (!n->lm || (bitnet && bg_bitnet_model(n->lm) != BG_OK)) return false;
+    if (!n->lm || (v->bitnet && bg_bitnet_model(n->lm) != BG_OK) || bg_lm_set_recompute(n->lm, v->recompute) != BG_OK)
+        return false;
     bg_model_set_quant_mode(n->lm, BG_QUANT_MODE_TRAIN);
     n->opt = bg_adamw_new(n->lm, &(bg_adam_opts){.lr = 2e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                                                  .weight_decay = 0.1f});
@@ -148,13 +165,15 @@ int main(int argc, char **argv) {
         fprintf(stderr, "lm_step: %s\n", bg_last_error());
         return 1;
     }
-    net nets[2] = {{0}};
+    net nets[N_VARIANTS] = {{0}};
     gemms g = {.x = bg_aligned_alloc(sizeof(float) * (size_t)B * T * FF),
                .w = bg_aligned_alloc(sizeof(float) * (size_t)FF * FF * 4),
                .y = bg_aligned_alloc(sizeof(float) * (size_t)B * T * FF)};
     int n_samples = steps * rounds;
-    double *sv = malloc(sizeof(double) * (size_t)n_samples * 6);
-    if (!net_new(&nets[0], text, false) || !net_new(&nets[1], text, true) || !g.x || !g.w || !g.y || !sv) {
+    double *sv = malloc(sizeof(double) * (size_t)n_samples * (N_VARIANTS + 1));
+    bool ok = g.x && g.w && g.y && sv;
+    for (int v = 0; v < N_VARIANTS; v++) ok = ok && net_new(&nets[v], text, &variants[v]);
+    if (!ok) {
         fprintf(stderr, "lm_step: setup: %s\n", bg_last_error());
         return 1;
     }
@@ -164,42 +183,37 @@ int main(int argc, char **argv) {
            V, D, L, H, FF, T, B, B * T, rounds, steps);
     for (int threads = 1; threads <= 2; threads++) {
         bg_set_num_threads(threads);
-        for (int v = 0; v < 2; v++) step(&nets[v]), step(&nets[v]);   // warm-up: arenas grown
-        int k[3] = {0, 0, 0};
-        double *fp = sv, *bn = sv + n_samples, *mm = sv + 2 * n_samples;
+        for (int v = 0; v < N_VARIANTS; v++) step(&nets[v]), step(&nets[v]);   // warm-up: arenas grown
+        int k[N_VARIANTS + 1] = {0};
         for (int r = 0; r < rounds; r++) {
-            for (int s = 0; s < steps; s++) {
-                double t0 = now_seconds();
-                if (!step(&nets[0])) return 1;
-                fp[k[0]++] = 1e3 * (now_seconds() - t0);
-            }
-            for (int s = 0; s < steps; s++) {
-                double t0 = now_seconds();
-                if (!step(&nets[1])) return 1;
-                bn[k[1]++] = 1e3 * (now_seconds() - t0);
-            }
-            for (int s = 0; s < steps; s++) {
-                double t0 = now_seconds();
-                step_products(&g);
-                mm[k[2]++] = 1e3 * (now_seconds() - t0);
-            }
+            for (int v = 0; v <= N_VARIANTS; v++)
+                for (int s = 0; s < steps; s++) {
+                    double t0 = now_seconds();
+                    if (v < N_VARIANTS && !step(&nets[v])) return 1;
+                    if (v == N_VARIANTS) step_products(&g);
+                    sv[v * n_samples + k[v]++] = 1e3 * (now_seconds() - t0);
+                }
         }
-        timing tf = summarise(fp, k[0]), tb = summarise(bn, k[1]), tm = summarise(mm, k[2]);
-        printf("%d thread%s: fp32 %.1f ms (%.1f-%.1f) %.0f tokens/s; BitNet %.1f ms (%.1f-%.1f) %.0f tokens/s; "
-               "the products alone %.1f ms: fp32 / products %.2f, BitNet / fp32 %.2f\n",
-               threads, threads > 1 ? "s" : "", tf.med, tf.p10, tf.p90, B * T / tf.med * 1e3, tb.med, tb.p10, tb.p90,
-               B * T / tb.med * 1e3, tm.med, tf.med / tm.med, tb.med / tf.med);
+        timing t[N_VARIANTS + 1];
+        for (int v = 0; v <= N_VARIANTS; v++) t[v] = summarise(sv + v * n_samples, k[v]);
+        printf("%d thread%s (the products alone %.1f ms):\n", threads, threads > 1 ? "s" : "", t[N_VARIANTS].med);
+        for (int v = 0; v < N_VARIANTS; v++)
+            printf("  %-18s %7.1f ms (%.1f-%.1f) %6.0f tokens/s  / products %.2f  / fp32 %.2f\n", variants[v].name,
+                   t[v].med, t[v].p10, t[v].p90, B * T / t[v].med * 1e3, t[v].med / t[N_VARIANTS].med,
+                   t[v].med / t[0].med);
         fflush(stdout);
     }
     uint64_t before = bg_alloc_count();
-    for (int s = 0; s < 3; s++) step(&nets[0]), step(&nets[1]);
+    for (int s = 0; s < 3; s++)
+        for (int v = 0; v < N_VARIANTS; v++) step(&nets[v]);
     uint64_t allocs = bg_alloc_count() - before;
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    printf("peak RSS %.0f MiB (both models, their optimizers and arenas; arena high-water marks fp32 %.0f MiB, "
-           "BitNet %.0f MiB); aligned allocations in 6 steady-state steps: %llu\n",
-           (double)ru.ru_maxrss / 1024, (double)bg_ctx_peak_bytes(nets[0].ctx) / (1 << 20),
-           (double)bg_ctx_peak_bytes(nets[1].ctx) / (1 << 20), (unsigned long long)allocs);
+    printf("arena high-water marks:");
+    for (int v = 0; v < N_VARIANTS; v++)
+        printf(" %s %.0f MiB%s", variants[v].name, (double)bg_ctx_peak_bytes(nets[v].ctx) / (1 << 20),
+               v + 1 < N_VARIANTS ? "," : "");
+    printf("\naligned allocations in %d steady-state steps: %llu (peak RSS of one training process: "
+           "bench/lm_memory.sh)\n",
+           3 * N_VARIANTS, (unsigned long long)allocs);
     if (torch) {
         // PyTorch's settings: torch threads x OpenBLAS threads.
         const int settings[][2] = {{1, 1}, {1, 2}, {2, 1}};
@@ -218,7 +232,7 @@ int main(int argc, char **argv) {
     }
     free(sv);
     bg_aligned_free(g.x), bg_aligned_free(g.w), bg_aligned_free(g.y);
-    for (int v = 0; v < 2; v++) net_free(&nets[v]);
+    for (int v = 0; v < N_VARIANTS; v++) net_free(&nets[v]);
     bg_text_free(text);
     return 0;
 }
