@@ -42,6 +42,6 @@ for kind in fp32 bitnet; do
         mib=$(peak_mib "$build/bitgrad" lm train --steps "$steps" --eval-batches 2 $flag $rc \
             --out "$tmp/lm.safetensors" --log "$tmp/lm.jsonl")
         printf 'bitgrad %-6s %-15s %5d MiB  = %.2f of PyTorch'"'"'s\n' $kind "${rc:-recompute}" "$mib" \
-            "$(echo "$mib / $ref" | bc -l)"
+            "$(awk -v a="$mib" -v b="$ref" 'BEGIN {print a / b}')"
     done
 done
