@@ -734,7 +734,7 @@ bg_status bg_plot_training(const bg_trainlog *log, const char *path) {
 // ---------------------------------------------------------------------------
 // figure (b): weight histograms with levels and thresholds
 
-#define MAX_LAYERS 24
+#define MAX_LAYERS 32
 #define MAX_SNAPS 4
 
 /* Distinct layer names of some records, in order of first appearance. */

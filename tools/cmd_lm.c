@@ -131,7 +131,7 @@ typedef struct lm_run {
     bg_trainlog_writer *log;
     double t0, loss_window;
     int64_t n_window, first_step, tokens_per_step;
-    bool tty;
+    bool tty, tracking;
 } lm_run;
 
 static bg_tensor *kd_loss(bg_ctx *ctx, bg_tensor *out, bg_tensor *x, bg_tensor *y, void *user) {
@@ -144,17 +144,47 @@ static bg_tensor *kd_loss(bg_ctx *ctx, bg_tensor *out, bg_tensor *x, bg_tensor *
     return s2 && t2 && y1 ? bg_kd_loss(ctx, s2, t2, y1, r->o->kd_T, r->o->kd_alpha) : NULL;
 }
 
+/* A log failure is not fatal: the warning is printed once and logging stops. */
+static void log_check(lm_run *r, bg_status s) {
+    if (s == BG_OK || !r->log) return;
+    fprintf(stderr, "%swarning: training log: %s (logging stops)\n", r->tty ? "\n" : "", bg_last_error());
+    bg_trainlog_close(r->log);
+    r->log = NULL;
+}
+
+/* The quantized layers' latent weights with their levels (the histogram figure). */
+static void log_histograms(lm_run *r, int64_t step) {
+    if (r->log && r->q->n) log_check(r, bg_trainlog_model_hists(r->log, step, r->model, 64, true));
+}
+
+/* Quantization metrics are measured on the last step of each phase (the
+ * SQNR figure's bars), on the run's last step and every TOOL_METRICS_EVERY
+ * steps: the step's forward tracks them, after_step logs them. */
+static void track_if_due(lm_run *r, int64_t step) {
+    r->tracking = r->q->n && r->log &&
+                  (step % TOOL_METRICS_EVERY == TOOL_METRICS_EVERY - 1 || step + 1 == r->o->steps ||
+                   (r->has_sched && tool_phase_ending(&r->sched, r->q, step + 1)));
+    if (r->tracking) bg_model_track_quant(r->model, true);
+}
+
 static bg_status before_step(int64_t step, void *user) {
     lm_run *r = user;
-    if (!r->has_sched) return BG_OK;
+    if (!r->has_sched) {
+        if (step == 0) log_histograms(r, step);
+        track_if_due(r, step);
+        return BG_OK;
+    }
+    if (tool_phase_ending(&r->sched, r->q, step)) log_histograms(r, step);
     bool changed = false;
     bg_status s = bg_schedule_apply(&r->sched, step, r->q->states, r->q->names, r->q->weights, r->q->n, &changed);
-    if (s == BG_OK && changed && r->log) tool_log_phases(r->log, step, r->q);   // a log failure is not fatal
+    if (s == BG_OK && changed && r->log) log_check(r, tool_log_phases(r->log, step, r->q));
     if (s == BG_OK && changed && r->sched.last_step > 0) {
         printf("%s  step %lld: schedule moves to %s\n", r->tty ? "\n" : "", (long long)step,
                bg_schedule_spec_name(&r->sched, r->q->names[0], step));
         fflush(stdout);
     }
+    if (s == BG_OK && step == 0) log_histograms(r, step);   // the first phase's start
+    if (s == BG_OK) track_if_due(r, step);
     return s;
 }
 
@@ -162,7 +192,12 @@ static void after_step(int64_t step, double loss, int64_t batch, void *user) {
     lm_run *r = user;
     (void)batch;
     r->loss_window += loss, r->n_window++;
-    if (r->log && (step + 1) % 10 == 0) bg_trainlog_step(r->log, step + 1, 0, loss, 0);
+    if (r->tracking) {
+        log_check(r, tool_log_metrics(r->log, step + 1, r->model, r->q->n));
+        bg_model_track_quant(r->model, false);
+        r->tracking = false;
+    }
+    if (r->log && (step + 1) % 10 == 0) log_check(r, bg_trainlog_step(r->log, step + 1, 0, loss, 0));
     double el = tool_now() - r->t0, done = (double)(step + 1 - r->first_step);
     double tps = done * (double)r->tokens_per_step / el;
     double eta = (double)(r->o->steps - step - 1) * el / done;
@@ -275,10 +310,11 @@ static int lm_run_train(lm_opts o, double *val_out) {
         printf("%sstep %lld: train loss %.4f, validation %.4f nats/byte = %.4f bits/byte\n", r.tty ? "\n" : "",
                (long long)step, mean, val, val / log(2.0));
         fflush(stdout);
-        if (r.log) bg_trainlog_eval(r.log, step, "validation nats/byte", val);
+        if (r.log) log_check(&r, bg_trainlog_eval(r.log, step, "validation nats/byte", val));
         if (val_out) *val_out = val;
     }
     ck.step = bg_optim_step_count(opt);
+    if (ck.step == o.steps) log_histograms(&r, ck.step);
     ck.batch_in_epoch = bg_text_batcher_position(r.train);
     if (bg_checkpoint_save(o.out, &ck) != BG_OK) {
         fprintf(stderr, "bitgrad lm train: %s\n", bg_last_error());
@@ -392,11 +428,15 @@ static void demo_sample(const char *label, const char *ckpt, const char *prompt)
     bg_module_free(m);
 }
 
-static bool demo_plot(const char *log_path, const char *png) {
-    bg_trainlog *log = NULL;
-    bool ok = bg_trainlog_read(log_path, &log) == BG_OK && bg_plot_training(log, png) == BG_OK;
+/* The teacher's training figure; every figure of the student (training,
+ * weight histograms, ternary zeros and flips, SQNR) into its own folder. */
+static bool demo_plots(const char *tlog, const char *tpng, const char *slog, const char *sdir, bg_plot_files *files) {
+    bg_trainlog *t = NULL, *st = NULL;
+    bool ok = bg_trainlog_read(tlog, &t) == BG_OK && bg_plot_training(t, tpng) == BG_OK &&
+              bg_trainlog_read(slog, &st) == BG_OK && bg_plot_all(st, sdir, files) == BG_OK;
     if (!ok) fprintf(stderr, "plot: %s\n", bg_last_error());
-    bg_trainlog_free(log);
+    bg_trainlog_free(t);
+    bg_trainlog_free(st);
     return ok;
 }
 
@@ -422,13 +462,13 @@ int tool_lm_demo(int argc, char **argv) {
     }
     if (!tool_make_dir(dir)) return 1;
     bg_set_num_threads((int)threads);
-    char teacher[512], student[512], tlog[512], slog[512], tpng[512], spng[512], sched[128];
+    char teacher[512], student[512], tlog[512], slog[512], tpng[512], sdir[512], sched[128];
     snprintf(teacher, sizeof teacher, "%s/teacher.safetensors", dir);
     snprintf(student, sizeof student, "%s/student.safetensors", dir);
     snprintf(tlog, sizeof tlog, "%s/teacher.jsonl", dir);
     snprintf(slog, sizeof slog, "%s/student.jsonl", dir);
     snprintf(tpng, sizeof tpng, "%s/teacher-training.png", dir);
-    snprintf(spng, sizeof spng, "%s/student-training.png", dir);
+    snprintf(sdir, sizeof sdir, "%s/student-plots", dir);
     // Four equal phases over the student's steps.
     snprintf(sched, sizeof sched, "int8@0,int4@%lld,int2@%lld,ternary@%lld", steps / 4, steps / 2, 3 * steps / 4);
     lm_opts o = lm_defaults();
@@ -449,13 +489,18 @@ int tool_lm_demo(int argc, char **argv) {
     const char *prompt = "And God said, ";
     demo_sample("fp32 teacher", teacher, prompt);
     demo_sample("ternary student", student, prompt);
-    bool plots = demo_plot(tlog, tpng) && demo_plot(slog, spng);
+    bg_plot_files files = {0};
+    bool plots = demo_plots(tlog, tpng, slog, sdir, &files);
     printf("\nsummary (validation, fixed windows of the last 10%% of the text)\n");
     printf("  fp32 teacher      %.4f nats/byte  %.4f bits/byte\n", t_val, t_val / log(2.0));
     printf("  ternary student   %.4f nats/byte  %.4f bits/byte  (%+.4f nats)\n", s_val, s_val / log(2.0),
            s_val - t_val);
     printf("  checkpoints %s, %s\n", teacher, student);
-    if (plots) printf("  plots %s, %s\n", tpng, spng);
+    if (plots) {
+        printf("  plots %s", tpng);
+        for (int i = 0; i < files.n; i++) printf(", %s", files.path[i]);
+        printf("\n");
+    }
     printf("  %.0f s in all\n", tool_now() - t0);
     return 0;
 }

@@ -76,6 +76,18 @@ bool tool_train(bg_module *model, tool_data *d, const tool_train_opts *o, tool_t
 /* One "phase" record per weight quantizer of q: its spec name at step. */
 bg_status tool_log_phases(bg_trainlog_writer *log, int64_t step, const bg_quantizer_list *q);
 
+/* Quantization metrics (SQNR, zeros, flips) are tracked on one training
+ * forward in TOOL_METRICS_EVERY (the tracking costs a pass) and logged
+ * after it. */
+#define TOOL_METRICS_EVERY 50
+/* One metrics record per quantized layer of model (bg_qat_metrics over the
+ * tracked forward) at step; n_quantizers bounds the layers. */
+bg_status tool_log_metrics(bg_trainlog_writer *log, int64_t step, bg_module *model, int n_quantizers);
+/* True when applying sched at step changes some quantizer's phase (the
+ * phase about to end goes to the histogram figure first); false before the
+ * schedule's first step. */
+bool tool_phase_ending(const bg_schedule *sched, const bg_quantizer_list *q, int64_t step);
+
 /* bitgrad demo lm (tools/cmd_lm.c): the language-model demo. */
 int tool_lm_demo(int argc, char **argv);
 

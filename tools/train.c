@@ -74,17 +74,27 @@ static void log_histograms(loop *l, int64_t step) {
         log_check(l, bg_trainlog_model_hists(l->o->log, step, l->model, 64, true));
 }
 
-static void log_metrics(loop *l, int64_t step) {
-    if (!l->o->log || l->log_status != BG_OK) return;
-    int max = l->q->n;   // a qlayer has at least one quantizer
+bg_status tool_log_metrics(bg_trainlog_writer *log, int64_t step, bg_module *model, int n_quantizers) {
+    int max = n_quantizers;   // a qlayer has at least one quantizer
     bg_qat_layer_metrics *m = malloc(sizeof *m * (size_t)(max + 1));
-    if (!m) {
-        log_check(l, bg_set_error(BG_ERR_NOMEM, "out of memory for the metrics of %d quantizers", max));
-        return;
-    }
-    int n = bg_qat_metrics(l->model, m, max);
-    log_check(l, bg_trainlog_qat_metrics(l->o->log, step, m, n < max ? n : max));
+    if (!m) return bg_set_error(BG_ERR_NOMEM, "out of memory for the metrics of %d quantizers", max);
+    int n = bg_qat_metrics(model, m, max);
+    bg_status s = bg_trainlog_qat_metrics(log, step, m, n < max ? n : max);
     free(m);
+    return s;
+}
+
+static void log_metrics(loop *l, int64_t step) {
+    if (l->o->log && l->log_status == BG_OK) log_check(l, tool_log_metrics(l->o->log, step, l->model, l->q->n));
+}
+
+bool tool_phase_ending(const bg_schedule *sched, const bg_quantizer_list *q, int64_t step) {
+    if (sched->last_step < 0) return false;   // not started
+    for (int i = 0; i < q->n; i++) {
+        int rule = bg_schedule_rule_for(sched, q->names[i]);
+        if (rule >= 0 && bg_schedule_phase_at(sched, q->names[i], step) != sched->rules[rule].current) return true;
+    }
+    return false;
 }
 
 // --- the hooks of bg_train_epoch ---------------------------------------------------
@@ -95,24 +105,15 @@ static bg_tensor *kd_loss(bg_ctx *ctx, bg_tensor *out, bg_tensor *x, bg_tensor *
     return t ? bg_kd_loss(ctx, out, t, y, l->o->kd_T, l->o->kd_alpha) : NULL;
 }
 
-/* Quantization metrics are tracked on one training forward in
- * METRICS_EVERY (the tracking costs a pass) and logged after it. */
-#define METRICS_EVERY 50
 
 static bg_status before_step(int64_t step, void *user) {
     loop *l = user;
-    if (l->q->n && l->o->log && step % METRICS_EVERY == METRICS_EVERY - 1) bg_model_track_quant(l->model, true);
+    if (l->q->n && l->o->log && step % TOOL_METRICS_EVERY == TOOL_METRICS_EVERY - 1) bg_model_track_quant(l->model, true);
     if (!l->has_sched) return BG_OK;
     int64_t local = step;   // the optimizer is new: its steps count from 0
     bool first = l->sched.last_step < 0;
     // A phase about to end: its weights and levels go to the histogram figure.
-    bool ending = false;
-    for (int i = 0; i < l->q->n && !first; i++) {
-        int rule = bg_schedule_rule_for(&l->sched, l->q->names[i]);
-        if (rule >= 0 && bg_schedule_phase_at(&l->sched, l->q->names[i], local) != l->sched.rules[rule].current)
-            ending = true;
-    }
-    if (ending) log_histograms(l, step);
+    if (tool_phase_ending(&l->sched, l->q, local)) log_histograms(l, step);
     bool applied = false;
     bg_status s = bg_schedule_apply(&l->sched, local, l->q->states, l->q->names, l->q->weights, l->q->n, &applied);
     if (s != BG_OK) return s;
@@ -131,7 +132,7 @@ static bg_status before_step(int64_t step, void *user) {
 static void after_step(int64_t step, double loss, int64_t batch, void *user) {
     loop *l = user;
     (void)batch;
-    if (l->q->n && l->o->log && step % METRICS_EVERY == METRICS_EVERY - 1) {
+    if (l->q->n && l->o->log && step % TOOL_METRICS_EVERY == TOOL_METRICS_EVERY - 1) {
         log_metrics(l, step + 1);
         bg_model_track_quant(l->model, false);
     }

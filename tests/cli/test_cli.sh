@@ -118,6 +118,9 @@ check "a progressive BitNet run resumes byte-identically across a schedule chang
 check "and announces the phases" grep -q "schedule moves to ternary" "$out/lmq.log"
 "$bitgrad" plot "$out/lmq.jsonl" --out "$out/lmplot" >/dev/null 2>&1
 check "bitgrad plot draws an LM log (validation nats, phases)" test -s "$out/lmplot/training.png"
+check "and the ternary layers' histograms and SQNR" test -s "$out/lmplot/weights.png" -a -s "$out/lmplot/sqnr.png"
+check "with SQNR at the end of each of the 3 phases" test \
+    "$(grep -c '"type":"metrics","step":\(2\|4\|6\),"layer":"blk.0.attn_q"' "$out/lmq.jsonl")" = 3
 "$bitgrad" lm sample "$out/lm6.safetensors" --prompt "The " -n 20 --seed 1 >"$out/sample.txt" 2>&1
 check "lm sample exits 0 and continues the prompt" grep -q "^The " "$out/sample.txt"
 "$bitgrad" lm sample "$out/lm6.safetensors" --prompt "$(head -c 40 "$out/text.txt")" -n 2 >"$out/long.log" 2>&1
