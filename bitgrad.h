@@ -12,5 +12,6 @@
 #include "io/io.h"
 #include "qat/qat.h"
 #include "infer/infer.h"
+#include "infer/lm.h"
 
 #endif

@@ -531,6 +531,126 @@ static bg_status export_layer(exporter *e, const bg_module *m, shape3 *sh, json_
 }
 
 // ---------------------------------------------------------------------------
+// the language model (layers/lm.c): GGUF's tensor names, no layer list
+
+/* The seven projections of a block, in GGUF's order. */
+static const char *const LM_PROJECTIONS[] = {"attn_q", "attn_k", "attn_v", "attn_output",
+                                             "ffn_gate", "ffn_up", "ffn_down"};
+static const char *const LM_NORMS[] = {"attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm"};
+
+/* A float vector or matrix stored as it is under "<lname>.weight". */
+static bg_status lm_float(exporter *e, const bg_module *m) {
+    const bg_tensor *w = m ? bg_module_find_param(m, "weight") : NULL;
+    if (!w) return fail(e, BG_ERR_ARG, "missing (not a TransformerLM built by bg_lm_new?)");
+    bg_status s = check_params(e, m);
+    if (s == BG_OK) s = check_magnitude(e, "weight", w->data, bg_numel(w));
+    return s == BG_OK ? put(e, "weight", BG_DTYPE_F32, w->ndim, w->shape, w->data) : s;
+}
+
+/* A projection: a float Linear as f32, a BitLinear (ternary weights, int8
+ * per-token absmax activations, no norm of its own) as t2 + one scale.
+ * Anything else (a schedule's int4 phase, a QLinear) has no runtime form. */
+static bg_status lm_projection(exporter *e, const bg_module *p, const char **format) {
+    if (!p) return fail(e, BG_ERR_ARG, "missing (not a TransformerLM built by bg_lm_new?)");
+    bg_status s = check_params(e, p);
+    if (s != BG_OK) return s;
+    json_t *wj = NULL;
+    if (bg_module_type_of(p) == &bg_linear_type) {
+        const bg_tensor *W = bg_module_find_param(p, "weight");
+        if (!W || W->ndim != 2) return fail(e, BG_ERR_ARG, "has no [out, in] weight");
+        *format = "f32";
+        s = export_weight(e, NULL, W, W->shape[0], W->shape[1], &wj);
+        json_decref(wj);
+        return s;
+    }
+    bg_quant_state *ws = bg_qlayer_weight_state(p), *as = bg_qlayer_input_state(p);
+    const bg_quant_spec *w = ws && bg_quant_state_enabled(ws) ? bg_quant_state_spec(ws) : NULL;
+    const bg_quant_spec *a = as && bg_quant_state_enabled(as) ? bg_quant_state_spec(as) : NULL;
+    bool bitnet = bg_module_type_of(p) == &bg_bitlinear_type && !bg_bitlinear_norm(p) && w &&
+                  w->kind == BG_QUANT_TERNARY && w->granularity == BG_QUANT_PER_TENSOR && a &&
+                  a->kind == BG_QUANT_INT && a->bits == 8 && a->granularity == BG_QUANT_PER_TOKEN &&
+                  a->range == BG_QUANT_RANGE_ABSMAX;
+    if (!bitnet) {
+        char ws_str[BG_QUANT_SPEC_STR_MAX] = "fp32";
+        if (w) bg_quant_spec_format(w, ws_str, sizeof ws_str);
+        return fail(e, BG_ERR_ARG,
+                    "a %s with weights %s: the language-model runtime runs ternary BitLinears (int8 per-token "
+                    "activations) or float Linears (finish the schedule at ternary)",
+                    bg_module_kind(p), ws_str);
+    }
+    const bg_tensor *W = bg_qlayer_weight(p);
+    *format = "t2";
+    s = export_weight(e, ws, W, W->shape[0], W->shape[1], &wj);
+    json_decref(wj);
+    return s;
+}
+
+static bg_status lm_block(exporter *e, const bg_module *b, int64_t i, const char **format) {
+    char name[NAME_MAX_LEN];
+    bg_status s = BG_OK;
+    e->lname = name;
+    for (size_t k = 0; k < sizeof LM_NORMS / sizeof *LM_NORMS && s == BG_OK; k++) {
+        snprintf(name, sizeof name, "blk.%lld.%s", (long long)i, LM_NORMS[k]);
+        s = lm_float(e, bg_module_find_child(b, LM_NORMS[k]));
+    }
+    for (size_t k = 0; k < sizeof LM_PROJECTIONS / sizeof *LM_PROJECTIONS && s == BG_OK; k++) {
+        snprintf(name, sizeof name, "blk.%lld.%s", (long long)i, LM_PROJECTIONS[k]);
+        const char *f = NULL;
+        s = lm_projection(e, bg_module_find_child(b, LM_PROJECTIONS[k]), &f);
+        if (s == BG_OK && *format && strcmp(*format, f) != 0)
+            s = fail(e, BG_ERR_ARG, "is %s while earlier projections are %s: the runtime wants one kind", f, *format);
+        *format = f;
+    }
+    e->lname = NULL;
+    return s;
+}
+
+/* Every tensor of the model, and the "lm" metadata (the config and the
+ * projections' format). */
+static bg_status export_lm(exporter *e, const bg_module *model, char **lm_json) {
+    bg_lm_config c;
+    bg_status s = bg_lm_config_of(model, &c);
+    if (s != BG_OK) return s;
+    const bg_module *blk = bg_module_find_child(model, "blk");
+    if (!blk || bg_module_num_children(blk) != c.n_layers)
+        return bg_set_error(BG_ERR_ARG, OP ": the TransformerLM has no %lld blocks under \"blk\"", (long long)c.n_layers);
+    e->lname = "token_embd";
+    if ((s = lm_float(e, bg_module_find_child(model, "token_embd"))) != BG_OK) return s;
+    e->lname = "output_norm";
+    if ((s = lm_float(e, bg_module_find_child(model, "output_norm"))) != BG_OK) return s;
+    const char *format = NULL;
+    for (int64_t i = 0; i < c.n_layers && s == BG_OK; i++) s = lm_block(e, bg_module_child(blk, (int)i), i, &format);
+    if (s != BG_OK) return s;
+    json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:s, s:s, s:s}", "architecture", "bitnet",
+                          "vocab", (json_int_t)c.vocab, "d_model", (json_int_t)c.d_model, "n_layers",
+                          (json_int_t)c.n_layers, "n_heads", (json_int_t)c.n_heads, "d_ff", (json_int_t)c.d_ff, "ctx",
+                          (json_int_t)c.ctx, "rope_theta", (double)c.rope_theta, "norm_eps", (double)c.norm_eps,
+                          "projections", format, "activations", strcmp(format, "t2") ? "f32" : "int8_per_token_absmax",
+                          "float_tensors", "f32");
+    *lm_json = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(j);
+    return *lm_json ? BG_OK : bg_set_error(BG_ERR_NOMEM, OP ": out of memory");
+}
+
+/* The language model's file: its tensors, "lm" and the model description. */
+static bg_status save_lm(exporter *e, const bg_module *model, const char *path) {
+    char *lm = NULL, *desc = NULL;
+    bg_status s = export_lm(e, model, &lm);
+    if (s == BG_OK && !(desc = bg_model_to_json(model)))
+        s = bg_set_error(bg_last_status() != BG_OK ? bg_last_status() : BG_ERR_ARG, OP ": model description: %s",
+                         bg_last_error());
+    if (s == BG_OK && (bg_safetensors_writer_meta(e->w, "format", EXPORT_FORMAT) != BG_OK ||
+                       bg_safetensors_writer_meta(e->w, "version", EXPORT_VERSION) != BG_OK ||
+                       bg_safetensors_writer_meta(e->w, "lm", lm) != BG_OK ||
+                       bg_safetensors_writer_meta(e->w, "model", desc) != BG_OK))
+        s = bg_set_error(BG_ERR_NOMEM, OP ": %s: out of memory", path);
+    if (s == BG_OK) s = bg_safetensors_writer_save(e->w, path);
+    free(lm);
+    free(desc);
+    return s;
+}
+
+// ---------------------------------------------------------------------------
 // bg_export
 
 static void exporter_free(exporter *e) {
@@ -555,6 +675,10 @@ bg_status bg_export(const bg_module *model, const char *path, const bg_export_op
     e->layers = json_array();
     if (!e->w || !e->ctx || !e->layers) {
         s = bg_set_error(BG_ERR_NOMEM, OP ": out of memory");
+        goto done;
+    }
+    if (bg_module_type_of(model) == &bg_transformer_lm_type) {
+        s = save_lm(e, model, path);
         goto done;
     }
     if ((s = collect(e, model, "")) != BG_OK) goto done;

@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tensor/tensor.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -339,6 +341,22 @@ const bg_int_kernels *bg_int_kernels_for(bg_isa isa);
  * runs without VNNI (its int16 pair sums then saturate: inexact). */
 bool bg_gemm_s8_dnnl(int32_t *acc, const int8_t *x, const int8_t *w, int64_t M, int64_t N,
                      int64_t K, int64_t ldx, int64_t ldw);
+
+// ---------------------------------------------------------------------------
+// sampling (sample.c)
+
+typedef struct bg_sample_opts {
+    float temperature;   /* 0: greedy (argmax) */
+    int64_t top_k;       /* 0: the whole vocabulary */
+    float top_p;         /* nucleus: 0 or 1 = off */
+    uint64_t seed;       /* the caller's rng seed (bg_lm_generate, bitgrad generate) */
+} bg_sample_opts;
+/* The next token from logits[V]: greedy (argmax, the first of ties) when
+ * temperature is 0, else drawn from softmax(logits / temperature) restricted
+ * to the top_k largest logits and then to the most probable tokens whose
+ * probabilities first sum to top_p (ties at either cut kept). scratch holds
+ * 2 V floats. One draw from rng when sampling, none when greedy. */
+int32_t bg_sample_logits(const float *logits, int64_t V, const bg_sample_opts *o, float *scratch, bg_rng *rng);
 
 #ifdef __cplusplus
 }

@@ -47,6 +47,7 @@
 #include <stdio.h>
 
 #include "autograd/autograd.h"
+#include "kernels/kernels.h"
 #include "tensor/tensor.h"
 
 #ifdef __cplusplus
@@ -624,18 +625,13 @@ bg_status bg_lm_config_of(const bg_module *lm, bg_lm_config *out);
  * model (a choice of the training run). */
 bg_status bg_lm_set_recompute(bg_module *m, bool on);
 
-typedef struct bg_lm_sample_opts {
-    float temperature;   /* 0: greedy (argmax) */
-    int64_t top_k;       /* 0: the whole vocabulary */
-    uint64_t seed;
-} bg_lm_sample_opts;
 /* Continues prompt[n_prompt] by n_new tokens into out[n_new] with the
  * training model in eval mode (no KV cache: each token reruns the last ctx
  * tokens; infer/ has the fast path). BG_ERR_ARG for a prompt longer than the
  * context or a token outside the vocabulary ("lm_generate: prompt token 2 is
  * 300, outside the vocabulary of 256"). */
 bg_status bg_lm_generate(bg_module *lm, const int32_t *prompt, int64_t n_prompt, int64_t n_new,
-                         const bg_lm_sample_opts *opts, int32_t *out);
+                         const bg_sample_opts *opts, int32_t *out);
 
 #ifdef __cplusplus
 }

@@ -374,41 +374,8 @@ bg_status bg_lm_config_of(const bg_module *m, bg_lm_config *out) {
 // ---------------------------------------------------------------------------
 // sampling from the training model
 
-/* The next token from logits[V] under the options (greedy when temperature
- * is 0); scratch holds V floats. */
-static int32_t sample_token(const float *logits, int64_t V, const bg_lm_sample_opts *o, float *p, bg_rng *rng) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < V; i++)
-        if (logits[i] > logits[best]) best = i;
-    if (!(o->temperature > 0.0f)) return (int32_t)best;
-    // top-k: the k-th largest logit is the cut (ties kept).
-    float cut = -INFINITY;
-    if (o->top_k > 0 && o->top_k < V) {
-        for (int64_t i = 0; i < V; i++) p[i] = logits[i];
-        for (int64_t k = 0; k < o->top_k; k++) {   // k partial selections: V is small (256)
-            int64_t at = k;
-            for (int64_t i = k + 1; i < V; i++)
-                if (p[i] > p[at]) at = i;
-            float t = p[k];
-            p[k] = p[at], p[at] = t;
-        }
-        cut = p[o->top_k - 1];
-    }
-    double sum = 0;
-    for (int64_t i = 0; i < V; i++) {
-        p[i] = logits[i] >= cut ? (float)exp((double)(logits[i] - logits[best]) / o->temperature) : 0.0f;
-        sum += p[i];
-    }
-    double u = (double)bg_rng_uniform(rng) * sum, acc = 0;
-    for (int64_t i = 0; i < V; i++) {
-        acc += p[i];
-        if (p[i] > 0 && u < acc) return (int32_t)i;
-    }
-    return (int32_t)best;
-}
-
 bg_status bg_lm_generate(bg_module *lm, const int32_t *prompt, int64_t n_prompt, int64_t n_new,
-                         const bg_lm_sample_opts *opts, int32_t *out) {
+                         const bg_sample_opts *opts, int32_t *out) {
     bg_lm_config c;
     if (bg_lm_config_of(lm, &c) != BG_OK) return bg_last_status();
     if (!prompt || !out || n_prompt < 1 || n_new < 0)
@@ -420,11 +387,11 @@ bg_status bg_lm_generate(bg_module *lm, const int32_t *prompt, int64_t n_prompt,
         if (prompt[i] < 0 || prompt[i] >= c.vocab)
             return bg_set_error(BG_ERR_ARG, "lm_generate: prompt token %lld is %d, outside the vocabulary of %lld",
                                 (long long)i, prompt[i], (long long)c.vocab);
-    bg_lm_sample_opts o = opts ? *opts : (bg_lm_sample_opts){.temperature = 1.0f};
+    bg_sample_opts o = opts ? *opts : (bg_sample_opts){.temperature = 1.0f};
     bg_rng rng;
     bg_rng_seed(&rng, o.seed);
     int32_t *seq = malloc(sizeof *seq * (size_t)(n_prompt + n_new));
-    float *scratch = malloc(sizeof *scratch * (size_t)c.vocab);
+    float *scratch = malloc(sizeof *scratch * (size_t)c.vocab * 2);
     bg_ctx *ctx = bg_ctx_new(0);
     bg_status st = seq && scratch && ctx ? BG_OK : bg_set_error(BG_ERR_NOMEM, "lm_generate: out of memory");
     if (st == BG_OK) memcpy(seq, prompt, sizeof *seq * (size_t)n_prompt);
@@ -440,7 +407,7 @@ bg_status bg_lm_generate(bg_module *lm, const int32_t *prompt, int64_t n_prompt,
             st = bg_set_error(bg_ctx_status(ctx), "lm_generate: %s", bg_ctx_error(ctx));
             break;
         }
-        seq[n] = sample_token(bg_f32(logits) + (T - 1) * c.vocab, c.vocab, &o, scratch, &rng);
+        seq[n] = bg_sample_logits(bg_f32(logits) + (T - 1) * c.vocab, c.vocab, &o, scratch, &rng);
         out[n - n_prompt] = seq[n];
         bg_ctx_reset(ctx);
     }

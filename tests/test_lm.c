@@ -201,7 +201,7 @@ static void test_generate(void) {
     if (!m) return;
     const int32_t prompt[3] = {72, 101, 108};
     int32_t out[6], again[6], sampled[6], sampled2[6];
-    CHECK(bg_lm_generate(m, prompt, 3, 6, &(bg_lm_sample_opts){.temperature = 0}, out) == BG_OK);
+    CHECK(bg_lm_generate(m, prompt, 3, 6, &(bg_sample_opts){.temperature = 0}, out) == BG_OK);
     // The first generated token is the argmax of the prompt's last logits.
     bg_ctx *ctx = bg_ctx_new(0);
     bg_set_grad_enabled(ctx, false);
@@ -213,7 +213,7 @@ static void test_generate(void) {
     CHECK(y && out[0] == best);
     bg_ctx_free(ctx);
     CHECK(bg_lm_generate(m, prompt, 3, 6, NULL, again) == BG_OK);   // temperature 1, seed 0
-    bg_lm_sample_opts so = {.temperature = 0.8f, .top_k = 5, .seed = 7};
+    bg_sample_opts so = {.temperature = 0.8f, .top_k = 5, .seed = 7};
     CHECK(bg_lm_generate(m, prompt, 3, 6, &so, sampled) == BG_OK);
     CHECK(bg_lm_generate(m, prompt, 3, 6, &so, sampled2) == BG_OK);
     CHECK(memcmp(sampled, sampled2, sizeof sampled) == 0);

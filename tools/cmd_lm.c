@@ -384,7 +384,7 @@ static int lm_sample(int argc, char **argv) {
     int status = 1;
     if (!ids || !out) goto done;
     for (int64_t i = 0; i < np; i++) ids[i] = (unsigned char)prompt[i];
-    bg_lm_sample_opts so = {.temperature = temp, .top_k = k, .seed = (uint64_t)seed};
+    bg_sample_opts so = {.temperature = temp, .top_k = k, .seed = (uint64_t)seed};
     if (bg_checkpoint_load_model(ckpt, &m) != BG_OK || bg_lm_generate(m, ids, np, n, &so, out) != BG_OK) {
         fprintf(stderr, "bitgrad lm sample: %s\n", bg_last_error());
         goto done;
@@ -417,7 +417,7 @@ static void demo_sample(const char *label, const char *ckpt, const char *prompt)
     int32_t ids[64], out[160];
     int64_t np = (int64_t)strlen(prompt);
     for (int64_t i = 0; i < np; i++) ids[i] = (unsigned char)prompt[i];
-    bg_lm_sample_opts so = {.temperature = 0.8f, .seed = 0};
+    bg_sample_opts so = {.temperature = 0.8f, .seed = 0};
     if (bg_checkpoint_load_model(ckpt, &m) != BG_OK || bg_lm_generate(m, ids, np, 160, &so, out) != BG_OK) {
         fprintf(stderr, "sample: %s\n", bg_last_error());
     } else {
