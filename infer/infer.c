@@ -774,6 +774,10 @@ bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_inf
         s = ferr(&ld, "unsupported export version %s (this runtime reads version 1)", ver ? ver : "(missing)");
         goto done;
     }
+    if (bg_safetensors_metadata(ld.st, "lm")) {
+        s = ferr(&ld, "a language model (metadata \"lm\"): load it with bg_lm_load");
+        goto done;
+    }
     const char *ls = bg_safetensors_metadata(ld.st, "layers"), *is = bg_safetensors_metadata(ld.st, "input_shape");
     json_error_t jerr;
     if (!ls || !(layers = json_loads(ls, 0, &jerr)) || !json_is_array(layers) || json_array_size(layers) == 0 ||
