@@ -11,5 +11,6 @@ int bg_cmd_export(int argc, char **argv);
 int bg_cmd_infer(int argc, char **argv);
 int bg_cmd_plot(int argc, char **argv);
 int bg_cmd_lm(int argc, char **argv);
+int bg_cmd_generate(int argc, char **argv);
 
 #endif

@@ -16,6 +16,7 @@ static const command commands[] = {
     {"export", bg_cmd_export, "CKPT OUT [--format bitgrad|onnx]: write a model for inference"},
     {"infer", bg_cmd_infer, "EXPORT --data fashion-mnist: run an export with the integer runtime"},
     {"plot", bg_cmd_plot, "LOG [--out DIR]: draw the training figures from a log"},
+    {"generate", bg_cmd_generate, "MODEL.bgx --prompt TEXT [-n N]: continue text with an exported language model"},
     {"lm", bg_cmd_lm, "train|sample: a BitNet transformer language model on text"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);

@@ -122,6 +122,16 @@ check "and the ternary layers' histograms and SQNR" test -s "$out/lmplot/weights
 check "with SQNR at the end of each of the 3 phases" test \
     "$(grep -c '"type":"metrics","step":\(2\|4\|6\),"layer":"blk.0.attn_q"' "$out/lmq.jsonl")" = 3
 "$bitgrad" lm sample "$out/lm6.safetensors" --prompt "The " -n 20 --seed 1 >"$out/sample.txt" 2>&1
+"$bitgrad" export "$out/lmq6.safetensors" "$out/lmq.bgx" >"$out/lm-export.log" 2>&1
+check "export of a ternary LM exits 0" test $? -eq 0
+"$bitgrad" generate "$out/lmq.bgx" --prompt "The " -n 100 --temperature 0 >"$out/gen.txt" 2>"$out/gen.err"
+check "generate exits 0 and continues the prompt past the context (a shift)" \
+    test "$(head -c 4 "$out/gen.txt")" = "The " -a "$(wc -c <"$out/gen.txt")" -eq 105
+check "and prints its speed" grep -q "^prefill [0-9]* tokens .* tokens/s); decode [0-9]* tokens .*; t2, " "$out/gen.err"
+"$bitgrad" generate "$out/lmq.bgx" --prompt "$(head -c 40 "$out/text.txt")" >"$out/gen-long.log" 2>&1
+check "generate refuses a prompt longer than the context" grep -q "the prompt is 40 bytes, longer than the context of 32" "$out/gen-long.log"
+"$bitgrad" generate "$out/s.bgx" --prompt "x" >"$out/gen-mlp.log" 2>&1
+check "generate refuses an MLP export" grep -q "not a language model (an export of a layer stack: use bg_infer_load)" "$out/gen-mlp.log"
 check "lm sample exits 0 and continues the prompt" grep -q "^The " "$out/sample.txt"
 "$bitgrad" lm sample "$out/lm6.safetensors" --prompt "$(head -c 40 "$out/text.txt")" -n 2 >"$out/long.log" 2>&1
 check "a prompt longer than the context exits 1" test $? -eq 1
