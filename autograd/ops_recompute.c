@@ -88,16 +88,10 @@ bg_tensor *bg_recompute(bg_ctx *ctx, const bg_recompute_fn *f, bg_tensor *x) {
 }
 
 /* A leaf over x's values whose gradient the second run fills. */
-static bg_tensor *leaf_alias(bg_ctx *ctx, const bg_tensor *x) {
-    bg_tensor *v = bg_ctx_alloc(ctx, sizeof *v);
-    if (!v) return NULL;
-    *v = *x;
-    v->grad = NULL;
-    v->node = NULL;
-    v->requires_grad = true;
-    v->persistent = false;
-    v->owns_grad = false;
-    v->arena_tag = ctx->tag;
+static bg_tensor *leaf_alias(bg_ctx *ctx, bg_tensor *x) {
+    static const int same[BG_MAX_DIMS] = {0, 1, 2, 3};
+    bg_tensor *v = bg_view_permute(ctx, x, same);   // a header without history, any strides
+    if (v) v->requires_grad = true;
     return v;
 }
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "infer/infer.h"
+#include "infer/infer_internal.h"
 #include "kernels/kernels.h"
 
 /* Longest layer name in an export, NUL included (the training side's
@@ -113,21 +114,6 @@ static bg_status ferr(const loader *ld, const char *fmt, ...) {
 
 static bg_status nomem(const loader *ld) { return bg_set_error(BG_ERR_NOMEM, OP ": %s: out of memory", ld->path); }
 
-static void *zalloc(size_t n) {
-    n = (n + 63) / 64 * 64;
-    void *p = bg_aligned_alloc(n ? n : 64);
-    if (p) memset(p, 0, n ? n : 64);
-    return p;
-}
-
-static const char *shape_text(int ndim, const int64_t *s, char *buf, size_t len) {
-    size_t k = 0;
-    k += (size_t)snprintf(buf, len, "[");
-    for (int i = 0; i < ndim && k < len; i++) k += (size_t)snprintf(buf + k, len - k, i ? ",%lld" : "%lld", (long long)s[i]);
-    if (k < len) snprintf(buf + k, len - k, "]");
-    return buf;
-}
-
 /* The tensor called name, marked as read (every tensor of an export must be
  * read by its layer: one the layer list does not account for is refused). */
 static bool find_tensor(const loader *ld, const char *name, bg_tensor *v) {
@@ -149,8 +135,8 @@ static bg_status tensor_of(const loader *ld, const char *suffix, bg_dtype dt, in
     for (int i = 0; ok && i < ndim; i++) ok = v->shape[i] == shape[i];
     if (!ok) {
         char a[64], b[64];
-        return ferr(ld, "%s is %s %s, want %s %s", name, bg_dtype_name(v->dtype), shape_text(v->ndim, v->shape, a, sizeof a),
-                    bg_dtype_name(dt), shape_text(ndim, shape, b, sizeof b));
+        return ferr(ld, "%s is %s %s, want %s %s", name, bg_dtype_name(v->dtype), bg_infer_shape_text(v->ndim, v->shape, a, sizeof a),
+                    bg_dtype_name(dt), bg_infer_shape_text(ndim, shape, b, sizeof b));
     }
     return BG_OK;
 }
@@ -307,7 +293,7 @@ static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
     json_t *jshape = json_object_get(wj, "shape");
     if (!json_dims_are(jshape, L->w_ndim, L->w_shape))
         return ferr(ld, "weight \"shape\" is %s, the layer's weight is %s", json_text(jshape, t1, sizeof t1),
-                    shape_text(L->w_ndim, L->w_shape, t2, sizeof t2));
+                    bg_infer_shape_text(L->w_ndim, L->w_shape, t2, sizeof t2));
     if (!strcmp(fmt, "f32")) {
         bg_tensor v;
         bg_status s = tensor_of(ld, "weight", BG_DTYPE_F32, L->w_ndim, L->w_shape, &v);
@@ -315,7 +301,7 @@ static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
         char name[LAYER_NAME_MAX + 32];
         snprintf(name, sizeof name, "%s.weight", ld->lname);
         if ((s = check_values(ld, name, bg_f32(&v), N * K)) != BG_OK) return s;
-        if (!(L->wf = zalloc(sizeof(float) * (size_t)(N * K)))) return nomem(ld);
+        if (!(L->wf = bg_infer_zalloc(sizeof(float) * (size_t)(N * K)))) return nomem(ld);
         memcpy(L->wf, v.data, sizeof(float) * (size_t)(N * K));
         L->path = P_F32;
         return BG_OK;
@@ -341,7 +327,7 @@ static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
     json_t *layout = json_object_get(wj, "layout");
     if (!json_dims_are(layout, 3, want))
         return ferr(ld, "weight \"layout\" is %s, %s of %s gives %s", json_text(layout, t1, sizeof t1), gran,
-                    shape_text(L->w_ndim, L->w_shape, t2, sizeof t2), shape_text(3, want, t3, sizeof t3));
+                    bg_infer_shape_text(L->w_ndim, L->w_shape, t2, sizeof t2), bg_infer_shape_text(3, want, t3, sizeof t3));
     memcpy(lay, want, sizeof lay);
     bool has_zp;
     if (!get_bool(wj, "zero_point", &has_zp)) return ferr(ld, "weight \"zero_point\" must be true or false");
@@ -421,8 +407,8 @@ static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
         fits = w >= -128 && w <= 127;
     }
     if (per_row && fits && !force_f32) {
-        L->wscale = zalloc(sizeof(float) * (size_t)N);
-        L->rowsum = zalloc(sizeof(int32_t) * (size_t)N);
+        L->wscale = bg_infer_zalloc(sizeof(float) * (size_t)N);
+        L->rowsum = bg_infer_zalloc(sizeof(int32_t) * (size_t)N);
         if (!L->wscale || !L->rowsum) goto oom;
         int64_t n_fix = 0;
         for (int64_t n = 0; n < N; n++) {
@@ -438,11 +424,11 @@ static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
         }
         if (ternary && !zp) {
             L->path = P_TERNARY;
-            if (!(L->wt2 = zalloc((size_t)(N * kp / 4)))) goto oom;
+            if (!(L->wt2 = bg_infer_zalloc((size_t)(N * kp / 4)))) goto oom;
             memcpy(L->wt2, tw.data, (size_t)(N * kp / 4));
         } else {
             L->path = P_S8;
-            if (!(L->w8 = zalloc((size_t)(N * kp)))) goto oom;
+            if (!(L->w8 = bg_infer_zalloc((size_t)(N * kp)))) goto oom;
             if (n_fix && !(L->fixes = malloc(sizeof(sparse_fix) * (size_t)n_fix))) goto oom;
             for (int64_t n = 0; n < N; n++) {
                 int64_t c = C == 1 ? 0 : n;
@@ -462,9 +448,9 @@ static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
         const int64_t ng = K / G, gp = bg_int_padded_k(G);
         L->path = P_S8_GROUPS;
         L->G = G, L->ng = ng, L->gp = gp;
-        L->wscale = zalloc(sizeof(float) * (size_t)C);
-        L->rowsum = zalloc(sizeof(int32_t) * (size_t)C);
-        L->w8 = zalloc((size_t)(ng * N * gp));
+        L->wscale = bg_infer_zalloc(sizeof(float) * (size_t)C);
+        L->rowsum = bg_infer_zalloc(sizeof(int32_t) * (size_t)C);
+        L->w8 = bg_infer_zalloc((size_t)(ng * N * gp));
         if (!L->wscale || !L->rowsum || !L->w8) goto oom;
         memcpy(L->wscale, scale, sizeof(float) * (size_t)C);
         for (int64_t n = 0; n < N; n++)
@@ -480,7 +466,7 @@ static bg_status load_weight(loader *ld, layer *L, json_t *wj, bool force_f32) {
             }
     } else {
         L->path = P_F32;
-        if (!(L->wf = zalloc(sizeof(float) * (size_t)(N * K)))) goto oom;
+        if (!(L->wf = bg_infer_zalloc(sizeof(float) * (size_t)(N * K)))) goto oom;
         // element (o, c, i) of the [outer, channels, inner] view uses scale[c]
         for (int64_t i = 0; i < N * K; i++) {
             int64_t c = (i / lay[2]) % C;
@@ -531,12 +517,12 @@ static bg_status load_input(loader *ld, layer *L, json_t *aj, int64_t C, bool co
     if (s != BG_OK) return s;
     L->act = A_STATIC;
     L->n_ascale = P;
-    if (!(L->ascale = zalloc(sizeof(float) * (size_t)P))) return nomem(ld);
+    if (!(L->ascale = bg_infer_zalloc(sizeof(float) * (size_t)P))) return nomem(ld);
     memcpy(L->ascale, ts.data, sizeof(float) * (size_t)P);
     if ((s = check_scales(ld, "input scale", L->ascale, P)) != BG_OK) return s;
     if (has_zp) {
         if ((s = tensor_of(ld, "input_zero_point", BG_DTYPE_I32, 1, &P, &tz)) != BG_OK) return s;
-        if (!(L->azp = zalloc(sizeof(float) * (size_t)P))) return nomem(ld);
+        if (!(L->azp = bg_infer_zalloc(sizeof(float) * (size_t)P))) return nomem(ld);
         for (int64_t c = 0; c < P; c++) {
             int32_t z = ((const int32_t *)tz.data)[c];
             if (z < qmin || z > qmax) return ferr(ld, "input zero point %lld is %d, outside [%lld,%lld]", (long long)c, z, (long long)qmin, (long long)qmax);
@@ -564,7 +550,7 @@ static bg_status load_matmul(loader *ld, layer *L, json_t *lj, bool conv, bool f
         if (L->in_ndim != 3 || L->in_shape[0] != in) {
             char a[64];
             return ferr(ld, "conv2d expects [%lld,H,W], the previous layer gives %s", (long long)in,
-                        shape_text(L->in_ndim, L->in_shape, a, sizeof a));
+                        bg_infer_shape_text(L->in_ndim, L->in_shape, a, sizeof a));
         }
         L->cs = (bg_conv2d_shape){.n = 1, .c = in, .h = L->in_shape[1], .w = L->in_shape[2], .oc = out, .kh = kern[0],
                                   .kw = kern[1], .stride_h = stride[0], .stride_w = stride[1], .pad_h = pad[0],
@@ -581,7 +567,7 @@ static bg_status load_matmul(loader *ld, layer *L, json_t *lj, bool conv, bool f
         if (L->in_ndim != 1 || L->in_shape[0] != in) {
             char a[64];
             return ferr(ld, "linear expects [%lld], the previous layer gives %s", (long long)in,
-                        shape_text(L->in_ndim, L->in_shape, a, sizeof a));
+                        bg_infer_shape_text(L->in_ndim, L->in_shape, a, sizeof a));
         }
         L->K = in;
         L->w_ndim = 2;
@@ -618,7 +604,7 @@ static bg_status load_matmul(loader *ld, layer *L, json_t *lj, bool conv, bool f
         if ((s = tensor_of(ld, "bias", BG_DTYPE_F32, 1, &out, &tb)) != BG_OK ||
             (s = check_values(ld, name, bg_f32(&tb), out)) != BG_OK)
             return s;
-        if (!(L->bias = zalloc(sizeof(float) * (size_t)out))) return nomem(ld);
+        if (!(L->bias = bg_infer_zalloc(sizeof(float) * (size_t)out))) return nomem(ld);
         memcpy(L->bias, tb.data, sizeof(float) * (size_t)out);
     }
     return BG_OK;
@@ -650,7 +636,7 @@ static bg_status load_layer(loader *ld, layer *L, json_t *lj, bool force_f32) {
         if (L->in_shape[L->in_ndim - 1] != dim) {
             char a[64];
             return ferr(ld, "%s over %lld, the previous layer gives %s", k, (long long)dim,
-                        shape_text(L->in_ndim, L->in_shape, a, sizeof a));
+                        bg_infer_shape_text(L->in_ndim, L->in_shape, a, sizeof a));
         }
         L->K = dim;
         L->norm_eps = (float)json_number_value(eps);
@@ -666,7 +652,7 @@ static bg_status load_layer(loader *ld, layer *L, json_t *lj, bool force_f32) {
             if ((s = tensor_of(ld, "weight", BG_DTYPE_F32, 1, &dim, &t)) != BG_OK ||
                 (s = check_values(ld, name, bg_f32(&t), dim)) != BG_OK)
                 return s;
-            if (!(L->wf = zalloc(sizeof(float) * (size_t)dim))) return nomem(ld);
+            if (!(L->wf = bg_infer_zalloc(sizeof(float) * (size_t)dim))) return nomem(ld);
             memcpy(L->wf, t.data, sizeof(float) * (size_t)dim);
         }
         if (has_b) {
@@ -674,7 +660,7 @@ static bg_status load_layer(loader *ld, layer *L, json_t *lj, bool force_f32) {
             if ((s = tensor_of(ld, "bias", BG_DTYPE_F32, 1, &dim, &t)) != BG_OK ||
                 (s = check_values(ld, name, bg_f32(&t), dim)) != BG_OK)
                 return s;
-            if (!(L->bias = zalloc(sizeof(float) * (size_t)dim))) return nomem(ld);
+            if (!(L->bias = bg_infer_zalloc(sizeof(float) * (size_t)dim))) return nomem(ld);
             memcpy(L->bias, t.data, sizeof(float) * (size_t)dim);
         }
         return BG_OK;
@@ -764,14 +750,9 @@ bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_inf
         s = nomem(&ld);
         goto done;
     }
-    const char *fmt = bg_safetensors_metadata(ld.st, "format"), *ver = bg_safetensors_metadata(ld.st, "version");
-    if (!fmt || strcmp(fmt, "bitgrad-export") != 0) {
-        s = ferr(&ld, "not a bitgrad export (metadata \"format\" is %s%s%s, want \"bitgrad-export\")", fmt ? "\"" : "",
-                 fmt ? fmt : "missing", fmt ? "\"" : "");
-        goto done;
-    }
-    if (!ver || strcmp(ver, "1") != 0) {
-        s = ferr(&ld, "unsupported export version %s (this runtime reads version 1)", ver ? ver : "(missing)");
+    char why[256];
+    if (bg_infer_bad_header(ld.st, why, sizeof why)) {
+        s = ferr(&ld, "%s", why);
         goto done;
     }
     if (bg_safetensors_metadata(ld.st, "lm")) {
@@ -835,7 +816,7 @@ bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_inf
         if (!json_dims_are(os, L->out_ndim, L->out_shape)) {
             char a[64], b[64];
             s = ferr(&ld, "\"out_shape\" is %s, the layer computes %s", json_text(os, a, sizeof a),
-                     shape_text(L->out_ndim, L->out_shape, b, sizeof b));
+                     bg_infer_shape_text(L->out_ndim, L->out_shape, b, sizeof b));
             goto done;
         }
         ndim = L->out_ndim;
@@ -877,16 +858,16 @@ bg_status bg_infer_load_opts(const char *path, const bg_infer_opts *opts, bg_inf
         goto done;
     }
     const size_t B = (size_t)m->max_batch;
-    m->buf[0] = zalloc(sizeof(float) * B * (size_t)max_feat);
-    m->buf[1] = zalloc(sizeof(float) * B * (size_t)max_feat);
-    m->tmp = zalloc(sizeof(float) * B * (size_t)max_feat);
-    m->argmax = zalloc(sizeof(int32_t) * B * (size_t)max_feat);
-    m->q = zalloc(B * (size_t)max_kp);
-    m->qg = zalloc(B * (size_t)max_qg);
-    m->acc = zalloc(sizeof(int32_t) * B * (size_t)max_n);
-    m->rowscale = zalloc(sizeof(float) * B);
-    m->rstd = zalloc(sizeof(float) * B * (size_t)max_feat);   /* per row of a norm */
-    m->tokscale = zalloc(sizeof(float) * B * (size_t)max_feat);
+    m->buf[0] = bg_infer_zalloc(sizeof(float) * B * (size_t)max_feat);
+    m->buf[1] = bg_infer_zalloc(sizeof(float) * B * (size_t)max_feat);
+    m->tmp = bg_infer_zalloc(sizeof(float) * B * (size_t)max_feat);
+    m->argmax = bg_infer_zalloc(sizeof(int32_t) * B * (size_t)max_feat);
+    m->q = bg_infer_zalloc(B * (size_t)max_kp);
+    m->qg = bg_infer_zalloc(B * (size_t)max_qg);
+    m->acc = bg_infer_zalloc(sizeof(int32_t) * B * (size_t)max_n);
+    m->rowscale = bg_infer_zalloc(sizeof(float) * B);
+    m->rstd = bg_infer_zalloc(sizeof(float) * B * (size_t)max_feat);   /* per row of a norm */
+    m->tokscale = bg_infer_zalloc(sizeof(float) * B * (size_t)max_feat);
     if (!m->buf[0] || !m->buf[1] || !m->tmp || !m->argmax || !m->q || !m->qg || !m->acc || !m->rowscale || !m->rstd ||
         !m->tokscale)
         s = nomem(&ld);
@@ -1114,7 +1095,7 @@ void bg_infer_print(const bg_infer_model *m, FILE *f) {
         const layer *L = &m->layers[i];
         char a[64], b[64];
         fprintf(f, "  %-6s %-10s %-14s -> %-14s %s%s%s", L->name, L->kind_name,
-                shape_text(L->in_ndim, L->in_shape, a, sizeof a), shape_text(L->out_ndim, L->out_shape, b, sizeof b),
+                bg_infer_shape_text(L->in_ndim, L->in_shape, a, sizeof a), bg_infer_shape_text(L->out_ndim, L->out_shape, b, sizeof b),
                 bg_infer_layer_path(m, i),
                 L->act == A_TOKEN ? ", per-token int8 input" : L->act == A_STATIC ? ", static input quant" : "",
                 L->norm ? ", rmsnorm" : "");

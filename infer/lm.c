@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "infer/infer_internal.h"
 #include "infer/lm.h"
 #include "kernels/kernels.h"
 
@@ -76,20 +77,6 @@ static bg_status ferr(const loader *ld, const char *fmt, ...) {
     return bg_set_error(BG_ERR_FORMAT, OP ": %s: %s", ld->path, msg);
 }
 
-static void *zalloc(size_t n) {
-    n = (n + 63) / 64 * 64;
-    void *p = bg_aligned_alloc(n ? n : 64);
-    if (p) memset(p, 0, n ? n : 64);
-    return p;
-}
-
-static const char *shape_text(int ndim, const int64_t *s, char *buf, size_t len) {
-    size_t k = (size_t)snprintf(buf, len, "[");
-    for (int i = 0; i < ndim && k < len; i++) k += (size_t)snprintf(buf + k, len - k, i ? ",%lld" : "%lld", (long long)s[i]);
-    if (k < len) snprintf(buf + k, len - k, "]");
-    return buf;
-}
-
 /* Tensor name with exactly this dtype and shape, marked as read. */
 static bg_status tensor_of(const loader *ld, const char *name, bg_dtype dt, int ndim, const int64_t *shape,
                            bg_tensor *v) {
@@ -103,7 +90,7 @@ static bg_status tensor_of(const loader *ld, const char *name, bg_dtype dt, int 
     if (!ok) {
         char a[64], b[64];
         return ferr(ld, "%s is %s %s, want %s %s", name, bg_dtype_name(v->dtype),
-                    shape_text(v->ndim, v->shape, a, sizeof a), bg_dtype_name(dt), shape_text(ndim, shape, b, sizeof b));
+                    bg_infer_shape_text(v->ndim, v->shape, a, sizeof a), bg_dtype_name(dt), bg_infer_shape_text(ndim, shape, b, sizeof b));
     }
     return BG_OK;
 }
@@ -119,7 +106,7 @@ static bg_status load_floats(const loader *ld, const char *name, int ndim, const
         if (!(fabsf(src[i]) <= BG_EXPORT_VALUE_MAX))
             return ferr(ld, "%s holds %g at index %lld (values must be finite, |v| <= %g)", name, (double)src[i],
                         (long long)i, (double)BG_EXPORT_VALUE_MAX);
-    if (!(*out = zalloc(sizeof(float) * (size_t)n))) return bg_set_error(BG_ERR_NOMEM, OP ": %s: out of memory", ld->path);
+    if (!(*out = bg_infer_zalloc(sizeof(float) * (size_t)n))) return bg_set_error(BG_ERR_NOMEM, OP ": %s: out of memory", ld->path);
     memcpy(*out, src, sizeof(float) * (size_t)n);
     return BG_OK;
 }
@@ -137,7 +124,7 @@ static bg_status load_proj(const loader *ld, const char *prefix, int64_t N, int6
     for (size_t i = 0; i < bytes; i++)
         if ((b[i] & 3) == 3 || (b[i] >> 2 & 3) == 3 || (b[i] >> 4 & 3) == 3 || b[i] >> 6 == 3)
             return ferr(ld, "%s byte %zu holds the code 3 (t2 codes are 0, 1, 2)", name, i);
-    if (!(p->wt2 = zalloc(bytes))) return bg_set_error(BG_ERR_NOMEM, OP ": %s: out of memory", ld->path);
+    if (!(p->wt2 = bg_infer_zalloc(bytes))) return bg_set_error(BG_ERR_NOMEM, OP ": %s: out of memory", ld->path);
     memcpy(p->wt2, b, bytes);
     snprintf(name, sizeof name, "%s.weight_scale", prefix);
     if ((s = tensor_of(ld, name, BG_DTYPE_F32, 1, (const int64_t[]){1}, &v)) != BG_OK) return s;
@@ -150,12 +137,8 @@ static bg_status load_proj(const loader *ld, const char *prefix, int64_t N, int6
 
 /* The "lm" metadata into c and the projections' format. */
 static bg_status read_config(const loader *ld, bg_lm_hparams *c, bool *ternary) {
-    const char *fmt = bg_safetensors_metadata(ld->st, "format"), *ver = bg_safetensors_metadata(ld->st, "version");
-    if (!fmt || strcmp(fmt, "bitgrad-export") != 0)
-        return ferr(ld, "not a bitgrad export (metadata \"format\" is %s%s%s, want \"bitgrad-export\")", fmt ? "\"" : "",
-                    fmt ? fmt : "missing", fmt ? "\"" : "");
-    if (!ver || strcmp(ver, "1") != 0)
-        return ferr(ld, "unsupported export version %s (this runtime reads version 1)", ver ? ver : "(missing)");
+    char why[256];
+    if (bg_infer_bad_header(ld->st, why, sizeof why)) return ferr(ld, "%s", why);
     const char *lm = bg_safetensors_metadata(ld->st, "lm");
     if (!lm)
         return ferr(ld, "not a language model (%s)", bg_safetensors_metadata(ld->st, "layers")
@@ -240,15 +223,15 @@ static bg_status alloc_buffers(bg_lm_runtime *m) {
     float **fl[] = {&m->x, &m->h, &m->q, &m->k, &m->v, &m->att, &m->g, &m->u};
     const int64_t sizes[] = {T * d, T * wide, T * d, T * d, T * d, T * d, T * f, T * f};
     for (size_t i = 0; i < sizeof fl / sizeof *fl; i++)
-        if (!(*fl[i] = zalloc(sizeof(float) * (size_t)sizes[i]))) return BG_ERR_NOMEM;
-    m->kcache = zalloc(sizeof(float) * (size_t)(c->n_layers * T * d));
-    m->vcache = zalloc(sizeof(float) * (size_t)(c->n_layers * T * d));
-    m->rope = zalloc(sizeof(double) * (size_t)(2 * T * half));
-    m->rstd = zalloc(sizeof(float) * (size_t)T);
-    m->sx = zalloc(sizeof(float) * (size_t)T);
-    m->scores = zalloc(sizeof(float) * (size_t)(m->n_threads_max * T));
-    m->codes = zalloc((size_t)(T * kp));
-    m->acc = zalloc(sizeof(int32_t) * (size_t)(T * wide));
+        if (!(*fl[i] = bg_infer_zalloc(sizeof(float) * (size_t)sizes[i]))) return BG_ERR_NOMEM;
+    m->kcache = bg_infer_zalloc(sizeof(float) * (size_t)(c->n_layers * T * d));
+    m->vcache = bg_infer_zalloc(sizeof(float) * (size_t)(c->n_layers * T * d));
+    m->rope = bg_infer_zalloc(sizeof(double) * (size_t)(2 * T * half));
+    m->rstd = bg_infer_zalloc(sizeof(float) * (size_t)T);
+    m->sx = bg_infer_zalloc(sizeof(float) * (size_t)T);
+    m->scores = bg_infer_zalloc(sizeof(float) * (size_t)(m->n_threads_max * T));
+    m->codes = bg_infer_zalloc((size_t)(T * kp));
+    m->acc = bg_infer_zalloc(sizeof(int32_t) * (size_t)(T * wide));
     if (!m->kcache || !m->vcache || !m->rope || !m->rstd || !m->sx || !m->scores || !m->codes || !m->acc)
         return BG_ERR_NOMEM;
     // The angles of every position, as the training RoPE computes them.
