@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tests/fuzz/fuzz_util.h"
 #include "infer/infer.h"
 #include "io/export.h"
 #include "kernels/kernels.h"
@@ -97,19 +98,12 @@ static int write_seeds(const char *dir) {
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
-    const char *seeds = getenv("BG_FUZZ_WRITE_SEEDS");
-    if (seeds) exit(write_seeds(seeds));
-    snprintf(path, sizeof path, "/tmp/fuzz_infer_%d.bgx", (int)getpid());
-    verbose = getenv("BG_FUZZ_VERBOSE") != NULL;
-    bg_set_num_threads(1);
+    verbose = fuzz_init("infer", "bgx", write_seeds, path, sizeof path);
     return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    fwrite(data, 1, size, f);
-    fclose(f);
+    if (!fuzz_write(path, data, size)) return 0;
     bg_infer_model *m = NULL;
     bg_status s = bg_infer_load_opts(path, &(bg_infer_opts){.max_batch = 2}, &m);
     if (verbose) fprintf(stderr, "load: %d %s\n", (int)s, s == BG_OK ? "" : bg_last_error());

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tests/fuzz/fuzz_util.h"
 #include "infer/lm.h"
 #include "io/export.h"
 
@@ -45,19 +46,12 @@ static int write_seeds(const char *dir) {
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
-    const char *seeds = getenv("BG_FUZZ_WRITE_SEEDS");
-    if (seeds) exit(write_seeds(seeds));
-    snprintf(path, sizeof path, "/tmp/fuzz_lm_%d.bgx", (int)getpid());
-    verbose = getenv("BG_FUZZ_VERBOSE") != NULL;
-    bg_set_num_threads(1);
+    verbose = fuzz_init("lm", "bgx", write_seeds, path, sizeof path);
     return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    fwrite(data, 1, size, f);
-    fclose(f);
+    if (!fuzz_write(path, data, size)) return 0;
     bg_lm_runtime *m = NULL;
     bg_lm_hparams hp = {0};
     // A short cache: the metadata may claim any context within the limits.
