@@ -4,6 +4,7 @@
 #define BG_IO_EXPORT_H
 
 #include "format/format.h"
+#include "format/gguf.h"
 #include "layers/layers.h"
 
 #ifdef __cplusplus
@@ -64,6 +65,50 @@ typedef struct bg_export_opts {
  * weight quantizers' call counters (as one forward would); no range changes. */
 bg_status bg_export(const bg_module *model, const char *path, const bg_export_opts *opts);
 
+
+// ---------------------------------------------------------------------------
+// GGUF export of a language model (io/gguf_export.c), for llama.cpp
+//
+//     bg_model_set_quant_mode(lm, BG_QUANT_MODE_EVAL);
+//     if (bg_export_gguf(lm, "lm.gguf", BG_GGUF_TYPE_TQ2_0) != BG_OK)
+//         fprintf(stderr, "%s\n", bg_last_error());
+//     // llama.cpp runs it with its `bitnet` graph (doc/export-format.md "GGUF")
+//
+// Writes a TransformerLM (layers.h bg_lm_new) as GGUF v3 (format/gguf.h):
+// - general.* and the `bitnet` keys: sizes as u32, layer_norm_rms_epsilon
+//   and rope.freq_base as f32, rope.dimension_count = the head size,
+//   head_count_kv = head_count, general.name = the file name without folder
+//   and extension;
+// - a byte vocabulary (SentencePiece model "llama") in which ids 0..255 are
+//   the bytes, so bitgrad's ids are llama.cpp's ids and a text tokenizes to
+//   its UTF-8 bytes in both: tokens <0x00> ... <0xFF> of type byte, except
+//   id 0x20, which is SentencePiece's space U+2581 (llama.cpp turns every
+//   space into it); then <unk> 256, <s> 257, </s> 258, whose embedding rows
+//   are zero, so their logits are 0; no BOS, EOS or space prefix added;
+// - token_embd [259, d_model] and the norms in F32;
+// - the seven projections of every block in type: TQ2_0 or TQ1_0 (a BitNet
+//   model's ternary codes, every block's d = the tensor's absmean scale as
+//   fp16), F16 or F32 (a BitNet model's code * scale, or a float model's
+//   weights). The codes are the eval-mode forward's (the weight quantizer's
+//   observer frozen, as bg_export).
+// Refused with one sentence and nothing written (BG_ERR_ARG unless said):
+//  - a model that is not a TransformerLM, or whose vocabulary is not 256;
+//  - a TQ type for a float model: "gguf_export: blk.0.attn_q: TQ2_0 stores
+//    ternary weights, and this projection is a float Linear (an fp32 model;
+//    use --type f16 or f32)";
+//  - a TQ type when a projection's rows (d_model, or d_ff for ffn_down) are
+//    not a multiple of 256: "gguf_export: blk.0.attn_q: TQ2_0 needs rows that
+//    are multiples of 256 elements; d_model is 64 (use --type f16 or f32)";
+//  - a projection that is neither a float Linear nor a BitNet BitLinear (a
+//    schedule's int4 phase), as bg_export;
+//  - a NaN or Inf anywhere (BG_ERR_NAN), a float value beyond 1e30 (65504
+//    for F16), a weight scale outside [1e-30, 1e30] or, for F16 / TQ types,
+//    outside the normal halves [6.1e-05, 65504];
+//  - a path that exists and is not a regular file (BG_ERR_IO, the atomic
+//    writer of format/format.h).
+// Side effect: computing the codes advances the weight quantizers' call
+// counters (as one forward would); no range changes.
+bg_status bg_export_gguf(const bg_module *lm, const char *path, bg_gguf_type type);
 
 // ---------------------------------------------------------------------------
 // ONNX export (io/onnx.c)
