@@ -51,23 +51,34 @@ if ! command -v npm >/dev/null 2>&1; then
     missing+=(npm)
 fi
 
-# onnxruntime-node for tests/test_onnx.c, pinned by tests/onnx/package.json +
-# package-lock.json, installed into tests/onnx/node_modules when that is
-# missing. ONNXRUNTIME_NODE_INSTALL=skip: the CPU binaries ship inside the npm
-# package; skip the optional GPU downloads of its install script.
-install_npm() {
-    local dir
-    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/onnx"
-    if [ -d "$dir/node_modules/onnxruntime-node" ]; then
-        echo "install-deps.sh: tests/onnx/node_modules is already installed"
+# The npm packages of two tests, pinned by package.json + package-lock.json
+# and installed into tests/<dir>/node_modules when that is missing:
+# - tests/onnx: onnxruntime-node for tests/test_onnx.c.
+#   ONNXRUNTIME_NODE_INSTALL=skip: the CPU binaries ship inside the npm
+#   package; skip the optional GPU downloads of its install script.
+# - tests/llama: node-llama-cpp + @node-llama-cpp/linux-x64 (llama.cpp's
+#   prebuilt CPU libraries) for tests/test_gguf.c. --omit=optional skips the
+#   other platforms' and GPU packages; --ignore-scripts skips node-llama-cpp's
+#   postinstall (the test loads the prebuilt libraries with build: "never").
+install_npm_dir() {   # DIR PACKAGE [npm options...]
+    local name="tests/$1" pkg="$2" dir
+    shift 2
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/$name"
+    if [ -d "$dir/node_modules/$pkg" ]; then
+        echo "install-deps.sh: $name/node_modules is already installed"
         return 0
     fi
-    echo "install-deps.sh: installing onnxruntime-node into tests/onnx/node_modules"
+    echo "install-deps.sh: installing $pkg into $name/node_modules"
     if [ -f "$dir/package-lock.json" ]; then
-        ONNXRUNTIME_NODE_INSTALL=skip npm ci --prefix "$dir" --no-audit --no-fund
+        npm ci --prefix "$dir" --no-audit --no-fund "$@"
     else
-        ONNXRUNTIME_NODE_INSTALL=skip npm install --prefix "$dir" --no-audit --no-fund
+        npm install --prefix "$dir" --no-audit --no-fund "$@"
     fi
+}
+
+install_npm() {
+    ONNXRUNTIME_NODE_INSTALL=skip install_npm_dir onnx onnxruntime-node
+    install_npm_dir llama @node-llama-cpp/linux-x64 --omit=optional --ignore-scripts
 }
 
 if [ "${#missing[@]}" -eq 0 ]; then
