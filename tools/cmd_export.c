@@ -1,7 +1,8 @@
-/* bitgrad export CKPT OUT [--format bitgrad|onnx] [--input-shape F | C,H,W]:
+/* bitgrad export CKPT OUT [--format bitgrad|onnx|gguf] [--type T] [--input-shape F | C,H,W]:
  * loads a checkpoint (io/checkpoint.c) and writes the model for inference —
- * the packed export the integer runtime reads (io/export.c, the default) or
- * ONNX (io/onnx.c) — and prints the f32 parameter bytes, the export's size
+ * the packed export the integer runtime reads (io/export.c, the default),
+ * ONNX (io/onnx.c) or, for a language model, GGUF for llama.cpp
+ * (io/gguf_export.c) — and prints the f32 parameter bytes, the export's size
  * and their ratio. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,12 +13,17 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: bitgrad export CKPT OUT [--format bitgrad|onnx] [--input-shape F | C,H,W]\n"
+            "usage: bitgrad export CKPT OUT [--format bitgrad|onnx|gguf] [--type T] [--input-shape F | C,H,W]\n"
             "  CKPT            a checkpoint written by bitgrad (bg_checkpoint_save)\n"
             "  OUT             the file to write (atomically); not CKPT itself, and not an\n"
             "                  existing device, FIFO or folder\n"
             "  --format        bitgrad: packed low-bit weights for `bitgrad infer` (default)\n"
             "                  onnx: opset 13 with int8 QDQ, for other runtimes\n"
+            "                  gguf: a language model (`bitgrad lm`) for llama.cpp's bitnet graph\n"
+            "  --type          gguf only, the projections' ggml type: tq2_0 (2.06 bits per\n"
+            "                  weight) or tq1_0 (1.69) for a BitNet model, whose d_model and\n"
+            "                  d_ff must then be multiples of 256; f16 or f32 for any model.\n"
+            "                  Default: tq2_0 for a BitNet model, f32 for a float one\n"
             "  --input-shape   one example's shape; default: the first Linear's features, or\n"
             "                  1,28,28 (Fashion-MNIST) when the model starts with a convolution\n");
 }
@@ -26,6 +32,28 @@ static void usage(FILE *f) {
 static const bg_module *first_leaf(const bg_module *m) {
     while (m && bg_module_type_of(m) == &bg_sequential_type && bg_module_num_children(m) > 0) m = bg_module_child(m, 0);
     return m;
+}
+
+/* --type: the GGUF type of the projections; false for anything else. */
+static bool parse_gguf_type(const char *s, bg_gguf_type *t) {
+    static const struct { const char *name; bg_gguf_type type; } types[] = {
+        {"tq2_0", BG_GGUF_TYPE_TQ2_0}, {"tq1_0", BG_GGUF_TYPE_TQ1_0},
+        {"f16", BG_GGUF_TYPE_F16}, {"f32", BG_GGUF_TYPE_F32}};
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        if (!strcmp(s, types[i].name)) {
+            *t = types[i].type;
+            return true;
+        }
+    return false;
+}
+
+/* True when the language model's first projection is a BitLinear (a BitNet
+ * model, bg_bitnet_model), false for a float one. */
+static bool lm_is_bitnet(const bg_module *lm) {
+    const bg_module *blk = bg_module_find_child(lm, "blk");
+    const bg_module *b0 = blk && bg_module_num_children(blk) > 0 ? bg_module_child(blk, 0) : NULL;
+    const bg_module *q = b0 ? bg_module_find_child(b0, "attn_q") : NULL;
+    return q && bg_module_type_of(q) == &bg_bitlinear_type;
 }
 
 static bool parse_shape(const char *s, bg_export_opts *o) {
@@ -44,7 +72,7 @@ static bool parse_shape(const char *s, bg_export_opts *o) {
 }
 
 int bg_cmd_export(int argc, char **argv) {
-    const char *ckpt = NULL, *out = NULL, *format = "bitgrad";
+    const char *ckpt = NULL, *out = NULL, *format = "bitgrad", *type = NULL;
     bg_export_opts eo = {0};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -52,6 +80,8 @@ int bg_cmd_export(int argc, char **argv) {
             return 0;
         } else if (!strcmp(argv[i], "--format")) {
             if (!tool_str_arg(argc, argv, &i, &format)) return 2;
+        } else if (!strcmp(argv[i], "--type")) {
+            if (!tool_str_arg(argc, argv, &i, &type)) return 2;
         } else if (!strcmp(argv[i], "--input-shape")) {
             const char *s = NULL;
             if (!tool_str_arg(argc, argv, &i, &s)) return 2;
@@ -76,8 +106,17 @@ int bg_cmd_export(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (strcmp(format, "bitgrad") && strcmp(format, "onnx")) {
-        fprintf(stderr, "--format: expected bitgrad or onnx, got '%s'\n", format);
+    if (strcmp(format, "bitgrad") && strcmp(format, "onnx") && strcmp(format, "gguf")) {
+        fprintf(stderr, "--format: expected bitgrad, onnx or gguf, got '%s'\n", format);
+        return 2;
+    }
+    bg_gguf_type gtype = BG_GGUF_TYPE_TQ2_0;
+    if (type && strcmp(format, "gguf")) {
+        fprintf(stderr, "--type: only for --format gguf\n");
+        return 2;
+    }
+    if (type && !parse_gguf_type(type, &gtype)) {
+        fprintf(stderr, "--type: expected tq2_0, tq1_0, f16 or f32, got '%s'\n", type);
         return 2;
     }
     // Writing onto the checkpoint would replace it; a device node as OUT is
@@ -96,7 +135,13 @@ int bg_cmd_export(int argc, char **argv) {
         }
     }
     bg_status s;
-    if (!strcmp(format, "onnx")) {
+    if (!strcmp(format, "gguf")) {
+        // --- GGUF for llama.cpp (io/gguf_export.c) ------------------------------
+        if (!type) gtype = lm_is_bitnet(model) ? BG_GGUF_TYPE_TQ2_0 : BG_GGUF_TYPE_F32;
+        s = bg_export_gguf(model, out, gtype);
+        format = gtype == BG_GGUF_TYPE_TQ2_0 ? "gguf TQ2_0" : gtype == BG_GGUF_TYPE_TQ1_0 ? "gguf TQ1_0"
+                 : gtype == BG_GGUF_TYPE_F16 ? "gguf F16" : "gguf F32";
+    } else if (!strcmp(format, "onnx")) {
         // --- ONNX (io/onnx.c): dims of one batch, dim 0 symbolic ---------------
         int64_t shape[4] = {1, 0, 0, 0};
         int ndim = 2;
