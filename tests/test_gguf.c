@@ -39,6 +39,7 @@ static float f32_of_bits(uint32_t u) {
     return f;
 }
 
+#ifdef __FLT16_MAX__
 /* splitmix64: random bit patterns. */
 static uint64_t next_bits(uint64_t *s) {
     uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
@@ -46,6 +47,7 @@ static uint64_t next_bits(uint64_t *s) {
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
 }
+#endif
 
 // ---------------------------------------------------------------------------
 // f16
