@@ -39,7 +39,7 @@ for kind in fp32 bitnet; do
     ref=$torch_fp32; flag=
     if [ $kind = bitnet ]; then ref=$torch_bitnet; flag=--bitnet; fi
     for rc in "" --no-recompute; do
-        mib=$(peak_mib "$build/bitgrad" lm train --steps "$steps" --eval-batches 2 $flag $rc \
+        mib=$(peak_mib "$build/bitgrad" lm train --steps "$steps" --warmup 1 --eval-batches 2 $flag $rc \
             --out "$tmp/lm.safetensors" --log "$tmp/lm.jsonl")
         printf 'bitgrad %-6s %-15s %5d MiB  = %.2f of PyTorch'"'"'s\n' $kind "${rc:-recompute}" "$mib" \
             "$(awk -v a="$mib" -v b="$ref" 'BEGIN {print a / b}')"

@@ -69,10 +69,13 @@ static bg_tensor *lm_loss(bg_ctx *ctx, bg_module *m, bg_tensor **logits) {
     return flat ? bg_cross_entropy(ctx, flat, y, NULL) : NULL;
 }
 
-static void check_against_torch(const char *mode) {
+/* mode "fp32" or "bitnet"; recompute: the blocks recomputed in the
+ * backward (bg_lm_set_recompute), against the same reference. */
+static void check_against_torch(const char *mode, bool recompute) {
     bool bitnet = strcmp(mode, "bitnet") == 0;
     bg_module *m = reference_model(bitnet);
     if (!m) return;
+    CHECK(bg_lm_set_recompute(m, recompute) == BG_OK);
     bg_ctx *ctx = bg_ctx_new(0);
     bg_tensor *logits = NULL;
     bg_tensor *loss = lm_loss(ctx, m, &logits);
@@ -86,7 +89,8 @@ static void check_against_torch(const char *mode) {
     }
     snprintf(name, sizeof name, "%s.loss", mode);
     if (ref_get(name, &want)) CHECK_CLOSE(bg_f32(loss)[0], bg_f32(&want)[0], 0.0, 1e-5);
-    printf("%s: loss %.6f (torch %.6f)\n", mode, (double)bg_f32(loss)[0], (double)bg_f32(&want)[0]);
+    printf("%s%s: loss %.6f (torch %.6f)\n", mode, recompute ? " (recomputed blocks)" : "", (double)bg_f32(loss)[0],
+           (double)bg_f32(&want)[0]);
     bg_module_zero_grad(m);
     CHECK(bg_backward(ctx, loss) == BG_OK);
     for (int i = 0; i < bg_module_param_count(m); i++) {
@@ -369,8 +373,10 @@ static void test_recompute(void) {
 int main(void) {
     if (!(ref = bg_test_open_reference("lm.safetensors", "tests/reference/make_lm_reference.py", "1")))
         return bg_test_finish();
-    check_against_torch("fp32");
-    check_against_torch("bitnet");
+    check_against_torch("fp32", false);
+    check_against_torch("bitnet", false);
+    check_against_torch("fp32", true);
+    check_against_torch("bitnet", true);
     check_adamw_trajectory("fp32");
     check_adamw_trajectory("bitnet");
     test_bitnet_tree();

@@ -260,6 +260,7 @@ static const char *const covered_elsewhere[] = {
     "fake_quant",  /* issue 3: torch.fake_quantize_* references in the qat tests */
     "qlinear_int", /* issue 3: = fake_quant + linear up to rounding (test_gradcheck, test_qlayers) */
     "rope",        /* tests/test_ops_lm.c against tests/reference/lm_ops.safetensors */
+    "recompute",   /* tests/test_lm.c: the LM's logits and gradients against PyTorch with recomputed blocks */
 };
 
 static bool is_covered_elsewhere(const char *name) {
