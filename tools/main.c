@@ -13,7 +13,7 @@ typedef struct command {
 static const command commands[] = {
     {"demo", bg_cmd_demo, "train an fp32 teacher, fine-tune a ternary student, export, run, plot"},
     {"finetune", bg_cmd_finetune, "CKPT --schedule S [--teacher CKPT]: quantization-aware fine-tuning"},
-    {"export", bg_cmd_export, "CKPT OUT [--format bitgrad|onnx]: write a model for inference"},
+    {"export", bg_cmd_export, "CKPT OUT [--format bitgrad|onnx|gguf]: write a model for inference"},
     {"infer", bg_cmd_infer, "EXPORT --data fashion-mnist: run an export with the integer runtime"},
     {"plot", bg_cmd_plot, "LOG [--out DIR]: draw the training figures from a log"},
     {"generate", bg_cmd_generate, "MODEL.bgx --prompt TEXT [-n N]: continue text with an exported language model"},

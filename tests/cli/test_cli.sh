@@ -124,6 +124,12 @@ check "with SQNR at the end of each of the 3 phases" test \
 "$bitgrad" lm sample "$out/lm6.safetensors" --prompt "The " -n 20 --seed 1 >"$out/sample.txt" 2>&1
 "$bitgrad" export "$out/lmq6.safetensors" "$out/lmq.bgx" >"$out/lm-export.log" 2>&1
 check "export of a ternary LM exits 0" test $? -eq 0
+"$bitgrad" export "$out/lmq6.safetensors" "$out/lmq.gguf" --format gguf --type f16 >"$out/gguf.log" 2>&1
+check "export --format gguf exits 0" test $? -eq 0 -a -s "$out/lmq.gguf"
+check "and the file is GGUF v3" test "$(head -c 4 "$out/lmq.gguf")" = GGUF
+"$bitgrad" export "$out/lmq6.safetensors" "$out/no.gguf" --format gguf --type tq2_0 >"$out/gguf-tq.log" 2>&1
+check "a TQ type on widths that are not multiples of 256 exits 1, writing nothing" test $? -eq 1 -a ! -e "$out/no.gguf"
+check "and says why" grep -q "TQ2_0 needs rows that are multiples of 256 elements" "$out/gguf-tq.log"
 "$bitgrad" generate "$out/lmq.bgx" --prompt "The " -n 100 --temperature 0 >"$out/gen.txt" 2>"$out/gen.err"
 check "generate exits 0 and continues the prompt past the context (a shift)" \
     test "$(head -c 4 "$out/gen.txt")" = "The " -a "$(wc -c <"$out/gen.txt")" -eq 105
