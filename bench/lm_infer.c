@@ -7,7 +7,10 @@
  * 10th-90th percentile spread. When tests/llama/node_modules holds
  * node-llama-cpp (scripts/install-deps.sh), the same models exported as
  * GGUF TQ2_0 and TQ1_0 are timed by llama.cpp through
- * bench/llama_bench.mjs, alternated with bitgrad's rounds.
+ * bench/llama_bench.mjs, alternated with bitgrad's rounds. And, for
+ * reference, PyTorch's eval-mode forward of the same graph and shape
+ * (bench/torch_lm.py --infer, its fastest of 1 and 2 threads; it keeps no
+ * KV cache, so each decoded token is a forward over the sequence so far).
  *
  *     ./build/bench/lm_infer [--rounds R] [--no-llama] */
 #include <math.h>
@@ -86,6 +89,26 @@ static bool llama_round(const char *gguf, int threads, double *prefill_s, double
     return ok;
 }
 
+/* PyTorch's prefill and decode tokens/s for the shape at torch threads tt
+ * (OPENBLAS_NUM_THREADS=1); false when /usr/bin/python3 has no torch. */
+static bool torch_infer(const shape *s, int tt, double *pf, double *dc) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "OPENBLAS_NUM_THREADS=1 /usr/bin/python3 %s/bench/torch_lm.py --infer 32 --threads %d --d %lld --ff %lld "
+             "--layers %lld --heads %lld 2>/dev/null",
+             BG_SOURCE_DIR_STR, tt, (long long)s->d, (long long)s->ff, (long long)s->layers, (long long)s->heads);
+    FILE *p = popen(cmd, "r");
+    if (!p) return false;
+    char line[512];
+    bool ok = false;
+    while (fgets(line, sizeof line, p)) {
+        const char *at = strstr(line, ": prefill ");
+        if (at && sscanf(at, ": prefill %lf tokens/s decode %lf", pf, dc) == 2) ok = true;
+    }
+    pclose(p);
+    return ok;
+}
+
 int main(int argc, char **argv) {
     int rounds = 7;
     bool llama = true;
@@ -147,6 +170,14 @@ int main(int argc, char **argv) {
             printf("  bitgrad's best / llama.cpp's fastest TQ2_0: decode %.2fx, prefill %.2fx; bitgrad decode 2 "
                    "threads / 1 thread %.2f\n",
                    fmax(dt[0], dt[1]) / best_dc, fmax(pt[0], pt[1]) / best_pf, dt[1] / dt[0]);
+        }
+        double tpf[2], tdc[2];
+        if (torch_infer(&shapes[k], 1, &tpf[0], &tdc[0]) && torch_infer(&shapes[k], 2, &tpf[1], &tdc[1])) {
+            const int b = tdc[1] > tdc[0];
+            printf("  %-28s prefill %7.0f tokens/s   decode %6.0f tokens/s (no KV cache; reference only)\n",
+                   b ? "PyTorch eval, 2 threads" : "PyTorch eval, 1 thread", tpf[b], tdc[b]);
+        } else {
+            printf("  PyTorch: not available (/usr/bin/python3 with torch)\n");
         }
         bg_lm_free(rt);
         unlink(path), unlink(tq2), unlink(tq1);

@@ -5,6 +5,7 @@ validation windows, for the quality rows and bench/lm_step.
 
     /usr/bin/python3 bench/torch_lm.py [--steps N] [--bitnet] [--threads N]
         [--time-only N] [--data FILE]
+    /usr/bin/python3 bench/torch_lm.py --infer N [--d D --ff F --layers L --heads H] [--threads N]
 
 Recipe (as the quality rows): V 256, d 256, 4 layers, 4 heads, d_ff 768, ctx
 128, batch 32, AdamW lr 2e-3, betas 0.9/0.95, eps 1e-8, weight decay 0.1 on
@@ -16,6 +17,10 @@ bitgrad's fixed set: W = (L-1)//T stride-T windows of the last 10%, M = 16 x
 32 of them at offsets T*floor(j*W/M). Prints the validation loss in nats
 per byte at the end, and ms per step and tokens/s (median of the timed
 steps). --time-only N times N steps after 3 warm-up steps and stops.
+--infer N times the eval-mode BitNet forward (no grad) of random weights of
+the given shape, for bench/lm_infer: prefill of a 128-token prompt, and
+decoding N tokens after a 16-token prompt, each one a forward over the
+whole sequence so far (the reference graph keeps no KV cache); medians of 3.
 """
 import argparse
 import math
@@ -55,6 +60,26 @@ def val_windows(data, T, M):
     return [T * (j * W // M) for j in range(M)]
 
 
+def time_inference(a):
+    V, D, L, H, FF = 256, a.d, a.layers, a.heads, a.ff
+    w = {n: t.detach() for n, t in init(V, D, L, FF, torch.Generator().manual_seed(5)).items()}
+    ids = torch.tensor([[ord("In the beginning God created the heaven "[i % 40]) for i in range(128 + 16)]])
+    pf, dc = [], []
+    with torch.no_grad():
+        for r in range(4):   # the first is a warm-up
+            t0 = time.perf_counter()
+            ref.forward(w, ids[:, :128], True, L, H)
+            t1 = time.perf_counter()
+            for n in range(16, 16 + a.infer):
+                ref.forward(w, ids[:, :min(n, 128 + 16)], True, L, H)
+            t2 = time.perf_counter()
+            if r:
+                pf.append(128 / (t1 - t0))
+                dc.append(a.infer / (t2 - t1))
+    print(f"torch infer {torch.__version__}, {a.threads} threads: prefill {sorted(pf)[1]:.1f} tokens/s "
+          f"decode {sorted(dc)[1]:.1f} tokens/s")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=300)
@@ -63,8 +88,15 @@ def main():
     ap.add_argument("--time-only", type=int, default=0)
     ap.add_argument("--data", default=kjv_path())
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--infer", type=int, default=0)
+    ap.add_argument("--d", type=int, default=256)
+    ap.add_argument("--ff", type=int, default=768)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=4)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.infer:
+        return time_inference(a)
     V, D, L, H, FF, T, B = 256, 256, 4, 4, 768, 128, 32
     raw = torch.tensor(list(open(a.data, "rb").read()), dtype=torch.long)
     n_train = len(raw) * 9 // 10
