@@ -201,6 +201,7 @@ done:
 void bg_dataset_free(bg_dataset *ds) {
     if (!ds) return;
     free(ds->pixels);
+    free(ds->values);
     free(ds->labels);
     free(ds);
 }
@@ -293,7 +294,7 @@ bg_status bg_batcher_new(const bg_dataset *ds, const bg_batcher_opts *opts, bg_b
     if (opts->batch_size < 1)
         return bg_set_error(BG_ERR_ARG, "%s: batch_size must be positive: %lld", who,
                             (long long)opts->batch_size);
-    if (ds->n < 1 || !ds->pixels || !ds->labels)
+    if (ds->n < 1 || (!ds->pixels && !ds->values) || !ds->labels)
         return bg_set_error(BG_ERR_ARG, "%s: dataset is empty", who);
     bg_batcher *b = calloc(1, sizeof *b);
     if (b) b->order = malloc((size_t)ds->n * sizeof *b->order);
@@ -371,9 +372,13 @@ bool bg_batcher_next(bg_batcher *b, bg_ctx *ctx, bg_tensor **x, bg_tensor **y) {
     float scaled[256];
     for (int v = 0; v < 256; v++) scaled[v] = (float)v / 255.0f;
     for (int64_t i = 0; i < count; i++) {
-        const uint8_t *src = ds->pixels + idx[i] * f;
         float *dst = xd + i * f;
-        for (int64_t k = 0; k < f; k++) dst[k] = scaled[src[k]];
+        if (ds->values) {
+            memcpy(dst, ds->values + idx[i] * f, sizeof(float) * (size_t)f);
+        } else {
+            const uint8_t *src = ds->pixels + idx[i] * f;
+            for (int64_t k = 0; k < f; k++) dst[k] = scaled[src[k]];
+        }
         yd[i] = ds->labels[idx[i]];
     }
     b->last_start = b->pos;

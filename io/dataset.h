@@ -34,6 +34,8 @@ typedef struct bg_dataset {
     int64_t n_classes;   /* 10 for Fashion-MNIST; max label + 1 otherwise */
     uint8_t *pixels;     /* [n, channels*height*width], row-major */
     int32_t *labels;     /* [n], each in 0..n_classes-1 */
+    float *values;       /* [n, channels*height*width] f32 features used as they are, instead of
+                          * pixels (which is then NULL): datasets from float arrays */
 } bg_dataset;
 
 typedef enum bg_fmnist_split {
@@ -54,6 +56,17 @@ bg_status bg_fmnist_load(const char *dir, bg_fmnist_split split, bg_dataset **ou
  * uint8 labels [n] with magic 0x801), gzipped or not. n_classes = max label+1. */
 bg_status bg_idx_load(const char *images_path, const char *labels_path, bg_dataset **out);
 void bg_dataset_free(bg_dataset *ds);
+/* A dataset from two .npy files (format/npy.h; io/npy_dataset.c): x_path
+ * holds [N, F], [N, H, W] or [N, C, H, W] examples as f4 or f8 (used as they
+ * are, f8 rounded to f32) or u1 (pixels, scaled to [0,1] like the IDX sets),
+ * y_path [N] integer labels (u1, i4, i8), each >= 0; n_classes = max label + 1.
+ * On failure *out is NULL and bg_last_error() names the file. */
+bg_status bg_dataset_from_npy(const char *x_path, const char *y_path, bg_dataset **out);
+/* The same from memory (copied): x is f32 (BG_DTYPE_F32) or u8 pixels
+ * (BG_DTYPE_U8) of shape [N, F], [N, H, W] or [N, C, H, W] (ndim 2..4),
+ * labels [N] each >= 0. */
+bg_status bg_dataset_from_arrays(bg_dtype dtype, const void *x, int ndim, const int64_t *shape,
+                                 const int32_t *labels, bg_dataset **out);
 /* Features per example: channels * height * width. */
 int64_t bg_dataset_features(const bg_dataset *ds);
 
