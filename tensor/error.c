@@ -25,6 +25,8 @@ const char *bg_status_str(bg_status status) {
     return names[status];
 }
 
+const char *bg_version(void) { return BG_VERSION_STRING; }
+
 const char *bg_last_error(void) { return last_error; }
 bg_status bg_last_status(void) { return last_status; }
 

@@ -67,6 +67,16 @@ typedef enum bg_status {
     BG_STATUS_COUNT
 } bg_status;
 
+/* The library's version: the one place it is written (CMakeLists.txt reads
+ * these lines for the package version, the shared library's SONAME and
+ * bitgrad.pc). bg_version() gives the version of the library linked, which
+ * may differ from the header a program was compiled with. */
+#define BG_VERSION_MAJOR 0
+#define BG_VERSION_MINOR 5
+#define BG_VERSION_PATCH 0
+#define BG_VERSION_STRING "0.5.0"
+const char *bg_version(void);
+
 /* A static English description of a status code (like sqlite3_errstr). */
 const char *bg_status_str(bg_status status);
 

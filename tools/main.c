@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tensor/tensor.h"
 #include "tools/commands.h"
 
 typedef struct command {
@@ -22,11 +23,16 @@ static const command commands[] = {
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: bitgrad COMMAND [ARGS]   (bitgrad COMMAND --help for its options)\n\ncommands:\n");
+    fprintf(f, "usage: bitgrad COMMAND [ARGS]   (bitgrad COMMAND --help for its options; bitgrad --version)\n\n"
+               "commands:\n");
     for (int i = 0; i < n_commands; i++) fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].usage);
 }
 
 int main(int argc, char **argv) {
+    if (argc == 2 && !strcmp(argv[1], "--version")) {
+        printf("bitgrad %s\n", bg_version());
+        return 0;
+    }
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
