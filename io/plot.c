@@ -1046,10 +1046,23 @@ bg_status bg_plot_sqnr(const bg_trainlog *log, const char *path) {
         }
         clip_reset(c);
         line(c, p.x0, px_y(&p, 0), p.x1, px_y(&p, 0), COL_AXIS, 1, 0);
-        draw_axes(c, &p, side ? "activations (layer inputs)" : "weights", side ? "layer" : NULL, "SQNR (dB)", false);
+        // Names without their common prefix ("blk."); when even those do not
+        // fit the groups, the layers' indices in model order.
+        size_t common = n_layers > 1 ? strlen(names[0]) : 0;
+        for (int l = 1; l < n_layers; l++) {
+            size_t k = 0;
+            while (k < common && names[l][k] == names[0][k]) k++;
+            common = k;
+        }
+        while (common > 0 && names[0][common - 1] != '.') common--;   // whole components
+        bool fits = true;
+        for (int l = 0; l < n_layers && fits; l++) fits = text_width(names[l] + common, TICK_S) <= (int)gw - 4;
+        draw_axes(c, &p, side ? "activations (layer inputs)" : "weights",
+                  side ? (fits ? "layer" : "layer (index in model order)") : NULL, "SQNR (dB)", false);
         for (int l = 0; l < n_layers; l++) {
             char nm[BG_TRAINLOG_NAME_MAX];
-            fit_text(nm, sizeof nm, names[l], (int)gw - 4, TICK_S);
+            if (fits) snprintf(nm, sizeof nm, "%s", names[l] + common);
+            else snprintf(nm, sizeof nm, "%d", l);
             int cx = (int)lround(p.x0 + (l + 0.5) * gw);
             fill_rect(c, cx, p.y1 + 1, cx, p.y1 + 4, COL_AXIS);
             text(c, cx, p.y1 + 8, nm, COL_TEXT, TICK_S, 1);
