@@ -2,7 +2,8 @@
  * the model, make it quantization-aware (BitLinear hidden layers, or
  * --wspec/--aspec on every Linear/Conv2d), train it on Fashion-MNIST with a
  * progressive schedule and optional distillation from a teacher checkpoint,
- * save the result and a training log. */
+ * save the result and a training log. --data x.npy --labels y.npy trains on
+ * the user's own arrays instead (io/dataset.h, bg_dataset_from_npy). */
 #include <string.h>
 
 #include "tools/commands.h"
@@ -12,6 +13,7 @@
 
 typedef struct finetune_opts {
     const char *ckpt, *teacher, *schedule, *wspec, *aspec, *out, *log, *data;
+    const char *labels, *val_data, *val_labels; /* .npy training / validation arrays */
     int epochs, threads;
     float lr, kd_T, kd_alpha;
     uint64_t seed;
@@ -37,7 +39,12 @@ static void finetune_usage(FILE *f) {
             "  --log FILE       training log, JSON lines (default finetune.jsonl; draw it with bitgrad plot)\n"
             "  --threads N      threads; 0 = one per core (default 0)\n"
             "  --seed N         shuffle seed (default 0)\n"
-            "  --data DIR       Fashion-MNIST folder (default $BG_FMNIST_DIR or %s)\n",
+            "  --data DIR       Fashion-MNIST folder (default $BG_FMNIST_DIR or %s)\n"
+            "  --data X.npy --labels Y.npy\n"
+            "                   train on your own arrays instead: X [N,F] or [N,C,H,W] floats or u8\n"
+            "                   pixels (scaled to [0,1]), Y [N] integer labels\n"
+            "  --val-data X.npy --val-labels Y.npy\n"
+            "                   evaluate on these arrays (default: the training arrays)\n",
             BG_FMNIST_DEFAULT_DIR);
 }
 
@@ -69,6 +76,12 @@ static int parse(int argc, char **argv, finetune_opts *o) {
             ok = tool_str_arg(argc, argv, &i, &o->log);
         } else if (!strcmp(a, "--data")) {
             ok = tool_str_arg(argc, argv, &i, &o->data);
+        } else if (!strcmp(a, "--labels")) {
+            ok = tool_str_arg(argc, argv, &i, &o->labels);
+        } else if (!strcmp(a, "--val-data")) {
+            ok = tool_str_arg(argc, argv, &i, &o->val_data);
+        } else if (!strcmp(a, "--val-labels")) {
+            ok = tool_str_arg(argc, argv, &i, &o->val_labels);
         } else if (!strcmp(a, "--kd-T")) {
             ok = tool_float_arg(argc, argv, &i, 0.01, 100, &o->kd_T);
         } else if (!strcmp(a, "--kd-alpha")) {
@@ -96,6 +109,19 @@ static int parse(int argc, char **argv, finetune_opts *o) {
     }
     if (o->aspec && !o->wspec) {
         fprintf(stderr, "bitgrad finetune: --aspec needs --wspec\n");
+        return 2;
+    }
+    size_t dlen = o->data ? strlen(o->data) : 0;
+    if (!o->labels && dlen > 4 && !strcmp(o->data + dlen - 4, ".npy")) {
+        fprintf(stderr, "bitgrad finetune: --data %s needs --labels Y.npy\n", o->data);
+        return 2;
+    }
+    if (o->labels && !o->data) {
+        fprintf(stderr, "bitgrad finetune: --labels needs --data X.npy\n");
+        return 2;
+    }
+    if (!o->val_data != !o->val_labels || (o->val_data && !o->labels)) {
+        fprintf(stderr, "bitgrad finetune: --val-data and --val-labels go together, with --data and --labels\n");
         return 2;
     }
     if (!strcmp(o->schedule, "none")) o->schedule = NULL;
@@ -137,6 +163,30 @@ static bg_status bitnet_hidden(bg_module *model) {
     return BG_OK;
 }
 
+/* The user's .npy arrays as train and test sets (the test set is the
+ * validation arrays, or the training arrays again). */
+static bool npy_data_load(tool_data *d, const finetune_opts *o) {
+    *d = (tool_data){0};
+    const char *vx = o->val_data ? o->val_data : o->data, *vy = o->val_labels ? o->val_labels : o->labels;
+    if (bg_dataset_from_npy(o->data, o->labels, &d->train) != BG_OK || bg_dataset_from_npy(vx, vy, &d->test) != BG_OK ||
+        bg_batcher_new(d->train, &(bg_batcher_opts){.batch_size = 128, .shuffle = true, .seed = o->seed},
+                       &d->train_b) != BG_OK ||
+        bg_batcher_new(d->test, &(bg_batcher_opts){.batch_size = 1000}, &d->test_b) != BG_OK) {
+        tool_data_free(d);
+        return false;
+    }
+    if (bg_dataset_features(d->test) != bg_dataset_features(d->train)) {
+        bg_set_error(BG_ERR_SHAPE, "finetune: %s has %lld features per example but %s has %lld", vx,
+                     (long long)bg_dataset_features(d->test), o->data, (long long)bg_dataset_features(d->train));
+        tool_data_free(d);
+        return false;
+    }
+    printf("bitgrad finetune: %lld training examples of %lld features, %lld classes, from %s; evaluating on %s\n",
+           (long long)d->train->n, (long long)bg_dataset_features(d->train), (long long)d->train->n_classes, o->data,
+           vx);
+    return true;
+}
+
 static int run(const finetune_opts *o) {
     int status = 1;
     tool_data d = {0};
@@ -153,7 +203,9 @@ static int run(const finetune_opts *o) {
         bg_module_freeze(teacher, true);
         bg_module_train(teacher, false);
     }
-    if (!tool_data_load(&d, o->data, 128, 1000, o->seed) || bg_trainlog_open(o->log, &log) != BG_OK) goto fail;
+    if (!(o->labels ? npy_data_load(&d, o) : tool_data_load(&d, o->data, 128, 1000, o->seed)) ||
+        bg_trainlog_open(o->log, &log) != BG_OK)
+        goto fail;
     printf("bitgrad finetune: %s -> %s, %d epochs, schedule %s, teacher %s, %d threads\n", o->ckpt, o->out, o->epochs,
            o->schedule ? o->schedule : "none", o->teacher ? o->teacher : "none", bg_get_num_threads());
     bg_module_print(model, stdout);

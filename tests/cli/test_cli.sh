@@ -158,5 +158,32 @@ check "and says why" grep -q "expected an integer" "$out/usage.log"
 "$bitgrad" nosuchcommand >/dev/null 2>&1
 check "unknown command exits 2" test $? -eq 2
 
+# finetune on the user's own .npy arrays (written by Debian's numpy)
+/usr/bin/python3 - "$out" <<'PY'
+import sys
+import numpy as np
+r = np.random.default_rng(0)
+y = r.integers(0, 10, 300)
+x = (r.random((300, 784)) * 60).astype(np.uint8)
+x[np.arange(300), y * 70] = 255
+np.save(sys.argv[1] + "/x.npy", x)
+np.save(sys.argv[1] + "/y.npy", y)
+np.save(sys.argv[1] + "/vx.npy", x[:100].astype(np.float32) / 255)
+np.save(sys.argv[1] + "/vy.npy", y[:100].astype(np.int32))
+np.save(sys.argv[1] + "/y5.npy", y[:5])
+PY
+"$bitgrad" finetune "$out/demo/teacher.safetensors" --data "$out/x.npy" --labels "$out/y.npy" \
+    --val-data "$out/vx.npy" --val-labels "$out/vy.npy" --epochs 1 --schedule none --threads 2 \
+    --out "$out/ft-npy.safetensors" --log "$out/ft-npy.jsonl" >"$out/ft-npy.log" 2>&1
+check "finetune --data x.npy --labels y.npy exits 0" test $? -eq 0
+check "and says what it trains on" grep -q "300 training examples of 784 features, 10 classes, from $out/x.npy; evaluating on $out/vx.npy" "$out/ft-npy.log"
+check "and saves the checkpoint" test -s "$out/ft-npy.safetensors"
+"$bitgrad" finetune "$out/demo/teacher.safetensors" --data "$out/x.npy" --labels "$out/y5.npy" \
+    --out "$out/ft-bad.safetensors" --log "$out/ft-bad.jsonl" >"$out/ft-bad.log" 2>&1
+check "finetune with fewer labels than examples exits 1" test $? -eq 1
+check "and says why" grep -q "dataset_from_npy: $out/x.npy has 300 examples but $out/y5.npy has 5 labels" "$out/ft-bad.log"
+"$bitgrad" finetune "$out/demo/teacher.safetensors" --data "$out/x.npy" >"$out/ft-nolabels.log" 2>&1
+check "finetune --data x.npy without --labels exits 2" test $? -eq 2
+
 echo "$fails failed"
 test "$fails" -eq 0
