@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/export_internal.h"
 #include "io/io.h"
 #include "kernels/kernels.h"
 #include "qat/qat.h"
@@ -538,6 +539,17 @@ static const char *const LM_PROJECTIONS[] = {"attn_q", "attn_k", "attn_v", "attn
                                              "ffn_gate", "ffn_up", "ffn_down"};
 static const char *const LM_NORMS[] = {"attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm"};
 
+bool bg_export_bitnet_projection(const bg_module *p, char *weights, size_t len) {
+    bg_quant_state *ws = bg_qlayer_weight_state(p), *as = bg_qlayer_input_state(p);
+    const bg_quant_spec *w = ws && bg_quant_state_enabled(ws) ? bg_quant_state_spec(ws) : NULL;
+    const bg_quant_spec *a = as && bg_quant_state_enabled(as) ? bg_quant_state_spec(as) : NULL;
+    snprintf(weights, len, "fp32");
+    if (w) bg_quant_spec_format(w, weights, len);
+    return bg_module_type_of(p) == &bg_bitlinear_type && !bg_bitlinear_norm(p) && w && w->kind == BG_QUANT_TERNARY &&
+           w->granularity == BG_QUANT_PER_TENSOR && a && a->kind == BG_QUANT_INT && a->bits == 8 &&
+           a->granularity == BG_QUANT_PER_TOKEN && a->range == BG_QUANT_RANGE_ABSMAX;
+}
+
 /* A float vector or matrix stored as it is under "<lname>.weight". */
 static bg_status lm_float(exporter *e, const bg_module *m) {
     const bg_tensor *w = m ? bg_module_find_param(m, "weight") : NULL;
@@ -563,24 +575,15 @@ static bg_status lm_projection(exporter *e, const bg_module *p, const char **for
         json_decref(wj);
         return s;
     }
-    bg_quant_state *ws = bg_qlayer_weight_state(p), *as = bg_qlayer_input_state(p);
-    const bg_quant_spec *w = ws && bg_quant_state_enabled(ws) ? bg_quant_state_spec(ws) : NULL;
-    const bg_quant_spec *a = as && bg_quant_state_enabled(as) ? bg_quant_state_spec(as) : NULL;
-    bool bitnet = bg_module_type_of(p) == &bg_bitlinear_type && !bg_bitlinear_norm(p) && w &&
-                  w->kind == BG_QUANT_TERNARY && w->granularity == BG_QUANT_PER_TENSOR && a &&
-                  a->kind == BG_QUANT_INT && a->bits == 8 && a->granularity == BG_QUANT_PER_TOKEN &&
-                  a->range == BG_QUANT_RANGE_ABSMAX;
-    if (!bitnet) {
-        char ws_str[BG_QUANT_SPEC_STR_MAX] = "fp32";
-        if (w) bg_quant_spec_format(w, ws_str, sizeof ws_str);
+    char ws_str[BG_QUANT_SPEC_STR_MAX];
+    if (!bg_export_bitnet_projection(p, ws_str, sizeof ws_str))
         return fail(e, BG_ERR_ARG,
                     "a %s with weights %s: the language-model runtime runs ternary BitLinears (int8 per-token "
                     "activations) or float Linears (finish the schedule at ternary)",
                     bg_module_kind(p), ws_str);
-    }
     const bg_tensor *W = bg_qlayer_weight(p);
     *format = "t2";
-    s = export_weight(e, ws, W, W->shape[0], W->shape[1], &wj);
+    s = export_weight(e, bg_qlayer_weight_state(p), W, W->shape[0], W->shape[1], &wj);
     json_decref(wj);
     return s;
 }

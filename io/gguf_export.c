@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "format/gguf.h"
+#include "io/export_internal.h"
 #include "io/io.h"
 #include "qat/qat.h"
 
@@ -266,16 +267,9 @@ static bg_status put_projection(gexp *e, const bg_module *p) {
         if (!W || W->ndim != 2) return fail(e, BG_ERR_ARG, "has no [out, in] weight");
         return put_float_projection(e, W);
     }
-    bg_quant_state *ws = bg_qlayer_weight_state(p), *as = bg_qlayer_input_state(p);
-    const bg_quant_spec *w = ws && bg_quant_state_enabled(ws) ? bg_quant_state_spec(ws) : NULL;
-    const bg_quant_spec *a = as && bg_quant_state_enabled(as) ? bg_quant_state_spec(as) : NULL;
-    bool bitnet = bg_module_type_of(p) == &bg_bitlinear_type && !bg_bitlinear_norm(p) && w &&
-                  w->kind == BG_QUANT_TERNARY && w->granularity == BG_QUANT_PER_TENSOR && a &&
-                  a->kind == BG_QUANT_INT && a->bits == 8 && a->granularity == BG_QUANT_PER_TOKEN &&
-                  a->range == BG_QUANT_RANGE_ABSMAX;
-    if (!bitnet) {
-        char ws_str[BG_QUANT_SPEC_STR_MAX] = "fp32";
-        if (w) bg_quant_spec_format(w, ws_str, sizeof ws_str);
+    bg_quant_state *ws = bg_qlayer_weight_state(p);
+    char ws_str[BG_QUANT_SPEC_STR_MAX];
+    if (!bg_export_bitnet_projection(p, ws_str, sizeof ws_str)) {
         return fail(e, BG_ERR_ARG,
                     "a %s with weights %s: llama.cpp's bitnet graph runs ternary BitLinears (int8 per-token "
                     "activations) or float Linears (finish the schedule at ternary)",
@@ -291,7 +285,7 @@ static bg_status put_projection(gexp *e, const bg_module *p) {
     bg_tensor *codes = NULL;
     bg_quant_params qp;
     bg_ctx_reset(e->ctx);
-    bg_status s = bg_quantize(e->ctx, w, ws, W, &codes, &qp);
+    bg_status s = bg_quantize(e->ctx, bg_quant_state_spec(ws), ws, W, &codes, &qp);
     bg_quant_state_set_observer(ws, obs);
     if (s != BG_OK) return fail(e, s, "weight quantizer: %s", bg_ctx_error(e->ctx));
     if (qp.channels != 1 || codes->dtype != BG_DTYPE_I8 || !bg_is_contiguous(codes))
