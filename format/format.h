@@ -24,6 +24,7 @@
 #include <stdio.h>
 
 #include "tensor/tensor.h"
+#include "format/npy.h" /* NumPy .npy arrays (format/npy.h) */
 
 #ifdef __cplusplus
 extern "C" {
