@@ -24,6 +24,7 @@ typedef struct options {
     int threads;         /* 0: one per core */
     uint64_t seed;
     const char *data;    /* NULL: $BG_FMNIST_DIR or the Debian package's folder */
+    const char *npy_train, *npy_test;   /* "X.npy,Y.npy": the user's own arrays instead */
     const char *what;    /* one line for --help */
 } options;
 
@@ -38,6 +39,9 @@ static void usage(FILE *f, const char *prog, const options *d) {
             "  --threads N       threads; 0 = one per core (default %d)\n"
             "  --seed N          seed of the initial weights and the shuffle (default %llu)\n"
             "  --data DIR        folder with the *-ubyte.gz files (default $BG_FMNIST_DIR or %s)\n"
+            "  --npy-train X.npy,Y.npy   train on your own arrays (x [N,784] or [N,1,28,28] f32/f64/u8,\n"
+            "                    y [N] integer labels) instead of Fashion-MNIST\n"
+            "  --npy-test X.npy,Y.npy    test on these (default: the training arrays)\n"
             "  --help            this text\n",
             prog, d->what, d->epochs, (long long)d->batch, (double)d->lr, d->optim, d->threads,
             (unsigned long long)d->seed, BG_FMNIST_DEFAULT_DIR);
@@ -98,6 +102,12 @@ static int parse_args(int argc, char **argv, options *o) {
             o->seed = (uint64_t)n;
         } else if (!strcmp(a, "--data")) {
             o->data = v;
+        } else if (!strcmp(a, "--npy-train") || !strcmp(a, "--npy-test")) {
+            if (!strchr(v, ',')) {
+                fprintf(stderr, "%s: expected X.npy,Y.npy, got '%s'\n", a, v);
+                return -1;
+            }
+            *(a[6] == 'r' ? &o->npy_train : &o->npy_test) = v;
         } else {
             fprintf(stderr, "%s: unknown option (try --help)\n", a);
             return -1;
@@ -136,6 +146,14 @@ typedef struct fmnist_example {
     bg_module *(*build)(bg_rng *rng);
 } fmnist_example;
 
+/* A dataset from "X.npy,Y.npy" (bg_dataset_from_npy). */
+static bool npy_pair(const char *pair, bg_dataset **out) {
+    char x[1024];
+    const char *comma = strchr(pair, ',');
+    snprintf(x, sizeof x, "%.*s", (int)(comma - pair), pair);
+    return bg_dataset_from_npy(x, comma + 1, out) == BG_OK;
+}
+
 /* Loads the data, builds the model and optimizer, and prints per epoch the
  * mean training loss, the test accuracy and the seconds taken. Returns the
  * process exit status. */
@@ -149,9 +167,10 @@ static int run_fmnist_example(const fmnist_example *ex, options o) {
     bg_ctx *ctx = NULL;
     bg_batcher_opts train_opts = {.batch_size = o.batch, .shuffle = true, .seed = o.seed, .nchw = ex->nchw};
     bg_batcher_opts test_opts = {.batch_size = ex->eval_batch, .nchw = ex->nchw};
-    if (bg_fmnist_load(o.data, BG_FMNIST_TRAIN, &train) != BG_OK ||
-        bg_fmnist_load(o.data, BG_FMNIST_TEST, &test) != BG_OK ||
-        bg_batcher_new(train, &train_opts, &train_b) != BG_OK ||
+    bool loaded = o.npy_train ? npy_pair(o.npy_train, &train) && npy_pair(o.npy_test ? o.npy_test : o.npy_train, &test)
+                              : bg_fmnist_load(o.data, BG_FMNIST_TRAIN, &train) == BG_OK &&
+                                    bg_fmnist_load(o.data, BG_FMNIST_TEST, &test) == BG_OK;
+    if (!loaded || bg_batcher_new(train, &train_opts, &train_b) != BG_OK ||
         bg_batcher_new(test, &test_opts, &test_b) != BG_OK) {
         fprintf(stderr, "%s\n", bg_last_error());
         goto done;
