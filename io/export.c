@@ -35,8 +35,7 @@ typedef struct leaf {
 
 typedef struct exporter {
     bg_safetensors_writer *w;
-    void **bufs;
-    int n_bufs, cap_bufs;
+    bg_export_bufs bufs;
     bg_ctx *ctx;
     json_t *layers;
     leaf leaves[MAX_LAYERS];
@@ -54,18 +53,26 @@ static bg_status fail(exporter *e, bg_status s, const char *fmt, ...) {
     return bg_set_error(s, OP ": layer %s: %s", e->lname ? e->lname : "?", msg);
 }
 
-static void *own(exporter *e, size_t n) {
-    if (e->n_bufs == e->cap_bufs) {
-        int cap = e->cap_bufs ? 2 * e->cap_bufs : 32;
-        void **b = realloc(e->bufs, sizeof *b * (size_t)cap);
-        if (!b) return NULL;
-        e->bufs = b;
-        e->cap_bufs = cap;
+void *bg_export_own(bg_export_bufs *b, size_t n) {
+    if (b->n == b->cap) {
+        int cap = b->cap ? 2 * b->cap : 32;
+        void **q = realloc(b->p, sizeof *q * (size_t)cap);
+        if (!q) return NULL;
+        b->p = q;
+        b->cap = cap;
     }
     void *p = calloc(1, n ? n : 1);
-    if (p) e->bufs[e->n_bufs++] = p;
+    if (p) b->p[b->n++] = p;
     return p;
 }
+
+void bg_export_bufs_free(bg_export_bufs *b) {
+    for (int i = 0; i < b->n; i++) free(b->p[i]);
+    free(b->p);
+    *b = (bg_export_bufs){0};
+}
+
+static void *own(exporter *e, size_t n) { return bg_export_own(&e->bufs, n); }
 
 /* Queues data (owned by e or by the model, alive until the save) as a tensor
  * "<layer>.<suffix>". */
@@ -658,8 +665,7 @@ static bg_status save_lm(exporter *e, const bg_module *model, const char *path) 
 
 static void exporter_free(exporter *e) {
     bg_safetensors_writer_free(e->w);
-    for (int i = 0; i < e->n_bufs; i++) free(e->bufs[i]);
-    free(e->bufs);
+    bg_export_bufs_free(&e->bufs);
     bg_ctx_free(e->ctx);
     json_decref(e->layers);
 }

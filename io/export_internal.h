@@ -9,6 +9,16 @@
 
 #include "layers/layers.h"
 
+/* Buffers an export owns until its file is saved (packed codes, scales,
+ * converted tensors): bg_export_own gives zeroed memory recorded in the
+ * list, bg_export_bufs_free frees them all. */
+typedef struct bg_export_bufs {
+    void **p;
+    int n, cap;
+} bg_export_bufs;
+void *bg_export_own(bg_export_bufs *b, size_t n);
+void bg_export_bufs_free(bg_export_bufs *b);
+
 /* True when the projection p is what both runtimes run as ternary: a
  * BitLinear without a norm of its own, ternary weights with one scale, int8
  * per-token absmax activations. weights gets its weight spec ("ternary",

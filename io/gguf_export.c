@@ -39,8 +39,7 @@ enum { TYPE_NORMAL = 1, TYPE_UNKNOWN = 2, TYPE_CONTROL = 3, TYPE_BYTE = 6 };
 
 typedef struct gexp {
     bg_gguf_writer *w;
-    void **bufs;
-    int n_bufs, cap_bufs;
+    bg_export_bufs bufs;
     bg_ctx *ctx;
     bg_gguf_type type;
     const char *tname;   /* the tensor being encoded, for messages ("blk.0.attn_q") */
@@ -57,18 +56,7 @@ static bg_status fail(gexp *e, bg_status s, const char *fmt, ...) {
     return bg_set_error(s, OP ": %s: %s", e->tname ? e->tname : "?", msg);
 }
 
-static void *own(gexp *e, size_t n) {
-    if (e->n_bufs == e->cap_bufs) {
-        int cap = e->cap_bufs ? 2 * e->cap_bufs : 64;
-        void **b = realloc(e->bufs, sizeof *b * (size_t)cap);
-        if (!b) return NULL;
-        e->bufs = b;
-        e->cap_bufs = cap;
-    }
-    void *p = calloc(1, n ? n : 1);
-    if (p) e->bufs[e->n_bufs++] = p;
-    return p;
-}
+static void *own(gexp *e, size_t n) { return bg_export_own(&e->bufs, n); }
 
 static bg_status nomem(void) { return bg_set_error(BG_ERR_NOMEM, OP ": out of memory"); }
 
@@ -349,7 +337,6 @@ bg_status bg_export_gguf(const bg_module *lm, const char *path, bg_gguf_type typ
     bg_status s = export_gguf(&e, lm, path);
     bg_gguf_writer_free(e.w);
     bg_ctx_free(e.ctx);
-    for (int i = 0; i < e.n_bufs; i++) free(e.bufs[i]);
-    free(e.bufs);
+    bg_export_bufs_free(&e.bufs);
     return s;
 }
