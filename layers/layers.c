@@ -116,7 +116,8 @@ bg_module *bg_linear_new(int64_t in_features, int64_t out_features, bool bias, b
     if (!m) return NULL;
     linear_state *s = bg_module_state(m);
     s->weight = bg_module_add_param(m, "weight", BG_SHAPE(out_features, in_features));
-    if (bias) s->bias = bg_module_add_param(m, "bias", BG_SHAPE(out_features));
+    // Nothing more once the weight is refused (a huge bias would be allocated for nothing).
+    if (bias && s->weight) s->bias = bg_module_add_param(m, "bias", BG_SHAPE(out_features));
     if (!s->weight || (bias && !s->bias)) {
         bg_module_free(m);
         return NULL;
@@ -240,7 +241,7 @@ bg_module *bg_conv2d_new(int64_t in_channels, int64_t out_channels, int64_t kern
     if (!m) return NULL;
     conv2d_state *s = bg_module_state(m);
     s->weight = bg_module_add_param(m, "weight", BG_SHAPE(out_channels, in_channels / o.groups, kernel_h, kernel_w));
-    if (bias) s->bias = bg_module_add_param(m, "bias", BG_SHAPE(out_channels));
+    if (bias && s->weight) s->bias = bg_module_add_param(m, "bias", BG_SHAPE(out_channels));
     if (!s->weight || (bias && !s->bias)) {
         bg_module_free(m);
         return NULL;

@@ -105,8 +105,11 @@ static void test_constructor_errors(void) {
     CHECK_STR(bg_last_error(), "Linear: rng is NULL");
     // Issue 10 case 3: a weight of more than BG_MAX_NUMEL elements is refused
     // before anything is allocated or initialised.
+    uint64_t allocs = bg_alloc_count();
     CHECK(bg_linear_new((int64_t)1 << 31, (int64_t)1 << 31, true, &rng) == NULL);
     CHECK_STR(bg_last_error(), "module_add_param: shape [2147483648,2147483648] has more than 2^48 elements");
+    // not even the bias (2^31 floats and their gradient: 16 GB once allocated)
+    CHECK_MSG(bg_alloc_count() == allocs, "%llu buffers allocated", (unsigned long long)(bg_alloc_count() - allocs));
     bg_conv2d_opts o = BG_CONV2D_DEFAULTS;
     o.groups = 2;
     CHECK(bg_conv2d_new(3, 4, 3, 3, &o, true, &rng) == NULL);
