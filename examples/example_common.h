@@ -107,7 +107,7 @@ static int parse_args(int argc, char **argv, options *o) {
                 fprintf(stderr, "%s: expected X.npy,Y.npy, got '%s'\n", a, v);
                 return -1;
             }
-            *(a[6] == 'r' ? &o->npy_train : &o->npy_test) = v;
+            *(!strcmp(a, "--npy-train") ? &o->npy_train : &o->npy_test) = v;
         } else {
             fprintf(stderr, "%s: unknown option (try --help)\n", a);
             return -1;
