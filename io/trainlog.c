@@ -226,7 +226,7 @@ bg_status bg_trainlog_qat_metrics(bg_trainlog_writer *w, int64_t step, const bg_
     if (n > 0 && !m) return bg_set_error(BG_ERR_ARG, "trainlog: %s: metrics array is NULL", w->path);
     for (int i = 0; i < n; i++) {
         char name[BG_TRAINLOG_NAME_MAX];
-        snprintf(name, sizeof name, "%s", m[i].name);   // truncates very deep paths
+        snprintf(name, sizeof name, "%.*s", (int)sizeof name - 1, m[i].name);   // truncates very deep paths
         bg_status s = bg_trainlog_metrics(w, step, name, m[i].has_weight ? m[i].weight.sqnr_db : NAN,
                                           m[i].has_input ? m[i].input.sqnr_db : NAN,
                                           m[i].ternary ? m[i].zero_frac : NAN, m[i].ternary ? m[i].flip_frac : NAN);
