@@ -384,6 +384,12 @@ static bg_lm_config big_cfg(void) {
     return (bg_lm_config){.vocab = 256, .d_model = 256, .n_layers = 2, .n_heads = 4, .d_ff = 512, .ctx = 128};
 }
 
+/* Windows at random places of TEXT (the rng in user). */
+static int random_start(int s, int b, void *user) {
+    (void)s, (void)b;
+    return (int)(bg_rng_uniform(user) * TEXT_LEN);
+}
+
 /* A model in eval mode, after steps AdamW steps on TEXT (0: as initialised). */
 static bg_module *make_model(bg_lm_config cfg, bool bitnet, int steps) {
     bg_rng rng;
@@ -391,27 +397,7 @@ static bg_module *make_model(bg_lm_config cfg, bool bitnet, int steps) {
     bg_module *m = bg_lm_new(&cfg, &rng);
     if (!CHECK_MSG(m != NULL, "%s", bg_last_error())) return NULL;
     if (bitnet) CHECK(bg_bitnet_model(m) == BG_OK);
-    bg_model_set_quant_mode(m, BG_QUANT_MODE_TRAIN);
-    bg_optim *opt = steps ? bg_adamw_new(m, &(bg_adam_opts){.lr = 5e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f}) : NULL;
-    bg_ctx *ctx = bg_ctx_new(0);
-    enum { B = 2, T = 64 };
-    static int32_t ids[B * (T + 1)];
-    for (int s = 0; s < steps && opt && ctx; s++) {
-        for (int b = 0; b < B; b++) {
-            int start = (int)(bg_rng_uniform(&rng) * TEXT_LEN);
-            for (int i = 0; i <= T; i++) ids[b * (T + 1) + i] = (unsigned char)TEXT[(start + i) % TEXT_LEN];
-        }
-        bg_tensor *all = bg_from_data(ctx, BG_DTYPE_I32, BG_SHAPE(B, T + 1), ids);
-        bg_tensor *x = bg_contiguous(ctx, bg_slice(ctx, all, 1, 0, T)), *y = bg_contiguous(ctx, bg_slice(ctx, all, 1, 1, T + 1));
-        bg_tensor *loss = bg_cross_entropy_flat(ctx, bg_module_forward(ctx, m, x), y);
-        CHECK_MSG(loss && bg_backward(ctx, loss) == BG_OK && bg_optim_step(opt) == BG_OK, "%s", bg_ctx_error(ctx));
-        bg_optim_zero_grad(opt);
-        bg_ctx_reset(ctx);
-    }
-    bg_ctx_free(ctx);
-    bg_optim_free(opt);
-    bg_model_set_quant_mode(m, BG_QUANT_MODE_EVAL);
-    bg_module_train(m, false);
+    TRAIN_LM(m, TEXT, TEXT_LEN, 2, 64, steps, 5e-3f, random_start, &rng);
     return m;
 }
 

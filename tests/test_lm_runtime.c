@@ -21,6 +21,12 @@ static const char *path_in(const char *name) {
     return p[k];
 }
 
+/* Windows that move by 7 bytes a step. */
+static int sliding(int s, int b, void *user) {
+    (void)user;
+    return 7 * s + 33 * b;
+}
+
 /* A model in eval mode whose weights are not their initialisation: a few
  * AdamW steps on a repeating text (so the logits have structure). */
 static bg_module *trained_model(bool bitnet) {
@@ -29,24 +35,8 @@ static bg_module *trained_model(bool bitnet) {
     bg_module *m = bg_lm_new(&CFG, &rng);
     if (!CHECK(m != NULL)) return NULL;
     if (bitnet) CHECK(bg_bitnet_model(m) == BG_OK);
-    bg_model_set_quant_mode(m, BG_QUANT_MODE_TRAIN);
-    bg_optim *opt = bg_adamw_new(m, &(bg_adam_opts){.lr = 3e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f});
-    bg_ctx *ctx = bg_ctx_new(0);
-    const char *txt = "the quick brown fox jumps over the lazy dog; ";
-    int32_t ids[2 * 33];
-    for (int s = 0; s < 15 && opt && ctx; s++) {
-        for (int i = 0; i < 2 * 33; i++) ids[i] = (unsigned char)txt[(i + 7 * s) % 45];
-        bg_tensor *all = bg_from_data(ctx, BG_DTYPE_I32, BG_SHAPE(2, 33), ids);
-        bg_tensor *x = bg_contiguous(ctx, bg_slice(ctx, all, 1, 0, 32)), *y = bg_contiguous(ctx, bg_slice(ctx, all, 1, 1, 33));
-        bg_tensor *loss = bg_cross_entropy_flat(ctx, bg_module_forward(ctx, m, x), y);
-        CHECK_MSG(loss && bg_backward(ctx, loss) == BG_OK && bg_optim_step(opt) == BG_OK, "%s", bg_ctx_error(ctx));
-        bg_optim_zero_grad(opt);
-        bg_ctx_reset(ctx);
-    }
-    bg_ctx_free(ctx);
-    bg_optim_free(opt);
-    bg_model_set_quant_mode(m, BG_QUANT_MODE_EVAL);
-    bg_module_train(m, false);
+    static const char txt[] = "the quick brown fox jumps over the lazy dog; ";
+    TRAIN_LM(m, txt, 45, 2, 32, 15, 3e-3f, sliding, NULL);
     return m;
 }
 

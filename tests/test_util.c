@@ -122,3 +122,31 @@ struct bg_safetensors *bg_test_open_reference(const char *file, const char *gene
     }
     return st;
 }
+
+bool bg_test_train_lm(bg_module *m, const char *text, int len, int B, int T, int steps, float lr,
+                      int (*start)(int s, int b, void *user), void *user, const char *file, int line) {
+    bg_model_set_quant_mode(m, BG_QUANT_MODE_TRAIN);
+    bg_optim *opt = steps ? bg_adamw_new(m, &(bg_adam_opts){.lr = lr, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f}) : NULL;
+    bg_ctx *ctx = bg_ctx_new(0);
+    int32_t *ids = malloc(sizeof *ids * (size_t)(B * (T + 1)));
+    bool ok = ctx && ids && (opt || !steps);
+    for (int s = 0; ok && s < steps; s++) {
+        for (int b = 0; b < B; b++) {
+            int o = start(s, b, user);
+            for (int i = 0; i <= T; i++) ids[b * (T + 1) + i] = (unsigned char)text[(o + i) % len];
+        }
+        bg_tensor *all = bg_from_data(ctx, BG_DTYPE_I32, BG_SHAPE(B, T + 1), ids);
+        bg_tensor *x = bg_contiguous(ctx, bg_slice(ctx, all, 1, 0, T)), *y = bg_contiguous(ctx, bg_slice(ctx, all, 1, 1, T + 1));
+        bg_tensor *loss = bg_cross_entropy_flat(ctx, bg_module_forward(ctx, m, x), y);
+        ok = loss && bg_backward(ctx, loss) == BG_OK && bg_optim_step(opt) == BG_OK;
+        if (!ok) bg_test_check(false, file, line, "train_lm: step %d: %s", s, bg_ctx_error(ctx));
+        bg_optim_zero_grad(opt);
+        bg_ctx_reset(ctx);
+    }
+    free(ids);
+    bg_ctx_free(ctx);
+    bg_optim_free(opt);
+    bg_model_set_quant_mode(m, BG_QUANT_MODE_EVAL);
+    bg_module_train(m, false);
+    return bg_test_check(ok, file, line, "train_lm: %d steps", steps);
+}

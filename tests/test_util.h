@@ -37,6 +37,16 @@ bool bg_test_same_training(const bg_module *a, const bg_module *b, const bg_opti
                            const char *file, int line);
 #define CHECK_SAME_TRAINING(a, b, oa, ob) bg_test_same_training((a), (b), (oa), (ob), __FILE__, __LINE__)
 
+/* Gives a language model trained structure for the runtime and export
+ * tests: `steps` AdamW steps (lr, betas 0.9/0.95) on B windows of T+1 bytes
+ * of text[len] (window b of step s starts at start(s, b, user), wrapping
+ * around the text), then eval quant mode and no training. One check; false
+ * when a step failed. */
+bool bg_test_train_lm(bg_module *m, const char *text, int len, int B, int T, int steps, float lr,
+                      int (*start)(int s, int b, void *user), void *user, const char *file, int line);
+#define TRAIN_LM(m, text, len, B, T, steps, lr, start, user) \
+    bg_test_train_lm((m), (text), (len), (B), (T), (steps), (lr), (start), (user), __FILE__, __LINE__)
+
 /* The source tree (for tests/reference files): $BG_SOURCE_DIR or ".". */
 const char *bg_test_source_dir(void);
 
