@@ -114,31 +114,13 @@ static bg_status ferr(const loader *ld, const char *fmt, ...) {
 
 static bg_status nomem(const loader *ld) { return bg_set_error(BG_ERR_NOMEM, OP ": %s: out of memory", ld->path); }
 
-/* The tensor called name, marked as read (every tensor of an export must be
- * read by its layer: one the layer list does not account for is refused). */
-static bool find_tensor(const loader *ld, const char *name, bg_tensor *v) {
-    for (int i = 0; i < ld->n_tensors; i++)
-        if (!strcmp(bg_safetensors_name(ld->st, i), name)) {
-            ld->used[i] = true;
-            return bg_safetensors_get(ld->st, name, v) == BG_OK;
-        }
-    return false;
-}
-
-/* Tensor "<layer>.<suffix>" with exactly this dtype and shape. */
+/* Tensor "<layer>.<suffix>" with exactly this dtype and shape, marked as read. */
 static bg_status tensor_of(const loader *ld, const char *suffix, bg_dtype dt, int ndim, const int64_t *shape,
                            bg_tensor *v) {
-    char name[LAYER_NAME_MAX + 32];
+    char name[LAYER_NAME_MAX + 32], why[2 * LAYER_NAME_MAX + 256];
     snprintf(name, sizeof name, "%s.%s", ld->lname, suffix);
-    if (!find_tensor(ld, name, v)) return ferr(ld, "tensor %s is missing", name);
-    bool ok = v->dtype == dt && v->ndim == ndim;
-    for (int i = 0; ok && i < ndim; i++) ok = v->shape[i] == shape[i];
-    if (!ok) {
-        char a[64], b[64];
-        return ferr(ld, "%s is %s %s, want %s %s", name, bg_dtype_name(v->dtype), bg_infer_shape_text(v->ndim, v->shape, a, sizeof a),
-                    bg_dtype_name(dt), bg_infer_shape_text(ndim, shape, b, sizeof b));
-    }
-    return BG_OK;
+    if (!bg_infer_find_tensor(ld->st, ld->used, name, v)) return ferr(ld, "tensor %s is missing", name);
+    return bg_infer_tensor_fits(v, name, dt, ndim, shape, why, sizeof why) ? BG_OK : ferr(ld, "%s", why);
 }
 
 static bool get_int(json_t *o, const char *key, int64_t lo, int64_t hi, int64_t *out) {

@@ -27,6 +27,33 @@ static inline const char *bg_infer_shape_text(int ndim, const int64_t *s, char *
     return buf;
 }
 
+/* The tensor called name of st, its index marked in used[] (every tensor of
+ * an export must be read: one nothing accounts for is refused); false when
+ * there is none. */
+static inline bool bg_infer_find_tensor(const bg_safetensors *st, bool *used, const char *name, bg_tensor *v) {
+    for (int i = 0, n = bg_safetensors_count(st); i < n; i++)
+        if (!strcmp(bg_safetensors_name(st, i), name)) {
+            used[i] = true;
+            return bg_safetensors_get(st, name, v) == BG_OK;
+        }
+    return false;
+}
+
+/* True when v is dt with exactly this shape; else why gets "NAME is u8
+ * [32,32], want u8 [64,32]". */
+static inline bool bg_infer_tensor_fits(const bg_tensor *v, const char *name, bg_dtype dt, int ndim,
+                                        const int64_t *shape, char *why, size_t len) {
+    bool ok = v->dtype == dt && v->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = v->shape[i] == shape[i];
+    if (!ok) {
+        char a[64], b[64];
+        snprintf(why, len, "%s is %s %s, want %s %s", name, bg_dtype_name(v->dtype),
+                 bg_infer_shape_text(v->ndim, v->shape, a, sizeof a), bg_dtype_name(dt),
+                 bg_infer_shape_text(ndim, shape, b, sizeof b));
+    }
+    return ok;
+}
+
 /* Why st is not a bitgrad export this runtime reads ("format" and
  * "version" of its metadata), written into why; false when it is one. */
 static inline bool bg_infer_bad_header(const bg_safetensors *st, char *why, size_t len) {

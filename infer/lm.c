@@ -80,19 +80,9 @@ static bg_status ferr(const loader *ld, const char *fmt, ...) {
 /* Tensor name with exactly this dtype and shape, marked as read. */
 static bg_status tensor_of(const loader *ld, const char *name, bg_dtype dt, int ndim, const int64_t *shape,
                            bg_tensor *v) {
-    int at = -1;
-    for (int i = 0; i < ld->n_tensors && at < 0; i++)
-        if (!strcmp(bg_safetensors_name(ld->st, i), name)) at = i;
-    if (at < 0 || bg_safetensors_get(ld->st, name, v) != BG_OK) return ferr(ld, "missing tensor %s", name);
-    ld->used[at] = true;
-    bool ok = v->dtype == dt && v->ndim == ndim;
-    for (int i = 0; ok && i < ndim; i++) ok = v->shape[i] == shape[i];
-    if (!ok) {
-        char a[64], b[64];
-        return ferr(ld, "%s is %s %s, want %s %s", name, bg_dtype_name(v->dtype),
-                    bg_infer_shape_text(v->ndim, v->shape, a, sizeof a), bg_dtype_name(dt), bg_infer_shape_text(ndim, shape, b, sizeof b));
-    }
-    return BG_OK;
+    char why[512];
+    if (!bg_infer_find_tensor(ld->st, ld->used, name, v)) return ferr(ld, "missing tensor %s", name);
+    return bg_infer_tensor_fits(v, name, dt, ndim, shape, why, sizeof why) ? BG_OK : ferr(ld, "%s", why);
 }
 
 /* A float tensor copied into owned memory: finite, |v| <= BG_EXPORT_VALUE_MAX. */
