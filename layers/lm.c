@@ -174,7 +174,6 @@ const bg_module_type bg_transformer_block_type = {
 static bg_module *block_new(const bg_lm_config *c, bg_rng *rng) {
     bg_module *m = block_shell(c->n_heads, c->rope_theta);
     if (!m) return NULL;
-    if (!m) return NULL;
     const int64_t d = c->d_model, f = c->d_ff;
     struct {
         const char *name;
@@ -201,17 +200,21 @@ static bg_module *block_new(const bg_lm_config *c, bg_rng *rng) {
     return m;
 }
 
-bg_module *bg_transformer_block_new(const bg_lm_config *config, bg_rng *rng) {
+/* The constructors' common start: an rng, and config with its defaults
+ * filled in and checked into *c; false with the error set otherwise. */
+static bool constructor_config(const char *who, const bg_lm_config *config, const bg_rng *rng, bg_lm_config *c) {
     if (!rng) {
-        bg_set_error(BG_ERR_ARG, "transformer_block_new: rng is NULL");
-        return NULL;
+        bg_set_error(BG_ERR_ARG, "%s: rng is NULL", who);
+        return false;
     }
-    if (!config) {
-        bg_lm_config_check(NULL);   // sets the error
-        return NULL;
-    }
-    bg_lm_config c = with_defaults(config);
-    return bg_lm_config_check(&c) == BG_OK ? block_new(&c, rng) : NULL;
+    if (!config) return bg_lm_config_check(NULL) == BG_OK;   // sets the error
+    *c = with_defaults(config);
+    return bg_lm_config_check(c) == BG_OK;
+}
+
+bg_module *bg_transformer_block_new(const bg_lm_config *config, bg_rng *rng) {
+    bg_lm_config c;
+    return constructor_config("transformer_block_new", config, rng, &c) ? block_new(&c, rng) : NULL;
 }
 
 // ---------------------------------------------------------------------------
@@ -322,16 +325,8 @@ const bg_module_type bg_transformer_lm_type = {
 };
 
 bg_module *bg_lm_new(const bg_lm_config *config, bg_rng *rng) {
-    if (!rng) {
-        bg_set_error(BG_ERR_ARG, "lm_new: rng is NULL");
-        return NULL;
-    }
-    if (!config) {
-        bg_lm_config_check(NULL);   // sets the error
-        return NULL;
-    }
-    bg_lm_config c = with_defaults(config);
-    if (bg_lm_config_check(&c) != BG_OK) return NULL;
+    bg_lm_config c;
+    if (!constructor_config("lm_new", config, rng, &c)) return NULL;
     bg_module *m = lm_shell(&c);
     bg_module **blocks = calloc((size_t)c.n_layers, sizeof *blocks);
     bg_module *embd = bg_embedding_new(c.vocab, c.d_model, rng);
