@@ -196,7 +196,36 @@ static void test_tape_reuse_and_stale_tensors(void) {
     bg_tensor_free(w);
 }
 
+/* bg_recompute's refusals: a block that changes the shape or returns no
+ * f32, and a missing forward, each with its sentence. */
+static bg_tensor *widen(bg_ctx *ctx, void *user, bg_tensor *x) {
+    (void)user;
+    return bg_concat(ctx, (bg_tensor *[]){x, x}, 2, 1);
+}
+static bg_tensor *to_codes(bg_ctx *ctx, void *user, bg_tensor *x) {
+    (void)user;
+    return bg_empty(ctx, BG_DTYPE_I32, x->ndim, x->shape);
+}
+
+static void test_recompute_errors(void) {
+    bg_ctx *ctx = bg_ctx_new(0);
+    bg_tensor *x = bg_full(ctx, 2, (int64_t[]){2, 3}, 0.5f);
+    bg_set_requires_grad(x, true);
+    CHECK(bg_recompute(ctx, &(bg_recompute_fn){.forward = widen}, x) == NULL);
+    CHECK_STR(bg_ctx_error(ctx), "recompute: the block must keep the shape of its input: x is [2,3], f(x) is [2,6]");
+    bg_ctx_reset(ctx);
+    x = bg_full(ctx, 2, (int64_t[]){2, 3}, 0.5f);
+    bg_set_requires_grad(x, true);
+    CHECK(bg_recompute(ctx, &(bg_recompute_fn){.forward = to_codes}, x) == NULL);
+    CHECK_STR(bg_ctx_error(ctx), "recompute: the block must return f32, not i32");
+    bg_ctx_reset(ctx);
+    CHECK(bg_recompute(ctx, &(bg_recompute_fn){0}, bg_full(ctx, 1, (int64_t[]){1}, 1.0f)) == NULL);
+    CHECK_STR(bg_ctx_error(ctx), "recompute: no forward function");
+    bg_ctx_free(ctx);
+}
+
 int main(void) {
+    test_recompute_errors();
     test_no_grad_records_nothing();
     test_micro_batch_accumulation();
     test_fan_out_and_dead_branches();
