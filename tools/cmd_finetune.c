@@ -168,10 +168,7 @@ static bg_status bitnet_hidden(bg_module *model) {
 static bool npy_data_load(tool_data *d, const finetune_opts *o) {
     *d = (tool_data){0};
     const char *vx = o->val_data ? o->val_data : o->data, *vy = o->val_labels ? o->val_labels : o->labels;
-    if (bg_dataset_from_npy(o->data, o->labels, &d->train) != BG_OK || bg_dataset_from_npy(vx, vy, &d->test) != BG_OK ||
-        bg_batcher_new(d->train, &(bg_batcher_opts){.batch_size = 128, .shuffle = true, .seed = o->seed},
-                       &d->train_b) != BG_OK ||
-        bg_batcher_new(d->test, &(bg_batcher_opts){.batch_size = 1000}, &d->test_b) != BG_OK) {
+    if (bg_dataset_from_npy(o->data, o->labels, &d->train) != BG_OK || bg_dataset_from_npy(vx, vy, &d->test) != BG_OK) {
         tool_data_free(d);
         return false;
     }
@@ -181,6 +178,7 @@ static bool npy_data_load(tool_data *d, const finetune_opts *o) {
         tool_data_free(d);
         return false;
     }
+    if (!tool_data_batchers(d, 128, 1000, o->seed)) return false;
     printf("bitgrad finetune: %lld training examples of %lld features, %lld classes, from %s; evaluating on %s\n",
            (long long)d->train->n, (long long)bg_dataset_features(d->train), (long long)d->train->n_classes, o->data,
            vx);

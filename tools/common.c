@@ -8,18 +8,23 @@
 
 #include "tools/tools.h"
 
-bool tool_data_load(tool_data *d, const char *dir, int64_t batch, int64_t eval_batch, uint64_t seed) {
-    *d = (tool_data){0};
+bool tool_data_batchers(tool_data *d, int64_t batch, int64_t eval_batch, uint64_t seed) {
     bg_batcher_opts train_opts = {.batch_size = batch, .shuffle = true, .seed = seed};
     bg_batcher_opts test_opts = {.batch_size = eval_batch};
-    if (bg_fmnist_load(dir, BG_FMNIST_TRAIN, &d->train) != BG_OK ||
-        bg_fmnist_load(dir, BG_FMNIST_TEST, &d->test) != BG_OK ||
-        bg_batcher_new(d->train, &train_opts, &d->train_b) != BG_OK ||
-        bg_batcher_new(d->test, &test_opts, &d->test_b) != BG_OK) {
+    if (d->train && d->test && bg_batcher_new(d->train, &train_opts, &d->train_b) == BG_OK &&
+        bg_batcher_new(d->test, &test_opts, &d->test_b) == BG_OK)
+        return true;
+    tool_data_free(d);
+    return false;
+}
+
+bool tool_data_load(tool_data *d, const char *dir, int64_t batch, int64_t eval_batch, uint64_t seed) {
+    *d = (tool_data){0};
+    if (bg_fmnist_load(dir, BG_FMNIST_TRAIN, &d->train) != BG_OK || bg_fmnist_load(dir, BG_FMNIST_TEST, &d->test) != BG_OK) {
         tool_data_free(d);
         return false;
     }
-    return true;
+    return tool_data_batchers(d, batch, eval_batch, seed);
 }
 
 void tool_data_free(tool_data *d) {

@@ -17,6 +17,9 @@ typedef struct tool_data {
     bg_batcher *train_b, *test_b;
 } tool_data;
 
+/* Batchers over d->train (shuffled by seed) and d->test; on failure d is
+ * freed. */
+bool tool_data_batchers(tool_data *d, int64_t batch, int64_t eval_batch, uint64_t seed);
 /* Loads both Fashion-MNIST splits from dir (NULL: the default folder) with a
  * shuffled, seeded train batcher of batch images and a test batcher of
  * eval_batch. Returns false with bg_last_error() set. */
