@@ -43,6 +43,7 @@ static bg_status train_loop(bg_ctx *ctx, bg_module *model, bg_optim *opt, const 
     bg_tensor *x, *y;
     for (int64_t done = 0; (max_steps < 0 || done < max_steps) && src->next(src->src, ctx, &x, &y); done++) {
         int64_t step = bg_optim_step_count(opt);
+        bg_adapt_threads();
         if (o.before_step) {
             bg_status st = o.before_step(step, o.user);
             if (st != BG_OK) return fail_at_step(ctx, what, step, st);

@@ -1,8 +1,6 @@
 /* dispatch.c — picks the kernel table once (call_once) from the CPU's
- * features, capped by BG_ISA=ref|avx2|avx512, and sets the thread count of
- * our OpenMP kernels, OpenBLAS and oneDNN together. Calls the ISA tables of
- * eltwise*.c and blas.c; nothing above kernels/. */
-#include <omp.h>
+ * features, capped by BG_ISA=ref|avx2|avx512. Calls the ISA tables of
+ * eltwise*.c; nothing above kernels/. */
 #include <stdlib.h>
 #include <string.h>
 #include <threads.h>
@@ -92,16 +90,3 @@ const bg_kernels *bg_kernels_for(bg_isa isa) {
     call_once(&tables_once, tables_init);
     return &tables[isa];
 }
-
-// ---------------------------------------------------------------------------
-// threads
-
-/* One pool: our kernels and oneDNN (built on OpenMP) share the OpenMP team;
- * OpenBLAS is told the same count. */
-void bg_set_num_threads(int n) {
-    if (n <= 0) n = omp_get_num_procs();
-    omp_set_num_threads(n);
-    bg_openblas_set_num_threads(n);
-}
-
-int bg_get_num_threads(void) { return omp_get_max_threads(); }

@@ -116,9 +116,40 @@ const bg_kernels *bg_kernels_for(bg_isa isa);
 // threads
 
 /* Sets the thread count of our OpenMP kernels, OpenBLAS and oneDNN together.
- * n <= 0 means the number of cores. */
+ * n > 0 pins n threads. n <= 0 is auto: one per core while the machine is
+ * quiet, fewer while other processes keep cores busy (bg_adapt_threads), so
+ * that no thread of ours waits at a barrier for one that has no core.
+ * Without a call the count is auto, unless OMP_NUM_THREADS pins it.
+ * Results do not depend on the count for our kernels and OpenBLAS; oneDNN's
+ * convolution gradients differ in the last bits between counts, so pin the
+ * count when a convolutional run must repeat bit for bit on a loaded machine. */
 void bg_set_num_threads(int n);
+/* The count the next kernel uses. */
 int bg_get_num_threads(void);
+/* Whether the count is auto (adapts to the machine's load). */
+bool bg_threads_auto(void);
+/* How often auto mode has changed the count since the last bg_set_num_threads. */
+int bg_threads_changes(void);
+/* A step boundary: the training loop calls it once per step. In auto mode it
+ * samples the machine's load (at most every 5 ms; ~20 us of /proc reads) and
+ * drops a thread while other processes' runnable tasks leave fewer cores
+ * free than we use, adding it back when they go. Otherwise a no-op. Call it
+ * from the thread that runs the kernels. */
+void bg_adapt_threads(void);
+
+/* Auto mode's decision, apart from /proc so that tests can drive it: a moving
+ * average of other processes' runnable tasks, with hysteresis and a settling
+ * time after each change. */
+typedef struct bg_thread_policy {
+    int cores, max;   /* cores we may use; the most threads to run */
+    int threads;      /* the count now */
+    double others;    /* moving average of other processes' runnable tasks */
+    int settle;       /* samples to wait before the next change */
+    int samples, changes;
+} bg_thread_policy;
+void bg_thread_policy_init(bg_thread_policy *p, int cores, int max);
+/* Feeds one sample (other processes' runnable tasks now); returns the count. */
+int bg_thread_policy_feed(bg_thread_policy *p, double others);
 
 // ---------------------------------------------------------------------------
 // f32 matmul, row-major: C = alpha * op(A) op(B) + beta * C,
