@@ -366,18 +366,13 @@ bool bg_batcher_next(bg_batcher *b, bg_ctx *ctx, bg_tensor **x, bg_tensor **y) {
     float *xd = bg_f32(xt);
     int32_t *yd = yt->data;
     const int64_t *idx = b->order + b->pos;
-    // p/255 as a division (not a multiply by 1/255) so that the values
-    // equal PyTorch's ToTensor and numpy's astype(float32)/255 exactly;
-    // divided once per byte value here, not once per pixel (~5x faster).
-    float scaled[256];
-    for (int v = 0; v < 256; v++) scaled[v] = (float)v / 255.0f;
+    const bg_kernels *k = bg_kernels_get();
     for (int64_t i = 0; i < count; i++) {
         float *dst = xd + i * f;
         if (ds->values) {
             memcpy(dst, ds->values + idx[i] * f, sizeof(float) * (size_t)f);
         } else {
-            const uint8_t *src = ds->pixels + idx[i] * f;
-            for (int64_t k = 0; k < f; k++) dst[k] = scaled[src[k]];
+            k->unit_from_u8(dst, ds->pixels + idx[i] * f, f);   // p/255, as PyTorch's ToTensor
         }
         yd[i] = ds->labels[idx[i]];
     }

@@ -49,6 +49,11 @@ static void add_scalar_ref(float *y, const float *x, float a, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = x[i] + a;
 }
 
+static void unit_from_u8_ref(float *y, const uint8_t *x, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= BG_PAR_MIN)
+    for (int64_t i = 0; i < n; i++) y[i] = (float)x[i] / 255.0f;
+}
+
 /* f(x) = max{0,x}; NaN stays NaN (torch.relu) */
 static void relu_forward_ref(float *y, const float *x, int64_t n) {
 #pragma omp parallel for schedule(static) if (n >= BG_PAR_MIN)
@@ -471,6 +476,7 @@ const bg_kernels bg_kernels_ref_table = {
     .axpy               = axpy_ref,
     .add_scalar         = add_scalar_ref,
     .relu_forward       = relu_forward_ref,
+    .unit_from_u8       = unit_from_u8_ref,
     .relu_backward      = relu_backward_ref,
     .exp                = exp_ref,
     .sigmoid_forward    = sigmoid_forward_ref,

@@ -21,6 +21,9 @@ typedef __m256 vcmp;    /* a comparison's result */
 typedef __m256d vd;     /* 4 doubles: half a vf */
 
 static inline vf ld(const float *p) { return _mm256_loadu_ps(p); }
+static inline vf ld_u8(const uint8_t *p) {   /* VL bytes as floats */
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p)));
+}
 static inline void st(float *p, vf v) { _mm256_storeu_ps(p, v); }
 /* lanes [0, rem) live; rem >= VL means all */
 static inline vmask tmask(int64_t rem) {

@@ -21,6 +21,9 @@ typedef __mmask16 vcmp;
 typedef __m512d vd;       /* 8 doubles: half a vf */
 
 static inline vf ld(const float *p) { return _mm512_loadu_ps(p); }
+static inline vf ld_u8(const uint8_t *p) {   /* VL bytes as floats */
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p)));
+}
 static inline void st(float *p, vf v) { _mm512_storeu_ps(p, v); }
 /* lanes [0, rem) live; rem >= VL means all */
 static inline vmask tmask(int64_t rem) {

@@ -51,6 +51,8 @@ typedef struct bg_kernels {
     void (*axpy)(float *y, const float *x, float a, int64_t n);         /* y += a * x */
     void (*add_scalar)(float *y, const float *x, float a, int64_t n);   /* y = x + a */
     void (*relu_forward)(float *y, const float *x, int64_t n);
+    /* y = x / 255 for bytes: a division, so the values equal torch's ToTensor */
+    void (*unit_from_u8)(float *y, const uint8_t *x, int64_t n);
     void (*relu_backward)(float *dx, const float *x, const float *dy, int64_t n); /* dx += dy*(x>0) */
     void (*exp)(float *y, const float *x, int64_t n);
     void (*sigmoid_forward)(float *y, const float *x, int64_t n);

@@ -121,6 +121,18 @@ static void test_elementwise(const bg_kernels *k, const bg_kernels *r) {
             CHECK_ARRAYS(what, y, want, n, 0, 0);
             if (n < MAXN) CHECK_MSG(y[n] == 12345.0f, "%s: wrote past the end", what);
         }
+        /* bytes to [0,1]: every byte value, bitwise v / 255.0f (torch's ToTensor) */
+        {
+            uint8_t *u = malloc((size_t)n);
+            for (int64_t i = 0; i < n; i++) u[i] = (uint8_t)((i * 37 + li) & 255);
+            y[n - 1 + (n < MAXN)] = 12345.0f;
+            k->unit_from_u8(y, u, n);
+            bool exact = true;
+            for (int64_t i = 0; i < n; i++) exact = exact && y[i] == (float)u[i] / 255.0f;
+            CHECK_MSG(exact, "%s unit_from_u8 n=%lld differs from v / 255.0f", k->isa, (long long)n);
+            if (n < MAXN) CHECK_MSG(y[n] == 12345.0f, "%s unit_from_u8 n=%lld: wrote past the end", k->isa, (long long)n);
+            free(u);
+        }
         /* in place: y aliases a */
         memcpy(y, a, (size_t)n * sizeof(float));
         k->add(y, y, b, n);
