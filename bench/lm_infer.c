@@ -130,6 +130,7 @@ int main(int argc, char **argv) {
     printf("lm_infer: random ternary BitNet LMs, 4 layers, vocab 256; prefill %d tokens, decode %d after %d; %d rounds, "
            "medians (p10-p90)\n",
            PREFILL, DECODE, PROMPT, rounds);
+    bench_quiet quiet = bench_quiet_begin();
     for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
         char path[] = "/tmp/lm_infer_XXXXXX", tq2[64], tq1[64];
         int fd = mkstemp(path);
@@ -182,5 +183,6 @@ int main(int argc, char **argv) {
         bg_lm_free(rt);
         unlink(path), unlink(tq2), unlink(tq1);
     }
+    bench_quiet_end(&quiet);
     return 0;
 }

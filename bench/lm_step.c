@@ -181,6 +181,7 @@ int main(int argc, char **argv) {
     printf("lm_step: V %d, d %d, %d layers, %d heads, d_ff %d, ctx %d, batch %d (%d tokens/step), AdamW;\n"
            "%d rounds of %d steps per variant, alternating; medians (p10-p90)\n",
            V, D, L, H, FF, T, B, B * T, rounds, steps);
+    bench_quiet quiet = bench_quiet_begin();
     for (int threads = 1; threads <= 2; threads++) {
         bg_set_num_threads(threads);
         for (int v = 0; v < N_VARIANTS; v++) step(&nets[v]), step(&nets[v]);   // warm-up: arenas grown
@@ -230,6 +231,7 @@ int main(int argc, char **argv) {
             fflush(stdout);
         }
     }
+    bench_quiet_end(&quiet);
     free(sv);
     bg_aligned_free(g.x), bg_aligned_free(g.w), bg_aligned_free(g.y);
     for (int v = 0; v < N_VARIANTS; v++) net_free(&nets[v]);
