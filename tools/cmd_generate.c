@@ -23,7 +23,8 @@ static void usage(FILE *f) {
             "  --top-k K         sample among the K most likely bytes; 0 = all (default 0)\n"
             "  --top-p P         then among the most likely whose probabilities reach P (default 0.95)\n"
             "  --seed S          sampling seed (default 0)\n"
-            "  --threads N       threads; 0 = one per core (default 0)\n"
+            "  --threads N       threads; 0 = auto: one per core, one fewer per core\n"
+            "                    other processes keep busy, N pins N (default 0)\n"
             "  --quiet           no speed line\n");
 }
 
@@ -132,6 +133,7 @@ int bg_cmd_generate(int argc, char **argv) {
             st = shift_context(&g, logits);   // its prefill ends with t
             continue;
         }
+        bg_adapt_threads();   // a token is a step: fewer threads while other processes hold cores
         double t1 = tool_now();
         st = bg_lm_decode(g.rt, t, logits);
         g.decode_s += tool_now() - t1, g.decoded++;
