@@ -9,6 +9,7 @@
 #include "layers/layers.h"
 #include "optim/optim.h"
 #include "format/format.h"
+#include "dist/dist.h"
 #include "io/io.h"
 #include "qat/qat.h"
 #include "infer/infer.h"

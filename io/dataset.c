@@ -294,6 +294,12 @@ bg_status bg_batcher_new(const bg_dataset *ds, const bg_batcher_opts *opts, bg_b
     if (opts->batch_size < 1)
         return bg_set_error(BG_ERR_ARG, "%s: batch_size must be positive: %lld", who,
                             (long long)opts->batch_size);
+    if (opts->shard_count < 0 || opts->shard_rank < 0 || opts->shard_rank >= (opts->shard_count ? opts->shard_count : 1))
+        return bg_set_error(BG_ERR_ARG, "%s: shard %d of %d does not exist (0 <= shard_rank < shard_count)", who,
+                            opts->shard_rank, opts->shard_count);
+    if (opts->shard_count > opts->batch_size)
+        return bg_set_error(BG_ERR_ARG, "%s: a batch of %lld cannot be split over %d processes", who,
+                            (long long)opts->batch_size, opts->shard_count);
     if (ds->n < 1 || (!ds->pixels && !ds->values) || !ds->labels)
         return bg_set_error(BG_ERR_ARG, "%s: dataset is empty", who);
     bg_batcher *b = calloc(1, sizeof *b);
@@ -350,13 +356,18 @@ bool bg_batcher_next(bg_batcher *b, bg_ctx *ctx, bg_tensor **x, bg_tensor **y) {
     const bg_dataset *ds = b->ds;
     int64_t left = ds->n - b->pos;
     int64_t count = left < b->opts.batch_size ? left : b->opts.batch_size;
-    if (count == 0 || (b->opts.drop_last && count < b->opts.batch_size)) {
+    const int64_t shards = b->opts.shard_count > 0 ? b->opts.shard_count : 1;
+    if (count == 0 || (b->opts.drop_last && count < b->opts.batch_size) || count < shards) {
         // End of the epoch: the next call starts the following one.
         b->epoch++;
         b->ordered = false;
         b->last_count = 0;
         return false;
     }
+    // This process's slice of the global batch.
+    const int64_t r = b->opts.shard_rank, lo = r * count / shards, hi = (r + 1) * count / shards;
+    const int64_t global = count;
+    count = hi - lo;
     int64_t f = bg_dataset_features(ds);
     bg_tensor *xt = b->opts.nchw
                         ? bg_empty(ctx, BG_DTYPE_F32, BG_SHAPE(count, ds->channels, ds->height, ds->width))
@@ -365,7 +376,7 @@ bool bg_batcher_next(bg_batcher *b, bg_ctx *ctx, bg_tensor **x, bg_tensor **y) {
     if (!xt || !yt) return false;
     float *xd = bg_f32(xt);
     int32_t *yd = yt->data;
-    const int64_t *idx = b->order + b->pos;
+    const int64_t *idx = b->order + b->pos + lo;
     const bg_kernels *k = bg_kernels_get();
     for (int64_t i = 0; i < count; i++) {
         float *dst = xd + i * f;
@@ -376,9 +387,9 @@ bool bg_batcher_next(bg_batcher *b, bg_ctx *ctx, bg_tensor **x, bg_tensor **y) {
         }
         yd[i] = ds->labels[idx[i]];
     }
-    b->last_start = b->pos;
+    b->last_start = b->pos + lo;
     b->last_count = count;
-    b->pos += count;
+    b->pos += global;
     *x = xt;
     *y = yt;
     return true;
@@ -392,8 +403,8 @@ const int64_t *bg_batcher_indices(const bg_batcher *b, int64_t *count) {
 
 int64_t bg_batcher_batches(const bg_batcher *b) {
     if (!b) return 0;
-    int64_t n = b->ds->n, bs = b->opts.batch_size;
-    return b->opts.drop_last ? n / bs : (n + bs - 1) / bs;
+    int64_t n = b->ds->n, bs = b->opts.batch_size, shards = b->opts.shard_count > 0 ? b->opts.shard_count : 1;
+    return b->opts.drop_last || n % bs < shards ? n / bs : n / bs + 1;   // a last batch too small to split is skipped
 }
 
 int64_t bg_batcher_epoch(const bg_batcher *b) { return b ? b->epoch : 0; }

@@ -78,6 +78,12 @@ typedef struct bg_batcher_opts {
     uint64_t seed;       /* the order of epoch e depends only on (seed, e) */
     bool drop_last;      /* skip the last partial batch instead of returning it */
     bool nchw;           /* x as [B,C,H,W] instead of [B,C*H*W] */
+    /* Data parallel (dist.h): this process takes slice shard_rank of
+     * shard_count equal slices of every batch of batch_size (the global
+     * batch), rows [r*c/N, (r+1)*c/N) of a batch of c rows, so N processes
+     * together see exactly the batches one process sees; a last batch of
+     * fewer than N rows is skipped by all. 0 / 0 (the default): one process. */
+    int shard_rank, shard_count;
 } bg_batcher_opts;
 
 /* Iterates over ds (borrowed: it must outlive the batcher). On failure *out

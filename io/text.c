@@ -255,7 +255,7 @@ struct bg_text_batcher {
     int64_t batches;       /* fixed: ceil(windows / B) */
     int64_t pos;           /* batches drawn (random) / returned this pass (fixed) */
     int64_t *offsets;      /* [B] starts of the last batch */
-    int64_t last_count;
+    int64_t last_count, last_lo;   /* this process's windows of the last batch: offsets[last_lo ...] */
 };
 
 bg_status bg_text_batcher_new(const bg_text *text, const bg_text_batcher_opts *opts,
@@ -273,6 +273,12 @@ bg_status bg_text_batcher_new(const bg_text *text, const bg_text_batcher_opts *o
                             (long long)opts->context);
     if (opts->split != BG_TEXT_TRAIN && opts->split != BG_TEXT_VAL)
         return bg_set_error(BG_ERR_ARG, "%s: unknown split %d", who, (int)opts->split);
+    if (opts->shard_count < 0 || opts->shard_rank < 0 || opts->shard_rank >= (opts->shard_count ? opts->shard_count : 1))
+        return bg_set_error(BG_ERR_ARG, "%s: shard %d of %d does not exist (0 <= shard_rank < shard_count)", who,
+                            opts->shard_rank, opts->shard_count);
+    if (opts->shard_count > opts->batch_size)
+        return bg_set_error(BG_ERR_ARG, "%s: a batch of %lld windows cannot be split over %d processes", who,
+                            (long long)opts->batch_size, opts->shard_count);
     if (opts->max_windows < 0)
         return bg_set_error(BG_ERR_ARG, "%s: max_windows must not be negative: %lld", who,
                             (long long)opts->max_windows);
@@ -351,8 +357,12 @@ bool bg_text_batcher_next(bg_text_batcher *b, bg_ctx *ctx, bg_tensor **x, bg_ten
         int64_t left = b->windows - b->pos * B;
         if (left < count) count = left;
     }
-    bg_tensor *xt = bg_empty(ctx, BG_DTYPE_I32, BG_SHAPE(count, T));
-    bg_tensor *yt = bg_empty(ctx, BG_DTYPE_I32, BG_SHAPE(count, T));
+    // This process's slice of a random batch (all B offsets are drawn, so the
+    // stream is the same whatever the number of processes).
+    const int64_t shards = !b->opts.fixed && b->opts.shard_count > 0 ? b->opts.shard_count : 1;
+    const int64_t lo = b->opts.shard_rank * count / shards, hi = shards > 1 ? (b->opts.shard_rank + 1) * count / shards : count;
+    bg_tensor *xt = bg_empty(ctx, BG_DTYPE_I32, BG_SHAPE(hi - lo, T));
+    bg_tensor *yt = bg_empty(ctx, BG_DTYPE_I32, BG_SHAPE(hi - lo, T));
     if (!xt || !yt) return false;
     if (b->opts.fixed) {
         for (int64_t i = 0; i < count; i++) b->offsets[i] = fixed_offset(b, b->pos * B + i);
@@ -364,8 +374,9 @@ bool bg_text_batcher_next(bg_text_batcher *b, bg_ctx *ctx, bg_tensor **x, bg_ten
             b->offsets[i] = (int64_t)bg_rng_below(&rng, (uint64_t)b->starts);
     }
     int32_t *xd = xt->data, *yd = yt->data;
+    count = hi - lo;
     for (int64_t i = 0; i < count; i++) {
-        const uint8_t *src = b->data + b->offsets[i];
+        const uint8_t *src = b->data + b->offsets[lo + i];
         int32_t *xr = xd + i * T, *yr = yd + i * T;
         for (int64_t t = 0; t < T; t++) {
             xr[t] = src[t];
@@ -373,6 +384,7 @@ bool bg_text_batcher_next(bg_text_batcher *b, bg_ctx *ctx, bg_tensor **x, bg_ten
         }
     }
     b->last_count = count;
+    b->last_lo = lo;
     b->pos++;
     *x = xt;
     *y = yt;
@@ -382,7 +394,7 @@ bool bg_text_batcher_next(bg_text_batcher *b, bg_ctx *ctx, bg_tensor **x, bg_ten
 const int64_t *bg_text_batcher_offsets(const bg_text_batcher *b, int64_t *count) {
     if (count) *count = b ? b->last_count : 0;
     if (!b || b->last_count == 0) return NULL;
-    return b->offsets;
+    return b->offsets + b->last_lo;
 }
 
 int64_t bg_text_batcher_batches(const bg_text_batcher *b) {

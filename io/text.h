@@ -107,6 +107,11 @@ typedef struct bg_text_batcher_opts {
      *   the first exactly once (up to the last T-1 bytes), in batches of B in
      *   order (the last one smaller when B does not divide W). */
     bool fixed;
+    /* Data parallel (dist.h), random windows only: this process takes
+     * windows [r*B/N, (r+1)*B/N) of every batch of B, so N processes together
+     * train on exactly the windows one process would. 0 / 0: one process.
+     * Fixed (evaluation) windows are never split. */
+    int shard_rank, shard_count;
     /* fixed only: at most this many windows (0: all W), evenly spaced among
      * the W: window j of M starts at T * floor(j * W / M). */
     int64_t max_windows;

@@ -1,8 +1,11 @@
 /* train.c — the training and evaluation loops over a batcher. Calls
- * autograd/, layers/, optim/ and the batcher; nothing above io/. */
+ * autograd/, layers/, optim/, dist/ (data parallel: one allreduce of the
+ * gradients per step when started by mpirun) and the batcher; nothing above
+ * io/. */
 #include <math.h>
 #include <stdio.h>
 
+#include "dist/dist.h"
 #include "io/io.h"
 
 /* Fails with the ctx's message (or the thread's, for non-ctx calls) and leaves
@@ -50,22 +53,42 @@ static bg_status train_loop(bg_ctx *ctx, bg_module *model, bg_optim *opt, const 
         }
         bg_tensor *out = bg_module_forward(ctx, model, x);
         bg_tensor *loss = o.loss ? (out ? o.loss(ctx, out, x, y, o.user) : NULL) : bg_cross_entropy_flat(ctx, out, y);
+        bg_status st = BG_OK;
         if (loss && !o.allow_nonfinite_loss && !isfinite(bg_f32(loss)[0])) {
             bg_ctx_fail(ctx, BG_ERR_NAN,
                         "the loss is %g; nothing was updated (a non-finite loss stops training: look "
                         "for a NaN/Inf input or weight, or lower the lr)",
                         isnan(bg_f32(loss)[0]) ? (double)NAN : (double)bg_f32(loss)[0]);   // never "-nan"
-            return fail_at_step(ctx, what, step, BG_ERR_NAN);
+            st = BG_ERR_NAN;
+        } else if (!loss || bg_backward(ctx, loss) != BG_OK) {
+            st = BG_ERR_STATE;
         }
-        if (!loss || bg_backward(ctx, loss) != BG_OK) return fail_at_step(ctx, what, step, BG_ERR_STATE);
+        double rows = (double)y->shape[0], batch_loss = st == BG_OK ? (double)bg_f32(loss)[0] : 0.0;
+        if (bg_dist_size() > 1) {
+            // One collective per step: the global batch's rows and loss, and
+            // whether any rank failed, so that all ranks stop together.
+            double v[3] = {st == BG_OK ? rows : 0.0, batch_loss * rows, st != BG_OK};
+            bg_status cst = bg_dist_sum_doubles(v, 3);
+            if (st == BG_OK && cst != BG_OK) bg_ctx_fail(ctx, st = cst, "%s", bg_last_error());
+            if (st == BG_OK && v[2] > 0)
+                bg_ctx_fail(ctx, st = BG_ERR_STATE, "%g other rank(s) failed at this step (each says why on its stderr)",
+                            v[2]);
+            if (st == BG_OK) {
+                double global = v[0], weight = rows * bg_dist_size() == global ? 1.0 : rows * bg_dist_size() / global;
+                st = bg_dist_allreduce_grads(model, weight);
+                if (st != BG_OK) bg_ctx_fail(ctx, st, "%s", bg_last_error());
+                rows = global, batch_loss = v[1] / global;
+            }
+        }
+        if (st != BG_OK) return fail_at_step(ctx, what, step, st);
         if (o.clip_grad_norm > 0.0f && bg_clip_grad_norm(model, o.clip_grad_norm) < 0.0f)
             return fail_at_step(ctx, what, step, BG_ERR_ARG);
-        bg_status st = bg_optim_step(opt);
+        st = bg_optim_step(opt);
+        if (st == BG_OK && bg_dist_size() > 1) st = bg_dist_sync_state(model);
         if (st != BG_OK) return fail_at_step(ctx, what, step, st);
-        double batch_loss = (double)bg_f32(loss)[0];
-        loss_sum += batch_loss * (double)y->shape[0];
-        seen += y->shape[0];
-        if (o.after_step) o.after_step(step, batch_loss, y->shape[0], o.user);
+        loss_sum += batch_loss * rows;
+        seen += (int64_t)rows;
+        if (o.after_step) o.after_step(step, batch_loss, (int64_t)rows, o.user);
         bg_optim_zero_grad(opt);
         bg_ctx_reset(ctx);
     }

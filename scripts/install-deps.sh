@@ -34,6 +34,7 @@ packages=(
     dataset-fashion-mnist bible-kjv bible-kjv-text
     libprotobuf-c-dev protobuf-c-compiler libonnx-dev python3-onnx nodejs
     clang libclang-rt-dev libomp-dev
+    libopenmpi-dev openmpi-bin
 )
 if [ "$reference" = 1 ]; then
     packages+=(python3-torch python3-numpy)

@@ -1,0 +1,283 @@
+/* test_dist.c — data-parallel training (dist.h), run by ctest under
+ * `mpirun -np 2` and `-np 4` (and once without mpirun: one rank).
+ *
+ * Every rank trains with bg_train_steps on its slice of each global batch
+ * (the allreduce happens inside), and also, alone, the reference: one
+ * process that runs the N slices of each global batch as micro-batches,
+ * keeps each one's gradient, sums them in rank order and divides by N, then
+ * takes the optimizer step (its weight observers see only the first
+ * micro-batch's forward: one observation per step, as one process with the
+ * whole batch makes). With 2 ranks the two must agree bit for bit (a
+ * sum of two parts does not depend on their order), with 4 within 1e-6
+ * relative. Models: an MLP under a weight schedule int8 -> int4 -> ternary,
+ * and a small BitNet language model. Also: quantizer state (observed
+ * activation ranges) equal on every rank, and a rank that fails makes every
+ * rank's train_steps fail instead of hanging. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitgrad.h"
+#include "tests/test_util.h"
+
+static int STEPS = 20;
+
+/* Every rank's copy of v[0..n) equal to rank 0's? (collective) */
+static bool same_on_all_ranks(const float *v, int64_t n) {
+    double sum = 0, sq = 0;
+    for (int64_t i = 0; i < n; i++) sum += v[i], sq += (double)v[i] * v[i] * (double)(i % 7 + 1);
+    double s[4] = {sum, sq, sum * sum, sq * sq};
+    bg_dist_sum_doubles(s, 4);
+    double N = bg_dist_size();
+    // all equal <=> the mean of squares equals the square of the mean
+    return s[2] == s[0] * s[0] / N && s[3] == s[1] * s[1] / N;
+}
+
+// --- the MLP -----------------------------------------------------------------------
+
+enum { ROWS = 192, FEAT = 20, CLASSES = 4, GLOBAL_B = 32 };
+
+static bg_module *mlp(const char *a_spec) {
+    bg_rng rng;
+    bg_rng_seed(&rng, 7);
+    bg_module *m = bg_sequential_new(3, (bg_module *[]){bg_linear_new(FEAT, 48, true, &rng), bg_relu_new(),
+                                                        bg_linear_new(48, CLASSES, true, &rng)});
+    CHECK(m && bg_quantize_model(m, "int8", a_spec) == BG_OK);
+    return m;
+}
+
+static bg_dataset *dataset(void) {
+    static float x[ROWS * FEAT];
+    static int32_t y[ROWS];
+    bg_rng rng;
+    bg_rng_seed(&rng, 3);
+    for (int i = 0; i < ROWS; i++) {
+        y[i] = (int32_t)bg_rng_below(&rng, CLASSES);
+        for (int k = 0; k < FEAT; k++) x[i * FEAT + k] = bg_rng_uniform(&rng) - 0.5f + (k % CLASSES == y[i] ? 0.8f : 0.0f);
+    }
+    bg_dataset *ds = NULL;
+    CHECK(bg_dataset_from_arrays(BG_DTYPE_F32, x, 2, (int64_t[]){ROWS, FEAT}, y, &ds) == BG_OK);
+    return ds;
+}
+
+typedef struct sched_hook {
+    bg_schedule sched;
+    bg_quantizer_list *q;
+} sched_hook;
+
+static bg_status apply_schedule(int64_t step, void *user) {
+    sched_hook *h = user;
+    bool applied;
+    return bg_schedule_apply(&h->sched, step, h->q->states, h->q->names, h->q->weights, h->q->n, &applied);
+}
+
+static void hook_init(sched_hook *h, bg_module *m) {
+    CHECK(bg_schedule_parse("[*weight_quant]int8@0,int4@6,ternary@12", 0, &h->sched) == BG_OK);
+    h->q = bg_model_quantizer_list(m);
+    CHECK(h->q != NULL);
+}
+
+/* The data-parallel run: this rank's slice of every global batch. */
+static float *train_parallel(const char *a_spec, int64_t *n) {
+    bg_module *m = mlp(a_spec);
+    bg_dataset *ds = dataset();
+    bg_batcher *b = NULL;
+    bg_batcher_opts bo = {.batch_size = GLOBAL_B, .shuffle = true, .seed = 5, .shard_rank = bg_dist_rank(),
+                          .shard_count = bg_dist_size()};
+    CHECK(bg_batcher_new(ds, &bo, &b) == BG_OK);
+    bg_optim *opt = bg_adam_new(m, NULL);
+    bg_ctx *ctx = bg_ctx_new(0);
+    sched_hook h;
+    hook_init(&h, m);
+    CHECK(bg_dist_broadcast_model(m) == BG_OK);
+    bg_batch_source src = bg_batcher_source(b);
+    double loss = 0;
+    bg_train_opts to = {.before_step = apply_schedule, .user = &h};
+    for (int64_t done = 0; done < STEPS;) {   // epochs of 6 batches
+        int64_t before = bg_optim_step_count(opt);
+        bg_status st = bg_train_steps(ctx, m, opt, &src, STEPS - done, &to, &loss);
+        CHECK_MSG(st == BG_OK, "rank %d: %s", bg_dist_rank(), bg_last_error());
+        if (st != BG_OK) break;
+        done += bg_optim_step_count(opt) - before;
+    }
+    float *p = bg_module_flat_params(m, n);
+    float *copy = malloc(sizeof(float) * (size_t)*n);
+    memcpy(copy, p, sizeof(float) * (size_t)*n);
+    bg_quantizer_list_free(h.q);
+    bg_ctx_free(ctx);
+    bg_optim_free(opt);
+    bg_module_free(m);
+    bg_batcher_free(b);
+    bg_dataset_free(ds);
+    return copy;
+}
+
+/* The reference in one process: N micro-batches per step. */
+static float *train_accumulating(int N, int64_t *n) {
+    bg_module *m = mlp(NULL);
+    bg_dataset *ds = dataset();
+    bg_batcher *b[8];
+    for (int r = 0; r < N; r++) {
+        bg_batcher_opts bo = {.batch_size = GLOBAL_B, .shuffle = true, .seed = 5, .shard_rank = r, .shard_count = N};
+        CHECK(bg_batcher_new(ds, &bo, &b[r]) == BG_OK);
+    }
+    bg_optim *opt = bg_adam_new(m, NULL);
+    bg_ctx *ctx = bg_ctx_new(0);
+    sched_hook h;
+    hook_init(&h, m);
+    bg_module_train(m, true);
+    int64_t ng = 0;
+    float *g = bg_module_flat_grads(m, &ng);
+    float *parts = calloc((size_t)(N * ng), sizeof(float));
+    for (int64_t step = 0; step < STEPS;) {
+        bg_tensor *x, *y;
+        bool more = true;
+        for (int r = 0; r < N; r++) {
+            // the shards end their epochs together: all are asked, all say so
+            if (!bg_batcher_next(b[r], ctx, &x, &y)) more = false;
+            if (!more) continue;
+            CHECK(apply_schedule(step, &h) == BG_OK);
+            // The weights' observers see the weights once per step, as in one
+            // process with the whole batch (and in each rank): not again for
+            // the later micro-batches.
+            for (int i = 0; i < h.q->n; i++) bg_quant_state_set_observer(h.q->states[i], r == 0);
+            bg_optim_zero_grad(opt);
+            bg_tensor *loss = bg_cross_entropy_flat(ctx, bg_module_forward(ctx, m, x), y);
+            CHECK(loss && bg_backward(ctx, loss) == BG_OK);
+            memcpy(parts + r * ng, g, sizeof(float) * (size_t)ng);
+            bg_ctx_reset(ctx);
+        }
+        if (!more) continue;   // end of an epoch: every batcher starts the next
+        for (int64_t i = 0; i < ng; i++) {
+            float s = parts[i];
+            for (int r = 1; r < N; r++) s += parts[r * ng + i];
+            g[i] = s * (1.0f / (float)N);
+        }
+        CHECK(bg_optim_step(opt) == BG_OK);
+        step++;
+    }
+    float *p = bg_module_flat_params(m, n);
+    float *copy = malloc(sizeof(float) * (size_t)*n);
+    memcpy(copy, p, sizeof(float) * (size_t)*n);
+    free(parts);
+    bg_quantizer_list_free(h.q);
+    bg_ctx_free(ctx);
+    bg_optim_free(opt);
+    bg_module_free(m);
+    for (int r = 0; r < N; r++) bg_batcher_free(b[r]);
+    bg_dataset_free(ds);
+    return copy;
+}
+
+static void compare(const char *what, const float *got, const float *want, int64_t n) {
+    int N = bg_dist_size();
+    int64_t differ = 0;
+    double worst = 0, worst_abs = 0, scale = 0;
+    for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs((double)want[i]));
+    for (int64_t i = 0; i < n; i++) {
+        if (memcmp(&got[i], &want[i], sizeof(float)) != 0) differ++;
+        double d = fabs((double)got[i] - want[i]);
+        worst_abs = fmax(worst_abs, d);
+    }
+    // Relative to the parameters' size (max |d| / max |want|): elementwise, a
+    // weight near 0 that took 20 Adam steps of sums in another order is a
+    // few dozen float ulps of itself away.
+    worst = scale > 0 ? worst_abs / scale : worst_abs;
+    if (N <= 2)
+        CHECK_MSG(differ == 0, "%s, %d ranks: %lld of %lld parameters differ from one process accumulating (worst %.3g)",
+                  what, N, (long long)differ, (long long)n, worst);
+    else
+        CHECK_MSG(worst <= 1e-6, "%s, %d ranks: worst relative difference %.3g from one process accumulating", what, N,
+                  worst);
+    if (bg_dist_is_root())
+        printf("%s, %d ranks vs 1 process with %d micro-batches: %lld of %lld parameters differ, "
+               "max |difference| %.3g = %.3g of max |parameter|\n",
+               what, N, N, (long long)differ, (long long)n, worst_abs, worst);
+}
+
+static void test_mlp_equivalence(void) {
+    int64_t n1, n2;
+    float *dp = train_parallel(NULL, &n1);
+    float *ref = train_accumulating(bg_dist_size(), &n2);
+    CHECK(n1 == n2);
+    compare("MLP, weights int8 -> int4 -> ternary", dp, ref, n1);
+    CHECK(same_on_all_ranks(dp, n1));
+    free(dp);
+    free(ref);
+}
+
+/* Activation observers see each rank's own slice; after every step the
+ * ranges are combined, so every rank holds the same state. */
+static void test_observers_equal(void) {
+    bg_module *m = mlp("int8");
+    bg_dataset *ds = dataset();
+    bg_batcher *b = NULL;
+    bg_batcher_opts bo = {.batch_size = GLOBAL_B, .seed = 1, .shard_rank = bg_dist_rank(), .shard_count = bg_dist_size()};
+    CHECK(bg_batcher_new(ds, &bo, &b) == BG_OK);
+    bg_optim *opt = bg_adam_new(m, NULL);
+    bg_ctx *ctx = bg_ctx_new(0);
+    bg_batch_source src = bg_batcher_source(b);
+    double loss;
+    CHECK(bg_train_steps(ctx, m, opt, &src, 4, NULL, &loss) == BG_OK);
+    bg_quantizer_list *q = bg_model_quantizer_list(m);
+    for (int i = 0; q && i < q->n; i++) {
+        int64_t P = bg_quant_state_num_scales(q->states[i]);
+        float *buf = malloc(sizeof(float) * (size_t)(4 * P + 1));
+        bg_quant_state_flags f;
+        bg_quant_state_get_buffers(q->states[i], buf, buf + P, buf + 2 * P, buf + 3 * P, &f);
+        CHECK_MSG(same_on_all_ranks(buf, 4 * P), "quantizer %s differs between ranks", q->names[i]);
+        if (strstr(q->names[i], "input")) CHECK_MSG(f.observed, "%s observed nothing", q->names[i]);
+        free(buf);
+    }
+    bg_quantizer_list_free(q);
+    bg_ctx_free(ctx);
+    bg_optim_free(opt);
+    bg_module_free(m);
+    bg_batcher_free(b);
+    bg_dataset_free(ds);
+}
+
+/* The last rank gets a NaN input at step 3: its train_steps says so, every
+ * other rank's says that another rank failed; nobody hangs. */
+static void test_failure_stops_all(void) {
+    bg_module *m = mlp(NULL);
+    bg_dataset *ds = dataset();
+    bg_batcher *b = NULL;
+    bg_batcher_opts bo = {.batch_size = GLOBAL_B, .seed = 1, .shard_rank = bg_dist_rank(), .shard_count = bg_dist_size()};
+    CHECK(bg_batcher_new(ds, &bo, &b) == BG_OK);
+    bg_optim *opt = bg_adam_new(m, NULL);
+    bg_ctx *ctx = bg_ctx_new(0);
+    bg_batch_source src = bg_batcher_source(b);
+    double loss;
+    CHECK(bg_train_steps(ctx, m, opt, &src, 3, NULL, &loss) == BG_OK);
+    bool bad = bg_dist_rank() == bg_dist_size() - 1;
+    if (bad)   // a bias (weights go through their quantizer, which clamps a NaN): the loss becomes NaN
+        for (int i = 0; i < bg_module_param_count(m); i++)
+            if (strstr(bg_module_param_name(m, i), "bias")) bg_f32(bg_module_param(m, i))[0] = NAN;
+    bg_status st = bg_train_steps(ctx, m, opt, &src, 1, NULL, &loss);
+    CHECK_MSG(st != BG_OK, "rank %d: a NaN on rank %d did not stop training", bg_dist_rank(), bg_dist_size() - 1);
+    const char *want = bad || bg_dist_size() == 1 ? "the loss is nan" : "other rank(s) failed";
+    CHECK_MSG(strstr(bg_last_error(), want) != NULL, "rank %d: \"%s\" does not say \"%s\"", bg_dist_rank(),
+              bg_last_error(), want);
+    bg_ctx_free(ctx);
+    bg_optim_free(opt);
+    bg_module_free(m);
+    bg_batcher_free(b);
+    bg_dataset_free(ds);
+}
+
+int main(int argc, char **argv) {
+    CHECK(bg_dist_init(&argc, &argv) == BG_OK);
+    if (getenv("STEPS")) STEPS = atoi(getenv("STEPS"));
+    if (bg_dist_is_root())
+        printf("test_dist: %d rank(s)%s\n", bg_dist_size(), bg_dist_built_with_mpi() ? "" : " (built without MPI)");
+    test_mlp_equivalence();
+    test_observers_equal();
+    test_failure_stops_all();
+    int failed = bg_test_finish();
+    // Every rank's verdict: a failure on any rank fails the test.
+    double f = failed;
+    bg_dist_sum_doubles(&f, 1);
+    bg_dist_finalize();
+    return f > 0;
+}
