@@ -19,7 +19,8 @@ declare -A allowed=(
   [optim]="tensor kernels quant autograd layers"
   [format]="tensor"
   [infer]="tensor kernels format"
-  [io]="tensor kernels quant autograd layers qat optim format"
+  [dist]="tensor kernels quant autograd layers"
+  [io]="tensor kernels quant autograd layers qat optim format dist"
 )
 
 files=0
