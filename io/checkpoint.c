@@ -242,6 +242,7 @@ bg_status bg_checkpoint_save(const char *path, const bg_checkpoint *ck) {
     if (s == BG_OK) s = meta_int(w, "step", ck->step);
     if (s == BG_OK) s = meta_int(w, "epoch", ck->epoch);
     if (s == BG_OK) s = meta_int(w, "batch_in_epoch", ck->batch_in_epoch);
+    if (s == BG_OK && ck->ranks > 1) s = meta_int(w, "ranks", ck->ranks);
     if (s == BG_OK && ck->opt) s = meta_json(w, "optim", optim_json(ck->opt));
     if (s == BG_OK && ck->schedule) {
         char *buf = malloc(BG_SCHEDULE_STR_MAX * 2);
@@ -377,7 +378,7 @@ typedef struct load_plan {
     dropout_ref drops[CK_MAX_DROPOUT];
     const uint8_t *drop_rng[CK_MAX_DROPOUT];
     int n_drops;
-    int64_t step, epoch, batch;
+    int64_t step, epoch, batch, ranks;
 } load_plan;
 
 static bg_status get_tensor(const char *path, const bg_safetensors *st, const char *name, bg_dtype dtype, int ndim,
@@ -502,6 +503,8 @@ static bg_status make_plan(const char *path, const bg_safetensors *st, const bg_
     if ((s = meta_int64(path, st, "step", &p->step)) != BG_OK || (s = meta_int64(path, st, "epoch", &p->epoch)) != BG_OK ||
         (s = meta_int64(path, st, "batch_in_epoch", &p->batch)) != BG_OK)
         return s;
+    p->ranks = 1;
+    if (bg_safetensors_metadata(st, "ranks") && (s = meta_int64(path, st, "ranks", &p->ranks)) != BG_OK) return s;
     for (int i = 0; i < bg_safetensors_count(st); i++) {
         const char *name = bg_safetensors_name(st, i);
         if (!known_tensor(name, m))
@@ -648,6 +651,7 @@ static void apply_plan(const bg_safetensors *st, bg_checkpoint *ck, const load_p
     ck->step = p->step;
     ck->epoch = p->epoch;
     ck->batch_in_epoch = p->batch;
+    ck->ranks = p->ranks > 0 ? p->ranks : 1;
 }
 
 bg_status bg_checkpoint_load(const char *path, bg_checkpoint *ck) {

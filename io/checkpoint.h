@@ -96,6 +96,8 @@ typedef struct bg_checkpoint {
     int64_t step, epoch;        /* progress counters, saved and restored */
     int64_t batch_in_epoch;     /* batches already consumed in the current epoch
                                    (resume with bg_batcher_seek) */
+    int64_t ranks;              /* processes that trained it data-parallel (dist.h);
+                                   saved when > 1, loaded as 1 when absent */
 } bg_checkpoint;
 
 /* Writes ck atomically (temporary file in path's folder, fsync, rename): on

@@ -203,7 +203,7 @@ static int run(const finetune_opts *o) {
         bg_module_train(teacher, false);
     }
     if (!(o->labels ? npy_data_load(&d, o) : tool_data_load(&d, o->data, 128, 1000, o->seed)) ||
-        bg_trainlog_open(o->log, &log) != BG_OK)
+        (bg_dist_is_root() && bg_trainlog_open(o->log, &log) != BG_OK) || bg_dist_broadcast_model(model) != BG_OK)
         goto fail;
     printf("bitgrad finetune: %s -> %s, %d epochs, schedule %s, teacher %s, %d threads\n", o->ckpt, o->out, o->epochs,
            o->schedule ? o->schedule : "none", o->teacher ? o->teacher : "none", bg_get_num_threads());
@@ -215,7 +215,10 @@ static int run(const finetune_opts *o) {
     tool_train_result r;
     if (!tool_train(model, &d, &topts, &r)) goto done;
     bg_model_set_quant_mode(model, BG_QUANT_MODE_EVAL);
-    if (bg_checkpoint_save(o->out, &(bg_checkpoint){.model = model, .step = r.steps}) != BG_OK) goto fail;
+    if (bg_dist_is_root() &&
+        bg_checkpoint_save(o->out, &(bg_checkpoint){.model = model, .step = r.steps, .ranks = bg_dist_size()}) != BG_OK)
+        goto fail;
+    tool_print_dist_stats(r.steps);
     printf("final test accuracy %.2f%% (fake-quant eval); saved %s; log %s\n", 100 * r.accuracy, o->out, o->log);
     status = 0;
     goto done;

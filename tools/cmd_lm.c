@@ -256,7 +256,9 @@ static int lm_run_train(lm_opts o, double *val_out) {
         if (s == BG_OK) s = bg_lm_set_recompute(r.teacher, o.recompute);
     }
     if (s == BG_OK) s = bg_lm_set_recompute(r.model, o.recompute);
-    bg_text_batcher_opts to = {.batch_size = o.batch, .context = o.cfg.ctx, .seed = o.seed};
+    // Data parallel (mpirun -np N): each rank takes its slice of every global batch of --batch windows.
+    bg_text_batcher_opts to = {.batch_size = o.batch, .context = o.cfg.ctx, .seed = o.seed,
+                               .shard_rank = bg_dist_rank(), .shard_count = bg_dist_size()};
     if (s == BG_OK) s = bg_text_batcher_new(text, &to, &r.train);
     if (s == BG_OK && !(r.q = bg_model_quantizer_list(r.model))) s = bg_last_status();
     if (s == BG_OK && o.schedule) {
@@ -275,9 +277,15 @@ static int lm_run_train(lm_opts o, double *val_out) {
         s = bg_checkpoint_load(o.resume, &ck);
         if (s == BG_OK) s = bg_text_batcher_seek(r.train, ck.batch_in_epoch);   // the data position
         if (s == BG_OK && r.has_sched) s = bg_schedule_sync(&r.sched, r.q->states, r.q->names, r.q->n);
+        if (s == BG_OK && ck.ranks != bg_dist_size())
+            printf("note: %s was trained on %lld rank(s), this run has %d: the same global batches follow, but the "
+                   "gradients' sums over ranks run in another order, so the run is not bit for bit the one that "
+                   "continued on %lld\n",
+                   o.resume, (long long)ck.ranks, bg_dist_size(), (long long)ck.ranks);
     }
+    if (s == BG_OK) s = bg_dist_broadcast_model(r.model);   // ranks start equal whatever they read
     if (s == BG_OK && !(ctx = bg_ctx_new(0))) s = bg_last_status();
-    if (s == BG_OK && o.log && (o.resume ? bg_trainlog_append(o.log, &r.log) : bg_trainlog_open(o.log, &r.log)) != BG_OK)
+    if (s == BG_OK && o.log && bg_dist_is_root() && (o.resume ? bg_trainlog_append(o.log, &r.log) : bg_trainlog_open(o.log, &r.log)) != BG_OK)
         fprintf(stderr, "warning: training log: %s (no log)\n", bg_last_error());
     if (s != BG_OK) {
         fprintf(stderr, "bitgrad lm train: %s\n", bg_last_error());
@@ -317,12 +325,14 @@ static int lm_run_train(lm_opts o, double *val_out) {
     ck.step = bg_optim_step_count(opt);
     if (ck.step == o.steps) log_histograms(&r, ck.step);
     ck.batch_in_epoch = bg_text_batcher_position(r.train);
-    if (bg_checkpoint_save(o.out, &ck) != BG_OK) {
+    ck.ranks = bg_dist_size();
+    if (bg_dist_is_root() && bg_checkpoint_save(o.out, &ck) != BG_OK) {
         fprintf(stderr, "bitgrad lm train: %s\n", bg_last_error());
         goto done;
     }
     printf("wrote %s (%lld steps, %.1f s, %.0f tokens/s)\n", o.out, (long long)ck.step, tool_now() - r.t0,
            (double)(ck.step - r.first_step) * (double)r.tokens_per_step / (tool_now() - r.t0));
+    tool_print_dist_stats(ck.step - r.first_step);
     status = 0;
 done:
     if (r.log) bg_trainlog_close(r.log);

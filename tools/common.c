@@ -9,7 +9,9 @@
 #include "tools/tools.h"
 
 bool tool_data_batchers(tool_data *d, int64_t batch, int64_t eval_batch, uint64_t seed) {
-    bg_batcher_opts train_opts = {.batch_size = batch, .shuffle = true, .seed = seed};
+    // Under mpirun each rank trains on its slice of every global batch.
+    bg_batcher_opts train_opts = {.batch_size = batch, .shuffle = true, .seed = seed,
+                                  .shard_rank = bg_dist_rank(), .shard_count = bg_dist_size()};
     bg_batcher_opts test_opts = {.batch_size = eval_batch};
     if (d->train && d->test && bg_batcher_new(d->train, &train_opts, &d->train_b) == BG_OK &&
         bg_batcher_new(d->test, &test_opts, &d->test_b) == BG_OK)
@@ -113,4 +115,11 @@ bool tool_check_output(const char *cmd, const char *out, const char *what, const
         fprintf(stderr, "bitgrad %s: the output %s is the same file as the %s %s: refusing to overwrite an input\n", cmd,
                 out, what, in);
     return false;
+}
+
+void tool_print_dist_stats(int64_t steps) {
+    bg_dist_stats d = bg_dist_get_stats();
+    if (bg_dist_size() < 2 || steps < 1) return;
+    printf("data parallel: %d ranks; gradient allreduce %.2f ms per step, %.2f MiB reduced per step per rank\n",
+           bg_dist_size(), 1e3 * d.allreduce_seconds / (double)steps, (double)d.bytes_per_allreduce / (1 << 20));
 }

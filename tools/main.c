@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dist/dist.h"
 #include "tensor/tensor.h"
 #include "tools/commands.h"
 
@@ -28,6 +29,29 @@ static void usage(FILE *f) {
     for (int i = 0; i < n_commands; i++) fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].usage);
 }
 
+/* Runs a command on every rank of `mpirun -np N bitgrad ...` (one rank
+ * otherwise): rank 0 alone prints progress (the others' stdout goes to
+ * /dev/null; errors stay on each rank's stderr) and writes files; a rank
+ * that fails stops them all (bg_dist_abort) instead of leaving them waiting. */
+static int run_ranked(const command *c, int argc, char **argv) {
+    if (bg_dist_init(&argc, &argv) != BG_OK) {
+        fprintf(stderr, "bitgrad: %s\n", bg_last_error());
+        return 1;
+    }
+    if (!bg_dist_is_root() && !freopen("/dev/null", "w", stdout)) {
+        fprintf(stderr, "bitgrad: rank %d: cannot silence stdout\n", bg_dist_rank());
+        bg_dist_abort(1);
+    }
+    int rc = c->run(argc, argv);
+    if (rc != 0 && bg_dist_size() > 1) {
+        fprintf(stderr, "bitgrad: rank %d of %d failed (exit %d): stopping every rank\n", bg_dist_rank(),
+                bg_dist_size(), rc);
+        bg_dist_abort(rc);
+    }
+    bg_dist_finalize();
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && !strcmp(argv[1], "--version")) {
         printf("bitgrad %s\n", bg_version());
@@ -38,7 +62,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     for (int i = 0; i < n_commands; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+        if (!strcmp(argv[1], commands[i].name)) return run_ranked(&commands[i], argc - 1, argv + 1);
     fprintf(stderr, "bitgrad: unknown command \"%s\"\n", argv[1]);
     usage(stderr);
     return 2;

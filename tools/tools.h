@@ -91,6 +91,10 @@ bg_status tool_log_metrics(bg_trainlog_writer *log, int64_t step, bg_module *mod
  * schedule's first step. */
 bool tool_phase_ending(const bg_schedule *sched, const bg_quantizer_list *q, int64_t step);
 
+/* Under mpirun: the ranks, the gradient allreduce's time per step and the
+ * bytes each rank reduces per step (nothing when single-process). */
+void tool_print_dist_stats(int64_t steps);
+
 /* bitgrad demo lm (tools/cmd_lm.c): the language-model demo. */
 int tool_lm_demo(int argc, char **argv);
 
