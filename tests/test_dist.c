@@ -16,6 +16,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bitgrad.h"
 #include "tests/test_util.h"
@@ -61,6 +62,7 @@ static bg_dataset *dataset(void) {
 }
 
 typedef struct sched_hook {
+    bool on;
     bg_schedule sched;
     bg_quantizer_list *q;
 } sched_hook;
@@ -68,63 +70,73 @@ typedef struct sched_hook {
 static bg_status apply_schedule(int64_t step, void *user) {
     sched_hook *h = user;
     bool applied;
-    return bg_schedule_apply(&h->sched, step, h->q->states, h->q->names, h->q->weights, h->q->n, &applied);
+    return h->on ? bg_schedule_apply(&h->sched, step, h->q->states, h->q->names, h->q->weights, h->q->n, &applied)
+                 : BG_OK;
 }
 
-static void hook_init(sched_hook *h, bg_module *m) {
-    CHECK(bg_schedule_parse("[*weight_quant]int8@0,int4@6,ternary@12", 0, &h->sched) == BG_OK);
+/* What the equivalence runs train: a model, its optimizer, a source of
+ * slice r of N of every global batch, and an optional weight schedule. */
+typedef struct workload {
+    const char *name;
+    bg_module *(*build)(void);
+    bg_optim *(*optim)(bg_module *m);
+    void *(*source)(int r, int N, bg_batch_source *out);   /* returns what to free */
+    void (*source_free)(void *owner);
+    const char *schedule;
+} workload;
+
+static void hook_init(sched_hook *h, const workload *w, bg_module *m) {
+    h->on = w->schedule != NULL;
+    if (h->on) CHECK(bg_schedule_parse(w->schedule, 0, &h->sched) == BG_OK);
     h->q = bg_model_quantizer_list(m);
     CHECK(h->q != NULL);
 }
 
+static float *params_copy(bg_module *m, int64_t *n) {
+    float *p = bg_module_flat_params(m, n);
+    float *copy = malloc(sizeof(float) * (size_t)*n);
+    memcpy(copy, p, sizeof(float) * (size_t)*n);
+    return copy;
+}
+
 /* The data-parallel run: this rank's slice of every global batch. */
-static float *train_parallel(const char *a_spec, int64_t *n) {
-    bg_module *m = mlp(a_spec);
-    bg_dataset *ds = dataset();
-    bg_batcher *b = NULL;
-    bg_batcher_opts bo = {.batch_size = GLOBAL_B, .shuffle = true, .seed = 5, .shard_rank = bg_dist_rank(),
-                          .shard_count = bg_dist_size()};
-    CHECK(bg_batcher_new(ds, &bo, &b) == BG_OK);
-    bg_optim *opt = bg_adam_new(m, NULL);
+static float *train_parallel(const workload *w, int64_t *n) {
+    bg_module *m = w->build();
+    bg_batch_source src;
+    void *owner = w->source(bg_dist_rank(), bg_dist_size(), &src);
+    bg_optim *opt = w->optim(m);
     bg_ctx *ctx = bg_ctx_new(0);
     sched_hook h;
-    hook_init(&h, m);
+    hook_init(&h, w, m);
     CHECK(bg_dist_broadcast_model(m) == BG_OK);
-    bg_batch_source src = bg_batcher_source(b);
     double loss = 0;
     bg_train_opts to = {.before_step = apply_schedule, .user = &h};
-    for (int64_t done = 0; done < STEPS;) {   // epochs of 6 batches
+    for (int64_t done = 0; done < STEPS;) {   // bg_train_steps stops at each epoch's end
         int64_t before = bg_optim_step_count(opt);
         bg_status st = bg_train_steps(ctx, m, opt, &src, STEPS - done, &to, &loss);
         CHECK_MSG(st == BG_OK, "rank %d: %s", bg_dist_rank(), bg_last_error());
         if (st != BG_OK) break;
         done += bg_optim_step_count(opt) - before;
     }
-    float *p = bg_module_flat_params(m, n);
-    float *copy = malloc(sizeof(float) * (size_t)*n);
-    memcpy(copy, p, sizeof(float) * (size_t)*n);
+    float *copy = params_copy(m, n);
     bg_quantizer_list_free(h.q);
     bg_ctx_free(ctx);
     bg_optim_free(opt);
     bg_module_free(m);
-    bg_batcher_free(b);
-    bg_dataset_free(ds);
+    w->source_free(owner);
     return copy;
 }
 
 /* The reference in one process: N micro-batches per step. */
-static float *train_accumulating(int N, int64_t *n) {
-    bg_module *m = mlp(NULL);
-    bg_dataset *ds = dataset();
-    bg_batcher *b[8];
-    for (int r = 0; r < N; r++) {
-        bg_batcher_opts bo = {.batch_size = GLOBAL_B, .shuffle = true, .seed = 5, .shard_rank = r, .shard_count = N};
-        CHECK(bg_batcher_new(ds, &bo, &b[r]) == BG_OK);
-    }
-    bg_optim *opt = bg_adam_new(m, NULL);
+static float *train_accumulating(const workload *w, int N, int64_t *n) {
+    bg_module *m = w->build();
+    bg_batch_source src[8];
+    void *owner[8];
+    for (int r = 0; r < N; r++) owner[r] = w->source(r, N, &src[r]);
+    bg_optim *opt = w->optim(m);
     bg_ctx *ctx = bg_ctx_new(0);
     sched_hook h;
-    hook_init(&h, m);
+    hook_init(&h, w, m);
     bg_module_train(m, true);
     int64_t ng = 0;
     float *g = bg_module_flat_grads(m, &ng);
@@ -134,7 +146,7 @@ static float *train_accumulating(int N, int64_t *n) {
         bool more = true;
         for (int r = 0; r < N; r++) {
             // the shards end their epochs together: all are asked, all say so
-            if (!bg_batcher_next(b[r], ctx, &x, &y)) more = false;
+            if (!src[r].next(src[r].src, ctx, &x, &y)) more = false;
             if (!more) continue;
             CHECK(apply_schedule(step, &h) == BG_OK);
             // The weights' observers see the weights once per step, as in one
@@ -147,7 +159,7 @@ static float *train_accumulating(int N, int64_t *n) {
             memcpy(parts + r * ng, g, sizeof(float) * (size_t)ng);
             bg_ctx_reset(ctx);
         }
-        if (!more) continue;   // end of an epoch: every batcher starts the next
+        if (!more) continue;   // end of an epoch: every source starts the next
         for (int64_t i = 0; i < ng; i++) {
             float s = parts[i];
             for (int r = 1; r < N; r++) s += parts[r * ng + i];
@@ -156,18 +168,51 @@ static float *train_accumulating(int N, int64_t *n) {
         CHECK(bg_optim_step(opt) == BG_OK);
         step++;
     }
-    float *p = bg_module_flat_params(m, n);
-    float *copy = malloc(sizeof(float) * (size_t)*n);
-    memcpy(copy, p, sizeof(float) * (size_t)*n);
+    float *copy = params_copy(m, n);
     free(parts);
     bg_quantizer_list_free(h.q);
     bg_ctx_free(ctx);
     bg_optim_free(opt);
     bg_module_free(m);
-    for (int r = 0; r < N; r++) bg_batcher_free(b[r]);
-    bg_dataset_free(ds);
+    for (int r = 0; r < N; r++) w->source_free(owner[r]);
     return copy;
 }
+
+// the MLP's pieces
+static bg_module *mlp_weights_only(void) { return mlp(NULL); }
+static bg_optim *adam(bg_module *m) { return bg_adam_new(m, NULL); }
+static bg_dataset *the_dataset;
+static void *mlp_source(int r, int N, bg_batch_source *out) {
+    bg_batcher *b = NULL;
+    bg_batcher_opts bo = {.batch_size = GLOBAL_B, .shuffle = true, .seed = 5, .shard_rank = r, .shard_count = N};
+    CHECK(bg_batcher_new(the_dataset, &bo, &b) == BG_OK);
+    *out = bg_batcher_source(b);
+    return b;
+}
+static void mlp_source_free(void *b) { bg_batcher_free(b); }
+
+// the BitNet language model's pieces
+static bg_text *the_text;
+static bg_module *small_bitnet_lm(void) {
+    bg_rng rng;
+    bg_rng_seed(&rng, 11);
+    bg_lm_config cfg = {.vocab = 256, .d_model = 32, .n_layers = 2, .n_heads = 2, .d_ff = 64, .ctx = 16};
+    bg_module *m = bg_lm_new(&cfg, &rng);
+    CHECK(m && bg_bitnet_model(m) == BG_OK);
+    bg_model_set_quant_mode(m, BG_QUANT_MODE_TRAIN);
+    return m;
+}
+static bg_optim *adamw(bg_module *m) {
+    return bg_adamw_new(m, &(bg_adam_opts){.lr = 2e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f});
+}
+static void *text_source(int r, int N, bg_batch_source *out) {
+    bg_text_batcher *b = NULL;
+    bg_text_batcher_opts o = {.batch_size = 8, .context = 16, .seed = 2, .shard_rank = r, .shard_count = N};
+    CHECK(bg_text_batcher_new(the_text, &o, &b) == BG_OK);
+    *out = bg_text_source(b);
+    return b;
+}
+static void text_source_free(void *b) { bg_text_batcher_free(b); }
 
 static void compare(const char *what, const float *got, const float *want, int64_t n) {
     int N = bg_dist_size();
@@ -195,15 +240,32 @@ static void compare(const char *what, const float *got, const float *want, int64
                what, N, N, (long long)differ, (long long)n, worst_abs, worst);
 }
 
-static void test_mlp_equivalence(void) {
+static void test_equivalence(const workload *w) {
     int64_t n1, n2;
-    float *dp = train_parallel(NULL, &n1);
-    float *ref = train_accumulating(bg_dist_size(), &n2);
+    float *dp = train_parallel(w, &n1);
+    float *ref = train_accumulating(w, bg_dist_size(), &n2);
     CHECK(n1 == n2);
-    compare("MLP, weights int8 -> int4 -> ternary", dp, ref, n1);
+    compare(w->name, dp, ref, n1);
     CHECK(same_on_all_ranks(dp, n1));
     free(dp);
     free(ref);
+}
+
+/* A text of a few kilobytes, written by each rank to its own file. */
+static bg_text *small_text(void) {
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/test_dist_%d_%d.txt", (int)getpid(), bg_dist_rank());
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    static const char *words[] = {"in ", "the ", "beginning ", "was ", "light ", "and ", "darkness ", "upon ", "deep. "};
+    bg_rng rng;
+    bg_rng_seed(&rng, 9);
+    for (int i = 0; f && i < 2000; i++) fputs(words[bg_rng_below(&rng, 9)], f);
+    if (f) fclose(f);
+    bg_text *t = NULL;
+    CHECK(bg_text_load(path, &t) == BG_OK);
+    remove(path);
+    return t;
 }
 
 /* Activation observers see each rank's own slice; after every step the
@@ -271,9 +333,18 @@ int main(int argc, char **argv) {
     if (getenv("STEPS")) STEPS = atoi(getenv("STEPS"));
     if (bg_dist_is_root())
         printf("test_dist: %d rank(s)%s\n", bg_dist_size(), bg_dist_built_with_mpi() ? "" : " (built without MPI)");
-    test_mlp_equivalence();
+    the_dataset = dataset();
+    the_text = small_text();
+    const workload mlp_w = {"MLP, weights int8 -> int4 -> ternary", mlp_weights_only, adam, mlp_source, mlp_source_free,
+                            "[*weight_quant]int8@0,int4@6,ternary@12"};
+    const workload lm_w = {"BitNet LM (ternary weights, int8 activations)", small_bitnet_lm, adamw, text_source,
+                           text_source_free, NULL};
+    test_equivalence(&mlp_w);
+    test_equivalence(&lm_w);
     test_observers_equal();
     test_failure_stops_all();
+    bg_dataset_free(the_dataset);
+    bg_text_free(the_text);
     int failed = bg_test_finish();
     // Every rank's verdict: a failure on any rank fails the test.
     double f = failed;
