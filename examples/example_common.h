@@ -157,8 +157,15 @@ static bool npy_pair(const char *pair, bg_dataset **out) {
 
 /* Loads the data, builds the model and optimizer, and prints per epoch the
  * mean training loss, the test accuracy and the seconds taken. Returns the
- * process exit status. */
+ * process exit status. Under `mpirun -np N` the N processes train one model
+ * data-parallel (dist.h): each takes its slice of every batch, rank 0
+ * prints, and a failing rank stops them all. */
 static int run_fmnist_example(const fmnist_example *ex, options o) {
+    if (bg_dist_init(NULL, NULL) != BG_OK) {
+        fprintf(stderr, "%s\n", bg_last_error());
+        return 1;
+    }
+    if (!bg_dist_is_root() && !freopen("/dev/null", "w", stdout)) bg_dist_abort(1);
     bg_set_num_threads(o.threads);
     int status = 1;
     bg_dataset *train = NULL, *test = NULL;
@@ -166,7 +173,8 @@ static int run_fmnist_example(const fmnist_example *ex, options o) {
     bg_module *model = NULL;
     bg_optim *opt = NULL;
     bg_ctx *ctx = NULL;
-    bg_batcher_opts train_opts = {.batch_size = o.batch, .shuffle = true, .seed = o.seed, .nchw = ex->nchw};
+    bg_batcher_opts train_opts = {.batch_size = o.batch, .shuffle = true, .seed = o.seed, .nchw = ex->nchw,
+                                  .shard_rank = bg_dist_rank(), .shard_count = bg_dist_size()};
     bg_batcher_opts test_opts = {.batch_size = ex->eval_batch, .nchw = ex->nchw};
     bool loaded = o.npy_train ? npy_pair(o.npy_train, &train) && npy_pair(o.npy_test ? o.npy_test : o.npy_train, &test)
                               : bg_fmnist_load(o.data, BG_FMNIST_TRAIN, &train) == BG_OK &&
@@ -181,7 +189,7 @@ static int run_fmnist_example(const fmnist_example *ex, options o) {
     model = ex->build(&rng);
     opt = model ? build_optim(model, &o) : NULL;
     ctx = bg_ctx_new(0);
-    if (!model || !opt || !ctx) {
+    if (!model || !opt || !ctx || bg_dist_broadcast_model(model) != BG_OK) {
         fprintf(stderr, "%s\n", bg_last_error());
         goto done;
     }
@@ -222,6 +230,8 @@ done:
     bg_batcher_free(test_b);
     bg_dataset_free(train);
     bg_dataset_free(test);
+    if (status != 0 && bg_dist_size() > 1) bg_dist_abort(status);   // the others may wait in an allreduce
+    bg_dist_finalize();
     return status;
 }
 
