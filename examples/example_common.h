@@ -155,17 +155,32 @@ static bool npy_pair(const char *pair, bg_dataset **out) {
     return bg_dataset_from_npy(x, comma + 1, out) == BG_OK;
 }
 
+/* Data parallel under `mpirun -np N` (dist.h; one process otherwise): starts
+ * MPI, and only rank 0 prints. */
+static bool dist_begin(void) {
+    if (bg_dist_init(NULL, NULL) != BG_OK) {
+        fprintf(stderr, "%s\n", bg_last_error());
+        return false;
+    }
+    if (!bg_dist_is_root() && !freopen("/dev/null", "w", stdout)) bg_dist_abort(1);
+    return true;
+}
+
+/* Ends MPI; a rank that failed stops them all (the others may be waiting in
+ * an allreduce). Returns status. */
+static int dist_end(int status) {
+    if (status != 0 && bg_dist_size() > 1) bg_dist_abort(status);
+    bg_dist_finalize();
+    return status;
+}
+
 /* Loads the data, builds the model and optimizer, and prints per epoch the
  * mean training loss, the test accuracy and the seconds taken. Returns the
  * process exit status. Under `mpirun -np N` the N processes train one model
  * data-parallel (dist.h): each takes its slice of every batch, rank 0
  * prints, and a failing rank stops them all. */
 static int run_fmnist_example(const fmnist_example *ex, options o) {
-    if (bg_dist_init(NULL, NULL) != BG_OK) {
-        fprintf(stderr, "%s\n", bg_last_error());
-        return 1;
-    }
-    if (!bg_dist_is_root() && !freopen("/dev/null", "w", stdout)) bg_dist_abort(1);
+    if (!dist_begin()) return 1;
     bg_set_num_threads(o.threads);
     int status = 1;
     bg_dataset *train = NULL, *test = NULL;
@@ -230,9 +245,7 @@ done:
     bg_batcher_free(test_b);
     bg_dataset_free(train);
     bg_dataset_free(test);
-    if (status != 0 && bg_dist_size() > 1) bg_dist_abort(status);   // the others may wait in an allreduce
-    bg_dist_finalize();
-    return status;
+    return dist_end(status);
 }
 
 #endif

@@ -279,6 +279,7 @@ int main(int argc, char **argv) {
     r = parse_args(argc, argv, &o);
     if (r) return r > 0 ? 0 : 2;
 
+    if (!dist_begin()) return 1;
     bg_set_num_threads(o.threads);
     int status = 1;
     bg_dataset *train = NULL, *test = NULL;
@@ -288,7 +289,8 @@ int main(int argc, char **argv) {
     bg_ctx *ctx = NULL;
     bg_schedule sched;
     hooks h = {.T = q.kd_T, .alpha = q.kd_alpha};
-    bg_batcher_opts train_opts = {.batch_size = o.batch, .shuffle = true, .seed = o.seed, .nchw = q.cnn};
+    bg_batcher_opts train_opts = {.batch_size = o.batch, .shuffle = true, .seed = o.seed, .nchw = q.cnn,
+                                  .shard_rank = bg_dist_rank(), .shard_count = bg_dist_size()};
     bg_batcher_opts test_opts = {.batch_size = q.cnn ? 250 : 1000, .nchw = q.cnn};
     if (bg_fmnist_load(o.data, BG_FMNIST_TRAIN, &train) != BG_OK ||
         bg_fmnist_load(o.data, BG_FMNIST_TEST, &test) != BG_OK ||
@@ -308,7 +310,7 @@ int main(int argc, char **argv) {
                 bare &= sched.rules[i].phases[j].fp32 || sched.rules[i].phases[j].kind_only;
         if (!q.wspec) q.wspec = bare ? SCHEDULE_START : SCHEDULE_START_FULL;
     }
-    if (!model || quantize(model, &q) != BG_OK) goto fail;
+    if (!model || quantize(model, &q) != BG_OK || bg_dist_broadcast_model(model) != BG_OK) goto fail;
     bg_model_set_int_forward(model, !q.f32_forward);
     if (q.teacher) {
         bg_rng trng;
@@ -363,7 +365,7 @@ int main(int argc, char **argv) {
     }
     printf("final test accuracy %.2f%%\n", 100 * acc);
     if (q.save_teacher) {
-        if (save_weights(model, q.save_teacher) != BG_OK) goto fail;
+        if (bg_dist_is_root() && save_weights(model, q.save_teacher) != BG_OK) goto fail;
         printf("saved the weights to %s\n", q.save_teacher);
     }
     status = 0;
@@ -380,5 +382,5 @@ done:
     bg_batcher_free(test_b);
     bg_dataset_free(train);
     bg_dataset_free(test);
-    return status;
+    return dist_end(status);
 }
