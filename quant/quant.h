@@ -362,6 +362,35 @@ void bg_quant_error_from_stats(const bg_quant_stats *s, bg_quant_error *out);
 /* The same for two arrays directly. */
 void bg_quant_error_compute(const float *x, const float *q, int64_t n, bg_quant_error *out);
 
+// ---------------------------------------------------------------------------
+// GPTQ (gptq.c): post-training rounding of a weight matrix that pushes each
+// column's rounding error onto the columns not yet rounded (Frantar et al.
+// 2022, without lazy blocking), given the layer's input Hessian
+
+/* GPTQ rounding of a weight matrix w [rows, cols] (row-major, rows = output
+ * channels): columns are quantized in order 0..cols-1 and each column's
+ * rounding error, scaled by the inverse Hessian's Cholesky factor, is pushed
+ * onto the columns not yet quantized. H [cols, cols] (double, row-major) is
+ * the layer's input Hessian 2/n X^T X from calibration inputs X [n, cols];
+ * it is not modified. A column whose H diagonal is 0 (an input never
+ * active) gets w = 0 for that column and H_jj = 1; then dampening:
+ * percdamp * mean(diag H) (the mean after that fix) is added to the
+ * diagonal (GPTQ's 0.01). With U the upper Cholesky factor of
+ * (H + damp)^-1, column j of each row r rounds W[r][j] and then
+ * W[r][k] -= (W[r][j] - q) / U[j][j] * U[j][k] for k > j (in double).
+ * Codes: q = clamp(round_half_even(W[r][j] / scale[r]), qmin, qmax) (a
+ * division in double, not float's multiply by 1/s), scale[r] > 0 per row
+ * given by the caller (repeat one value for a per-tensor scale); zero point
+ * 0 (symmetric). Writes the dequantized result q*scale into wq
+ * [rows, cols] (may not alias w). A diagonal H gives plain round to
+ * nearest. O(cols^3 + rows*cols^2) time, 2 cols^2 + rows*cols doubles.
+ * BG_ERR_ARG for bad sizes/NULL/qmin > qmax/scale <= 0/percdamp < 0,
+ * BG_ERR_NOMEM, BG_ERR_NAN when H is not positive definite after
+ * dampening, each via bg_set_error, e.g.
+ *   gptq_quantize: H + 0 damping is not positive definite: Cholesky pivot -1 at column 0 */
+bg_status bg_gptq_quantize(const float *w, int64_t rows, int64_t cols, const double *H, const float *scale,
+                           int32_t qmin, int32_t qmax, double percdamp, float *wq);
+
 #ifdef __cplusplus
 }
 #endif
