@@ -15,6 +15,7 @@
 #include "io/export.h"
 #include "io/text.h"
 #include "io/train.h"
+#include "io/calibrate.h"
 #include "io/trainlog.h"
 
 #endif /* BG_IO_H */

@@ -183,6 +183,33 @@ int bg_qat_metrics(struct bg_module *model, bg_qat_layer_metrics *out, int max);
  * and the zero and flip fractions for ternary layers. */
 void bg_qat_metrics_print(const bg_qat_layer_metrics *m, int n, FILE *f);
 
+// ---------------------------------------------------------------------------
+// automatic precision (autoquant.c): what a layer costs in an export, and
+// the bit-widths that fit a budget with the least predicted loss. The
+// predicted loss of a choice is the sum of its layers' sensitivities
+// (io/calibrate.h bg_weight_sensitivity: each measured alone).
+
+/* Bytes of a Linear-like layer [rows, cols] in a bitgrad export at spec
+ * (NULL: float weights): t2 (ternary, binary; rows padded to 128 weights),
+ * i4 (1-4 bits), i8 (5-8 bits) or f32 weights, f32 scales (and zero points
+ * when not symmetric), and an f32 bias when `bias`. */
+int64_t bg_export_layer_bytes(int64_t rows, int64_t cols, const bg_quant_spec *spec, bool bias);
+
+/* One option per layer, exactly: the least sum of cost[i*n_opt + choice[i]]
+ * with sum bytes[i*n_opt + choice[i]] <= budget, by dynamic programming
+ * over the budget in units of ceil(budget / 65536) bytes, sizes rounded up,
+ * so the choice never exceeds the budget and is optimal when budget <
+ * 65536 bytes (in general within one unit per layer of the optimum).
+ * BG_ERR_ARG with the smallest possible size when even that does not fit.
+ * total_cost / total_bytes may be NULL. */
+bg_status bg_budget_solve(int n_layers, int n_opt, const int64_t *bytes, const double *cost, int64_t budget,
+                          int *choice, double *total_cost, int64_t *total_bytes);
+
+/* The quality gate's move: the k layers whose cost at their current option
+ * is largest (the most sensitive) move up one option (options ordered from
+ * fewest to most bits). Returns how many moved; 0 when all are at the top. */
+int bg_gate_raise(int n_layers, int n_opt, const double *cost, int *choice, int k);
+
 #ifdef __cplusplus
 }
 #endif
