@@ -171,3 +171,107 @@ bg_status bg_weight_sensitivity(bg_ctx *ctx, bg_module *model, bg_batch_cache *c
     free(parsed);
     return st;
 }
+
+// ---------------------------------------------------------------------------
+// GPTQ over a Sequential model
+
+/* A child that GPTQ can round: a qlayer with a 2-D weight and a symmetric
+ * per-tensor or per-channel (axis 0) weight spec. */
+static bool gptq_fits(bg_module *c) {
+    if (!bg_module_is_qlayer(c)) return false;
+    bg_tensor *w = bg_qlayer_weight(c);
+    bg_quant_state *st = bg_qlayer_weight_state(c);
+    if (!w || !st || w->ndim != 2) return false;
+    const bg_quant_spec *s = bg_quant_state_spec(st);
+    return s->symmetric && (s->granularity == BG_QUANT_PER_TENSOR ||
+                            (s->granularity == BG_QUANT_PER_CHANNEL && (s->axis == 0 || s->axis == -2)));
+}
+
+/* H += X^T X for the rows of x [n, cols] (float inputs, double sums). */
+static void add_gram(double *H, const float *x, int64_t n, int64_t cols) {
+    for (int64_t r = 0; r < n; r++) {
+        const float *xr = x + r * cols;
+        for (int64_t i = 0; i < cols; i++) {
+            if (xr[i] == 0.0f) continue;   // ReLU outputs: mostly zeros
+            double xi = xr[i];
+            double *Hi = H + i * cols;
+            for (int64_t j = 0; j < cols; j++) Hi[j] += xi * xr[j];
+        }
+    }
+}
+
+/* Rounds one layer with its Hessian (sum of X^T X over n rows). */
+static bg_status gptq_layer(bg_ctx *ctx, bg_module *c, double *H, int64_t n, double percdamp) {
+    bg_tensor *w = bg_qlayer_weight(c);
+    bg_quant_state *st = bg_qlayer_weight_state(c);
+    const int64_t rows = w->shape[0], cols = w->shape[1];
+    for (int64_t i = 0; i < cols * cols; i++) H[i] *= 2.0 / (double)(n > 0 ? n : 1);
+    bg_quant_params qp;
+    bg_quant_state_set_observer(st, true);
+    bg_status s = bg_quant_params_compute(ctx, bg_quant_state_spec(st), st, w, &qp);
+    float *scale = malloc(sizeof(float) * (size_t)rows), *wq = malloc(sizeof(float) * (size_t)(rows * cols));
+    if (s == BG_OK && (!scale || !wq)) s = bg_set_error(BG_ERR_NOMEM, "gptq_model: out of memory");
+    if (s == BG_OK) {
+        for (int64_t r = 0; r < rows; r++) scale[r] = qp.scale[qp.channels == rows ? r : 0];
+        s = bg_gptq_quantize(bg_f32(w), rows, cols, H, scale, qp.qmin, qp.qmax, percdamp, wq);
+    }
+    // The state keeps the range it observed from the original weights, so
+    // its scale stays the one GPTQ rounded to: the latent weights sit on
+    // the grid and the first fake quant reproduces GPTQ's codes.
+    if (s == BG_OK) memcpy(bg_f32(w), wq, sizeof(float) * (size_t)(rows * cols));
+    free(scale);
+    free(wq);
+    bg_ctx_reset(ctx);
+    return s;
+}
+
+bg_status bg_gptq_model(bg_ctx *ctx, bg_module *model, bg_batch_cache *calib, double percdamp, int *layers_done) {
+    if (layers_done) *layers_done = 0;
+    if (!ctx || !model || !calib) return bg_set_error(BG_ERR_ARG, "gptq_model: ctx, model and cache must not be NULL");
+    if (strcmp(bg_module_kind(model), "Sequential") != 0) return BG_OK;   // nothing it can walk
+    const int nc = bg_module_num_children(model);
+    double **H = calloc((size_t)nc, sizeof *H);
+    int64_t *rows = calloc((size_t)nc, sizeof *rows);
+    bg_status s = H && rows ? BG_OK : bg_set_error(BG_ERR_NOMEM, "gptq_model: out of memory");
+    for (int i = 0; i < nc && s == BG_OK; i++) {
+        bg_module *c = bg_module_child(model, i);
+        if (!gptq_fits(c)) continue;
+        int64_t cols = bg_qlayer_weight(c)->shape[1];
+        if (!(H[i] = calloc((size_t)(cols * cols), sizeof(double))))
+            s = bg_set_error(BG_ERR_NOMEM, "gptq_model: out of memory for a %lld x %lld Hessian", (long long)cols,
+                             (long long)cols);
+    }
+    // The float model's inputs of every layer, batch by batch.
+    bool was_training = bg_module_is_training(model), grad = bg_set_grad_enabled(ctx, false);
+    bg_module_train(model, false);
+    bg_model_set_quant_mode(model, BG_QUANT_MODE_FP32);
+    bg_batch_source src = bg_batch_cache_source(calib);
+    calib->next = 0;
+    bg_tensor *x, *y;
+    while (s == BG_OK && src.next(src.src, ctx, &x, &y)) {
+        for (int i = 0; i < nc && x; i++) {
+            bg_module *c = bg_module_child(model, i);
+            if (H[i]) {
+                bg_tensor *xc = bg_contiguous(ctx, x);
+                int64_t cols = bg_qlayer_weight(c)->shape[1], n = xc ? bg_numel(xc) / cols : 0;
+                if (xc) add_gram(H[i], bg_f32(xc), n, cols), rows[i] += n;
+            }
+            x = bg_module_forward(ctx, c, x);
+        }
+        if (bg_ctx_status(ctx) != BG_OK) s = bg_set_error(bg_ctx_status(ctx), "gptq_model: %s", bg_ctx_error(ctx));
+        bg_ctx_reset(ctx);
+    }
+    bg_model_set_quant_mode(model, BG_QUANT_MODE_EVAL);
+    for (int i = 0; i < nc && s == BG_OK; i++) {
+        if (!H[i]) continue;
+        s = gptq_layer(ctx, bg_module_child(model, i), H[i], rows[i], percdamp);
+        if (s == BG_OK && layers_done) (*layers_done)++;
+    }
+    bg_model_set_quant_mode(model, BG_QUANT_MODE_EVAL);
+    bg_set_grad_enabled(ctx, grad);
+    bg_module_train(model, was_training);
+    for (int i = 0; H && i < nc; i++) free(H[i]);
+    free(H);
+    free(rows);
+    return s;
+}

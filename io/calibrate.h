@@ -48,6 +48,17 @@ bg_status bg_calibrate(bg_ctx *ctx, bg_module *model, const bg_batch_source *src
 bg_status bg_weight_sensitivity(bg_ctx *ctx, bg_module *model, bg_batch_cache *calib, const char *const *specs,
                                 int n_specs, double *base_loss, double *delta);
 
+/* GPTQ start for QAT: for each quantized Linear child of a Sequential model
+ * (per-tensor or per-channel symmetric weights), the Hessian 2/n X^T X of
+ * its float inputs over the cache, then bg_gptq_quantize with the scale the
+ * layer's weight quantizer computes from its weights; the latent weights
+ * become the GPTQ-rounded values, and the quantizer keeps the range of the
+ * original weights, so its scale is the one GPTQ rounded to. Other
+ * layers (convolutions, per-group specs, models that are not Sequential)
+ * keep their weights. *layers_done (may be NULL) counts the layers changed.
+ * percdamp: GPTQ's 0.01. */
+bg_status bg_gptq_model(bg_ctx *ctx, bg_module *model, bg_batch_cache *calib, double percdamp, int *layers_done);
+
 #ifdef __cplusplus
 }
 #endif
