@@ -12,5 +12,7 @@ int bg_cmd_infer(int argc, char **argv);
 int bg_cmd_plot(int argc, char **argv);
 int bg_cmd_lm(int argc, char **argv);
 int bg_cmd_generate(int argc, char **argv);
+int bg_cmd_ptq(int argc, char **argv);
+int bg_cmd_autoquant(int argc, char **argv);
 
 #endif

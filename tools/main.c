@@ -15,6 +15,8 @@ typedef struct command {
 static const command commands[] = {
     {"demo", bg_cmd_demo, "train an fp32 teacher, fine-tune a ternary student, export, run, plot"},
     {"finetune", bg_cmd_finetune, "CKPT --schedule S [--teacher CKPT]: quantization-aware fine-tuning"},
+    {"ptq", bg_cmd_ptq, "CKPT --wspec S [--aspec S] [--gptq]: post-training quantization with calibration"},
+    {"autoquant", bg_cmd_autoquant, "CKPT --budget-kib N --max-drop D: per-layer widths under a budget, QAT, quality gate"},
     {"export", bg_cmd_export, "CKPT OUT [--format bitgrad|onnx|gguf]: write a model for inference"},
     {"infer", bg_cmd_infer, "EXPORT --data fashion-mnist: run an export with the integer runtime"},
     {"plot", bg_cmd_plot, "LOG [--out DIR]: draw the training figures from a log"},
