@@ -19,7 +19,7 @@ static const char *const widths[N_WIDTHS] = {"ternary", "int4", "int8"};
 static const char *const width_names[N_WIDTHS] = {"ternary", "4 bits", "8 bits"};
 
 typedef struct aq_opts {
-    const char *ckpt, *out, *export_path, *data, *wspec, *aspec;
+    const char *ckpt, *out, *export_path, *data, *wspec, *aspec, *uniform;
     long long calib, steps, rounds, budget_kib, threads;
     float max_drop, lr;
     bool gptq;
@@ -59,6 +59,8 @@ static void autoquant_usage(FILE *f) {
             "  --calib N        calibration batches of 128 (default 8)\n"
             "  --lr X           Adam learning rate of the fine-tuning (default 2e-4)\n"
             "  --no-gptq        start QAT from round-to-nearest weights\n"
+            "  --uniform W      every layer at width W (ternary, int4 or int8) instead of the\n"
+            "                   budget's choice: the baseline the mixed widths are compared with\n"
             "  --out FILE       checkpoint (default autoquant.safetensors)\n"
             "  --export FILE    bitgrad export of the result (default autoquant.bgx)\n"
             "  --data DIR       Fashion-MNIST folder (default $BG_FMNIST_DIR or %s)\n"
@@ -84,6 +86,7 @@ static int parse(int argc, char **argv, aq_opts *o, void (*usage)(FILE *)) {
             o->ckpt = a;
         } else if (!strcmp(a, "--wspec")) ok = tool_str_arg(argc, argv, &i, &o->wspec);
         else if (!strcmp(a, "--aspec")) ok = tool_str_arg(argc, argv, &i, &o->aspec);
+        else if (!strcmp(a, "--uniform")) ok = tool_str_arg(argc, argv, &i, &o->uniform);
         else if (!strcmp(a, "--calib")) ok = tool_int_arg(argc, argv, &i, 1, 1000, &o->calib);
         else if (!strcmp(a, "--steps")) ok = tool_int_arg(argc, argv, &i, 0, 1000000, &o->steps);
         else if (!strcmp(a, "--rounds")) ok = tool_int_arg(argc, argv, &i, 0, 100, &o->rounds);
@@ -283,8 +286,19 @@ int bg_cmd_autoquant(int argc, char **argv) {
                L.delta[i * 3 + 2], (double)L.bytes[i * 3] / 1024, (double)L.bytes[i * 3 + 1] / 1024,
                (double)L.bytes[i * 3 + 2] / 1024);
     // The widths under the budget, then QAT from the GPTQ start.
-    if (bg_budget_solve(L.n, N_WIDTHS, L.bytes, L.delta, o.budget_kib * 1024, L.choice, &predicted, &used) != BG_OK)
+    if (o.uniform) {
+        int w = -1;
+        for (int j = 0; j < N_WIDTHS; j++) w = strcmp(o.uniform, widths[j]) ? w : j;
+        if (w < 0) {
+            bg_set_error(BG_ERR_ARG, "--uniform: expected ternary, int4 or int8, got \"%s\"", o.uniform);
+            goto fail;
+        }
+        for (int i = 0; i < L.n; i++) L.choice[i] = w, predicted += L.delta[i * N_WIDTHS + w];
+        used = chosen_bytes(&L);
+    } else if (bg_budget_solve(L.n, N_WIDTHS, L.bytes, L.delta, o.budget_kib * 1024, L.choice, &predicted, &used) !=
+               BG_OK) {
         goto fail;
+    }
     printf("\nchosen under %lld KiB: %.1f KiB, predicted loss increase %+.5f\n", o.budget_kib, (double)used / 1024,
            predicted);
     if (!apply_widths(r.model, &L)) goto fail;

@@ -185,5 +185,29 @@ check "and says why" grep -q "dataset_from_npy: $out/x.npy has 300 examples but 
 "$bitgrad" finetune "$out/demo/teacher.safetensors" --data "$out/x.npy" >"$out/ft-nolabels.log" 2>&1
 check "finetune --data x.npy without --labels exits 2" test $? -eq 2
 
+# Automatic precision on the demo's float teacher.
+t="$out/demo/teacher.safetensors"
+"$bitgrad" ptq "$t" --wspec int4 --gptq --calib 4 --threads 2 --out "$out/ptq.safetensors" >"$out/ptq.log" 2>&1
+check "ptq --wspec int4 --gptq exits 0" test $? -eq 0
+check "and prints the float and the quantized accuracy" grep -q "weights int4, activations float, GPTQ: test accuracy" "$out/ptq.log"
+check "and saves the checkpoint" test -s "$out/ptq.safetensors"
+"$bitgrad" ptq "$out/demo/student.safetensors" --wspec int4 --out "$out/ptq2.safetensors" >"$out/ptq-q.log" 2>&1
+check "ptq of a quantized checkpoint exits 1" test $? -eq 1
+check "and says why" grep -q "is already quantized; ptq starts from a float checkpoint" "$out/ptq-q.log"
+# A budget of all-ternary and no accuracy drop allowed: the gate moves the
+# most sensitive layers up, one per round, and stops.
+"$bitgrad" autoquant "$t" --budget-kib 182 --max-drop 0 --steps 20 --rounds 8 --calib 4 --threads 2 \
+    --out "$out/aq.safetensors" --export "$out/aq.bgx" >"$out/aq.log" 2>&1
+check "autoquant exits 0" test $? -eq 0
+check "autoquant prints the sensitivity table" grep -q "^sensitivity: calibration loss increase" "$out/aq.log"
+check "and a choice within the budget" grep -Eq "^chosen under 182 KiB: 1[0-8][0-9]\.[0-9] KiB" "$out/aq.log"
+check "and at least one gate round" grep -q "(gate: the most sensitive layer up one width)" "$out/aq.log"
+check "and stops (the drop is met or every layer is at 8 bits)" \
+    grep -Eq "every layer is at 8 bits: the gate stops|drop -?[0-9.]+, allowed 0.00" "$out/aq.log"
+check "and writes the export" test -s "$out/aq.bgx"
+"$bitgrad" autoquant "$t" --budget-kib 10 --max-drop 1 >"$out/aq-small.log" 2>&1
+check "autoquant under an impossible budget exits 1" test $? -eq 1
+check "and says the smallest size" grep -q "is below the smallest choice" "$out/aq-small.log"
+
 echo "$fails failed"
 test "$fails" -eq 0
