@@ -51,7 +51,9 @@ bg_status bg_weight_sensitivity(bg_ctx *ctx, bg_module *model, bg_batch_cache *c
 /* GPTQ start for QAT: for each quantized Linear child of a Sequential model
  * (per-tensor or per-channel symmetric weights), the Hessian 2/n X^T X of
  * its float inputs over the cache, then bg_gptq_quantize with the scale the
- * layer's weight quantizer computes from its weights; the latent weights
+ * layer's weight quantizer computes from its weights (integer widths only:
+ * ternary and binary layers keep their weights, where GPTQ measured worse
+ * than rounding to nearest); the latent weights
  * become the GPTQ-rounded values, and the quantizer keeps the range of the
  * original weights, so its scale is the one GPTQ rounded to. Other
  * layers (convolutions, per-group specs, models that are not Sequential)

@@ -1129,3 +1129,80 @@ bg_status bg_plot_all(const bg_trainlog *log, const char *dir, bg_plot_files *ou
     }
     return BG_OK;
 }
+
+// ---------------------------------------------------------------------------
+// charts of other data: grouped bars, labelled points (automatic precision)
+
+/* The range of n values with 0 included, ticks chosen: bars grow from 0. */
+static double range_from_zero(const double *v, int n, double *lo, double *hi) {
+    *lo = 0, *hi = 0;
+    for (int i = 0; i < n; i++)
+        if (isfinite(v[i])) *lo = fmin(*lo, v[i]), *hi = fmax(*hi, v[i]);
+    if (*hi == *lo) *hi = *lo + 1;
+    return nice_range(lo, hi, 6, 0.05);
+}
+
+bg_status bg_plot_bars(const char *path, const char *title, const char *ylabel, int n_groups,
+                       const char *const *groups, int n_series, const char *const *series, const double *values) {
+    if (!path || !title || n_groups < 1 || n_series < 1 || n_series > N_PALETTE || !groups || !series || !values)
+        return bg_set_error(BG_ERR_ARG, "plot: bars: NULL argument, no group, or not 1..%d series", N_PALETTE);
+    canvas cv;
+    if (!canvas_init(&cv, 1000, 560)) return bg_set_error(BG_ERR_NOMEM, "plot: %s: out of memory", path);
+    canvas *c = &cv;
+    draw_figure_title(c, title, NULL);
+    panel p = {.x0 = 110, .y0 = 80, .x1 = 800, .y1 = 480, .xlo = 0, .xhi = n_groups};
+    p.ystep = range_from_zero(values, n_groups * n_series, &p.ylo, &p.yhi);
+    draw_grid(c, &p);
+    const double slot = (double)(p.x1 - p.x0) / n_groups, bar = 0.8 * slot / n_series;
+    legend_entry leg[N_PALETTE];
+    for (int k = 0; k < n_series; k++) leg[k] = (legend_entry){series[k], palette[k], 2};
+    for (int g = 0; g < n_groups; g++) {
+        for (int k = 0; k < n_series; k++) {
+            double v = values[g * n_series + k];
+            if (!isfinite(v)) continue;
+            int x0 = (int)lround(p.x0 + g * slot + 0.1 * slot + k * bar), x1 = (int)lround(x0 + bar) - 2;
+            int y0 = (int)lround(px_y(&p, fmax(v, 0))), y1 = (int)lround(px_y(&p, fmin(v, 0)));
+            fill_rect(c, x0, y0, x1, y1 > y0 ? y1 : y0 + 1, palette[k]);
+        }
+        char label[64];
+        fit_text(label, sizeof label, groups[g], (int)slot - 4, TICK_S);
+        text(c, (int)lround(p.x0 + (g + 0.5) * slot), p.y1 + 10, label, COL_TEXT, TICK_S, 1);
+    }
+    p.xstep = 0;
+    draw_axes(c, &p, NULL, NULL, ylabel, false);
+    draw_legend(c, &p, leg, n_series, LEGEND_OUTSIDE);
+    bg_status st = png_save(c, path);
+    free(cv.px);
+    return st;
+}
+
+bg_status bg_plot_points(const char *path, const char *title, const char *xlabel, const char *ylabel, int n,
+                         const double *x, const double *y, const char *const *labels) {
+    if (!path || !title || n < 1 || !x || !y)
+        return bg_set_error(BG_ERR_ARG, "plot: points: NULL argument or no point");
+    canvas cv;
+    if (!canvas_init(&cv, 1000, 560)) return bg_set_error(BG_ERR_NOMEM, "plot: %s: out of memory", path);
+    canvas *c = &cv;
+    draw_figure_title(c, title, NULL);
+    double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
+    for (int i = 0; i < n; i++) xlo = fmin(xlo, x[i]), xhi = fmax(xhi, x[i]), ylo = fmin(ylo, y[i]), yhi = fmax(yhi, y[i]);
+    if (xhi == xlo) xlo -= 1, xhi += 1;
+    if (yhi == ylo) ylo -= 1, yhi += 1;
+    panel p = {.x0 = 110, .y0 = 80, .x1 = 940, .y1 = 480};
+    p.xstep = nice_range(&xlo, &xhi, 8, 0.08);
+    p.ystep = nice_range(&ylo, &yhi, 6, 0.1);
+    p.xlo = xlo, p.xhi = xhi, p.ylo = ylo, p.yhi = yhi;
+    draw_grid(c, &p);
+    clip_set(c, p.x0, p.y0, p.x1, p.y1);
+    for (int i = 0; i < n; i++) {
+        int px = (int)lround(px_x(&p, x[i])), py = (int)lround(px_y(&p, y[i]));
+        if (i > 0) line(c, px_x(&p, x[i - 1]), px_y(&p, y[i - 1]), px, py, palette[0], 1, 4);
+        fill_rect(c, px - 4, py - 4, px + 4, py + 4, palette[i ? 1 : 0]);
+        if (labels && labels[i]) text(c, px + 8, py - 6 - text_height(TICK_S), labels[i], COL_TEXT, TICK_S, 0);
+    }
+    clip_reset(c);
+    draw_axes(c, &p, NULL, xlabel, ylabel, false);
+    bg_status st = png_save(c, path);
+    free(cv.px);
+    return st;
+}

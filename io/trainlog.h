@@ -218,6 +218,16 @@ typedef struct bg_plot_files {
  * data for none; the first failure otherwise. */
 bg_status bg_plot_all(const bg_trainlog *log, const char *dir, bg_plot_files *out);
 
+/* Charts of other data (bitgrad autoquant's figures), PNG at path:
+ * grouped bars, values [n_groups x n_series] row-major (e.g. each layer's
+ * loss increase at each width), bars from 0; and points (x[i], y[i]) joined
+ * in order with optional labels (e.g. accuracy against export size, one
+ * point per gate round). BG_ERR_ARG / BG_ERR_NOMEM / BG_ERR_IO. */
+bg_status bg_plot_bars(const char *path, const char *title, const char *ylabel, int n_groups,
+                       const char *const *groups, int n_series, const char *const *series, const double *values);
+bg_status bg_plot_points(const char *path, const char *title, const char *xlabel, const char *ylabel, int n,
+                         const double *x, const double *y, const char *const *labels);
+
 #ifdef __cplusplus
 }
 #endif

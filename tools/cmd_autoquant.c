@@ -7,8 +7,9 @@
  *        predicted loss (exact, bg_budget_solve), start QAT from GPTQ
  *        weights, fine-tune, then the quality gate: while the accuracy drop
  *        exceeds --max-drop, the most sensitive layer moves up one width
- *        and the model is fine-tuned again briefly. */
+ *        and QAT runs again from the float weights at the new widths. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tools/commands.h"
@@ -19,7 +20,7 @@ static const char *const widths[N_WIDTHS] = {"ternary", "int4", "int8"};
 static const char *const width_names[N_WIDTHS] = {"ternary", "4 bits", "8 bits"};
 
 typedef struct aq_opts {
-    const char *ckpt, *out, *export_path, *data, *wspec, *aspec, *uniform;
+    const char *ckpt, *out, *export_path, *data, *wspec, *aspec, *uniform, *plots;
     long long calib, steps, rounds, budget_kib, threads;
     float max_drop, lr;
     bool gptq;
@@ -54,7 +55,7 @@ static void autoquant_usage(FILE *f) {
             "the export.\n"
             "  --budget-kib N   export budget of the quantized layers, KiB (required)\n"
             "  --max-drop D     largest accuracy drop allowed, points (required)\n"
-            "  --steps N        QAT steps after the choice (default 300; each gate round: half)\n"
+            "  --steps N        QAT steps of each round, from the float weights (default 300)\n"
             "  --rounds N       most gate rounds (default 6)\n"
             "  --calib N        calibration batches of 128 (default 8)\n"
             "  --lr X           Adam learning rate of the fine-tuning (default 2e-4)\n"
@@ -63,6 +64,8 @@ static void autoquant_usage(FILE *f) {
             "                   budget's choice: the baseline the mixed widths are compared with\n"
             "  --out FILE       checkpoint (default autoquant.safetensors)\n"
             "  --export FILE    bitgrad export of the result (default autoquant.bgx)\n"
+            "  --plots DIR      sensitivity.png (bars) and rounds.png (accuracy against size per\n"
+            "                   round) (default autoquant-plots)\n"
             "  --data DIR       Fashion-MNIST folder (default $BG_FMNIST_DIR or %s)\n"
             "  --threads N      threads; 0 = auto (default 0)\n"
             "  --seed N         shuffle seed (default 0)\n",
@@ -99,6 +102,7 @@ static int parse(int argc, char **argv, aq_opts *o, void (*usage)(FILE *)) {
         else if (!strcmp(a, "--no-gptq")) o->gptq = false;
         else if (!strcmp(a, "--out")) ok = tool_str_arg(argc, argv, &i, &o->out);
         else if (!strcmp(a, "--export")) ok = tool_str_arg(argc, argv, &i, &o->export_path);
+        else if (!strcmp(a, "--plots")) ok = tool_str_arg(argc, argv, &i, &o->plots);
         else if (!strcmp(a, "--data")) ok = tool_str_arg(argc, argv, &i, &o->data);
         else {
             fprintf(stderr, "unknown option: %s (try --help)\n", a);
@@ -249,7 +253,41 @@ static bool finetune(aq_run *r, bg_optim *opt, int64_t steps, double *acc) {
     return bg_evaluate(r->ctx, r->model, r->d.test_b, acc) == BG_OK;
 }
 
-static void print_round(int round, const char *what, const aq_layers *L, double acc, double float_acc) {
+/* Accuracy against export size, one point per round, for rounds.png. */
+typedef struct aq_history {
+    int n;
+    double kib[64], acc[64];
+    char names[64][24];
+} aq_history;
+
+/* One QAT run at the layers' current widths: the float weights again, the
+ * widths applied, the GPTQ start (or round to nearest), a fresh Adam, then
+ * `steps` steps. *start_acc: the accuracy before training (may be NULL). */
+static bool qat_from_float(aq_run *r, const aq_opts *o, const aq_layers *L, const float *float_params, int64_t steps,
+                           double *start_acc, double *acc) {
+    int64_t n = 0;
+    float *params = bg_module_flat_params(r->model, &n);
+    memcpy(params, float_params, sizeof(float) * (size_t)n);
+    int gptq_layers;
+    if (!apply_widths(r->model, L) || (o->gptq && bg_gptq_model(r->ctx, r->model, r->calib, 0.01, &gptq_layers) != BG_OK))
+        return false;
+    bg_model_set_quant_mode(r->model, BG_QUANT_MODE_EVAL);
+    if (start_acc && bg_evaluate(r->ctx, r->model, r->d.test_b, start_acc) != BG_OK) return false;
+    bg_adam_opts ao = BG_ADAM_DEFAULTS;
+    ao.lr = o->lr;
+    bg_optim *opt = bg_adam_new(r->model, &ao);
+    bool ok = opt && finetune(r, opt, steps, acc);
+    bg_optim_free(opt);
+    return ok;
+}
+
+static void print_round(int round, const char *what, const aq_layers *L, double acc, double float_acc,
+                        aq_history *h) {
+    if (h->n < 64) {
+        h->kib[h->n] = (double)chosen_bytes(L) / 1024, h->acc[h->n] = 100 * acc;
+        snprintf(h->names[h->n], sizeof h->names[h->n], "round %d", round);
+        h->n++;
+    }
     printf("round %d (%s): %.1f KiB, test accuracy %.2f%%, drop %.2f points; widths", round, what,
            (double)chosen_bytes(L) / 1024, 100 * acc, 100 * (float_acc - acc));
     for (int i = 0; i < L->n; i++) printf(" %s", widths[L->choice[i]]);
@@ -257,8 +295,27 @@ static void print_round(int round, const char *what, const aq_layers *L, double 
     fflush(stdout);
 }
 
+/* sensitivity.png and rounds.png in dir. */
+static bool write_plots(const char *dir, const aq_layers *L, const aq_history *h, double float_acc) {
+    char a[1024], b[1024], title[128];
+    const char *groups[64], *labels[64];
+    if (!tool_make_dir(dir)) return false;
+    snprintf(a, sizeof a, "%s/sensitivity.png", dir);
+    snprintf(b, sizeof b, "%s/rounds.png", dir);
+    for (int i = 0; i < L->n; i++) groups[i] = L->names[i];
+    for (int i = 0; i < h->n; i++) labels[i] = h->names[i];
+    snprintf(title, sizeof title, "accuracy against export size per round (float model %.2f%%)", 100 * float_acc);
+    if (bg_plot_bars(a, "loss increase with only that layer quantized, per width", "calibration loss increase", L->n,
+                     groups, N_WIDTHS, widths, L->delta) != BG_OK ||
+        bg_plot_points(b, title, "quantized layers, KiB", "test accuracy (%)", h->n, h->kib, h->acc, labels) != BG_OK)
+        return false;
+    printf("plots: %s, %s\n", a, b);
+    return true;
+}
+
 int bg_cmd_autoquant(int argc, char **argv) {
-    aq_opts o = {.out = "autoquant.safetensors", .export_path = "autoquant.bgx", .calib = 8, .steps = 300, .rounds = 6,
+    aq_opts o = {.out = "autoquant.safetensors", .export_path = "autoquant.bgx", .plots = "autoquant-plots", .calib = 8,
+                 .steps = 300, .rounds = 6,
                  .lr = 2e-4f, .gptq = true, .max_drop = -1};
     int p = parse(argc, argv, &o, autoquant_usage);
     if (p) return p > 0 ? 0 : 2;
@@ -269,8 +326,9 @@ int bg_cmd_autoquant(int argc, char **argv) {
     if (!tool_check_output("autoquant", o.out, "checkpoint", o.ckpt)) return 2;
     aq_run r = {0};
     aq_layers L = {0};
-    bg_optim *opt = NULL;
-    int status = 1, gptq_layers = 0;
+    aq_history hist = {0};
+    float *float_params = NULL;
+    int status = 1;
     double base = 0, predicted = 0, acc = 0;
     int64_t used = 0;
     if (!run_start(&r, &o, "autoquant") || bg_quantize_model(r.model, "int8", NULL) != BG_OK) goto fail;
@@ -301,23 +359,27 @@ int bg_cmd_autoquant(int argc, char **argv) {
     }
     printf("\nchosen under %lld KiB: %.1f KiB, predicted loss increase %+.5f\n", o.budget_kib, (double)used / 1024,
            predicted);
-    if (!apply_widths(r.model, &L)) goto fail;
-    if (o.gptq && bg_gptq_model(r.ctx, r.model, r.calib, 0.01, &gptq_layers) != BG_OK) goto fail;
-    bg_model_set_quant_mode(r.model, BG_QUANT_MODE_EVAL);
-    if (bg_evaluate(r.ctx, r.model, r.d.test_b, &acc) != BG_OK) goto fail;
-    print_round(0, o.gptq ? "GPTQ start, no training" : "round to nearest, no training", &L, acc, r.float_acc);
-    bg_adam_opts ao = BG_ADAM_DEFAULTS;
-    ao.lr = o.lr;
-    if (!(opt = bg_adam_new(r.model, &ao)) || !finetune(&r, opt, o.steps, &acc)) goto fail;
-    print_round(1, "QAT", &L, acc, r.float_acc);
+    int64_t np;
+    const float *fp = bg_module_flat_params(r.model, &np);
+    if (!(float_params = malloc(sizeof(float) * (size_t)np))) {
+        bg_set_error(BG_ERR_NOMEM, "autoquant: out of memory");
+        goto fail;
+    }
+    memcpy(float_params, fp, sizeof(float) * (size_t)np);
+    double start_acc;
+    if (!qat_from_float(&r, &o, &L, float_params, o.steps, &start_acc, &acc)) goto fail;
+    print_round(0, o.gptq ? "GPTQ start, no training" : "round to nearest, no training", &L, start_acc, r.float_acc,
+                &hist);
+    print_round(1, "QAT", &L, acc, r.float_acc, &hist);
     // The quality gate.
     for (int round = 2; 100 * (r.float_acc - acc) > o.max_drop && round < 2 + o.rounds; round++) {
         if (bg_gate_raise(L.n, N_WIDTHS, L.delta, L.choice, 1) == 0) {
             printf("every layer is at 8 bits: the gate stops\n");
             break;
         }
-        if (!apply_widths(r.model, &L) || !finetune(&r, opt, o.steps / 2, &acc)) goto fail;
-        print_round(round, "gate: the most sensitive layer up one width", &L, acc, r.float_acc);
+        if (!qat_from_float(&r, &o, &L, float_params, o.steps, NULL, &acc)) goto fail;
+        print_round(round, "gate: the most sensitive layer up one width, QAT again from the float weights", &L, acc,
+                    r.float_acc, &hist);
     }
     printf("\n  %-10s %12s %10s %10s\n", "layer", "sensitivity", "width", "KiB");
     for (int i = 0; i < L.n; i++)
@@ -330,12 +392,13 @@ int bg_cmd_autoquant(int argc, char **argv) {
         bg_export(r.model, o.export_path, NULL) != BG_OK)
         goto fail;
     printf("saved %s; export %s: %lld bytes\n", o.out, o.export_path, (long long)tool_file_size(o.export_path));
+    if (!write_plots(o.plots, &L, &hist, r.float_acc)) goto fail;
     status = 0;
     goto done;
 fail:
     fprintf(stderr, "bitgrad autoquant: %s\n", bg_last_error());
 done:
-    bg_optim_free(opt);
+    free(float_params);
     run_free(&r);
     return status;
 }

@@ -197,7 +197,7 @@ check "and says why" grep -q "is already quantized; ptq starts from a float chec
 # A budget of all-ternary and no accuracy drop allowed: the gate moves the
 # most sensitive layers up, one per round, and stops.
 "$bitgrad" autoquant "$t" --budget-kib 182 --max-drop 0 --steps 20 --rounds 8 --calib 4 --threads 2 \
-    --out "$out/aq.safetensors" --export "$out/aq.bgx" >"$out/aq.log" 2>&1
+    --out "$out/aq.safetensors" --export "$out/aq.bgx" --plots "$out/aqplots" >"$out/aq.log" 2>&1
 check "autoquant exits 0" test $? -eq 0
 check "autoquant prints the sensitivity table" grep -q "^sensitivity: calibration loss increase" "$out/aq.log"
 check "and a choice within the budget" grep -Eq "^chosen under 182 KiB: 1[0-8][0-9]\.[0-9] KiB" "$out/aq.log"
@@ -205,7 +205,8 @@ check "and at least one gate round" grep -q "(gate: the most sensitive layer up 
 check "and stops (the drop is met or every layer is at 8 bits)" \
     grep -Eq "every layer is at 8 bits: the gate stops|drop -?[0-9.]+, allowed 0.00" "$out/aq.log"
 check "and writes the export" test -s "$out/aq.bgx"
-"$bitgrad" autoquant "$t" --budget-kib 10 --max-drop 1 >"$out/aq-small.log" 2>&1
+check "and the two figures" test -s "$out/aqplots/sensitivity.png" -a -s "$out/aqplots/rounds.png"
+"$bitgrad" autoquant "$t" --budget-kib 10 --max-drop 1 --plots "$out/aqp2" >"$out/aq-small.log" 2>&1
 check "autoquant under an impossible budget exits 1" test $? -eq 1
 check "and says the smallest size" grep -q "is below the smallest choice" "$out/aq-small.log"
 
