@@ -213,17 +213,21 @@ static bg_status gptq_layer(bg_ctx *ctx, bg_module *c, double *H, int64_t n, dou
     bg_quant_state_set_observer(st, true);
     bg_status s = bg_quant_params_compute(ctx, bg_quant_state_spec(st), st, w, &qp);
     float *scale = malloc(sizeof(float) * (size_t)rows), *wq = malloc(sizeof(float) * (size_t)(rows * cols));
-    if (s == BG_OK && (!scale || !wq)) s = bg_set_error(BG_ERR_NOMEM, "gptq_model: out of memory");
+    float *from = malloc(sizeof(float) * (size_t)(rows * cols));
+    if (s == BG_OK && (!scale || !wq || !from)) s = bg_set_error(BG_ERR_NOMEM, "gptq_model: out of memory");
     if (s == BG_OK) {
         for (int64_t r = 0; r < rows; r++) scale[r] = qp.scale[qp.channels == rows ? r : 0];
-        s = bg_gptq_quantize(bg_f32(w), rows, cols, H, scale, qp.qmin, qp.qmax, percdamp, wq);
+        s = bg_gptq_quantize(bg_f32(w), rows, cols, H, scale, qp.qmin, qp.qmax, percdamp, wq, from);
     }
-    // The state keeps the range it observed from the original weights, so
-    // its scale stays the one GPTQ rounded to: the latent weights sit on
-    // the grid and the first fake quant reproduces GPTQ's codes.
-    if (s == BG_OK) memcpy(bg_f32(w), wq, sizeof(float) * (size_t)(rows * cols));
+    // The latent weights become the error-compensated values GPTQ rounded
+    // (not the grid points: QAT then still knows where in its bin each
+    // weight sits), and the state keeps the range it observed from the
+    // original weights, so its scale stays the one GPTQ rounded with and the
+    // first fake quant reproduces GPTQ's codes.
+    if (s == BG_OK) memcpy(bg_f32(w), from, sizeof(float) * (size_t)(rows * cols));
     free(scale);
     free(wq);
+    free(from);
     bg_ctx_reset(ctx);
     return s;
 }

@@ -53,9 +53,11 @@ bg_status bg_weight_sensitivity(bg_ctx *ctx, bg_module *model, bg_batch_cache *c
  * its float inputs over the cache, then bg_gptq_quantize with the scale the
  * layer's weight quantizer computes from its weights (integer widths only:
  * ternary and binary layers keep their weights, where GPTQ measured worse
- * than rounding to nearest); the latent weights
- * become the GPTQ-rounded values, and the quantizer keeps the range of the
- * original weights, so its scale is the one GPTQ rounded to. Other
+ * than rounding to nearest); the latent weights become the
+ * error-compensated values GPTQ rounded (each inside the bin of its GPTQ
+ * code), and the quantizer keeps the range of the original weights, so its
+ * scale is the one GPTQ rounded with and the first fake quant gives GPTQ's
+ * codes. Other
  * layers (convolutions, per-group specs, models that are not Sequential)
  * keep their weights. *layers_done (may be NULL) counts the layers changed.
  * percdamp: GPTQ's 0.01. */

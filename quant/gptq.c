@@ -157,7 +157,7 @@ static void round_column(double *W, int64_t rows, int64_t cols, int64_t j, const
 }
 
 bg_status bg_gptq_quantize(const float *w, int64_t rows, int64_t cols, const double *H, const float *scale,
-                           int32_t qmin, int32_t qmax, double percdamp, float *wq) {
+                           int32_t qmin, int32_t qmax, double percdamp, float *wq, float *rounded_from) {
     bg_status st = check_args(w, rows, cols, H, scale, qmin, qmax, percdamp, wq);
     if (st != BG_OK) return st;
     const size_t nn = (size_t)(cols * cols);
@@ -173,6 +173,10 @@ bg_status bg_gptq_quantize(const float *w, int64_t rows, int64_t cols, const dou
         for (int64_t j = 0; j < cols; j++)   // a dead input's weights do nothing: round them to 0
             W[r * cols + j] = H[j * cols + j] == 0.0 ? 0.0 : (double)w[r * cols + j];
     for (int64_t j = 0; j < cols; j++) round_column(W, rows, cols, j, u, scale, qmin, qmax, wq);
+    // Column j is never updated after its own rounding: W now holds the
+    // values the codes were rounded from.
+    if (rounded_from)
+        for (int64_t i = 0; i < rows * cols; i++) rounded_from[i] = (float)W[i];
 done:
     free(a);
     free(u);

@@ -382,14 +382,17 @@ void bg_quant_error_compute(const float *x, const float *q, int64_t n, bg_quant_
  * division in double, not float's multiply by 1/s), scale[r] > 0 per row
  * given by the caller (repeat one value for a per-tensor scale); zero point
  * 0 (symmetric). Writes the dequantized result q*scale into wq
- * [rows, cols] (may not alias w). A diagonal H gives plain round to
+ * [rows, cols] (may not alias w), and, when rounded_from is not NULL, the
+ * error-compensated weights each code was rounded from (round(rounded_from
+ * / scale) clamped = the codes): a latent start for QAT that keeps each
+ * weight's place inside its bin. A diagonal H gives plain round to
  * nearest. O(cols^3 + rows*cols^2) time, 2 cols^2 + rows*cols doubles.
  * BG_ERR_ARG for bad sizes/NULL/qmin > qmax/scale <= 0/percdamp < 0,
  * BG_ERR_NOMEM, BG_ERR_NAN when H is not positive definite after
  * dampening, each via bg_set_error, e.g.
  *   gptq_quantize: H + 0 damping is not positive definite: Cholesky pivot -1 at column 0 */
 bg_status bg_gptq_quantize(const float *w, int64_t rows, int64_t cols, const double *H, const float *scale,
-                           int32_t qmin, int32_t qmax, double percdamp, float *wq);
+                           int32_t qmin, int32_t qmax, double percdamp, float *wq, float *rounded_from);
 
 #ifdef __cplusplus
 }

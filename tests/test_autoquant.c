@@ -134,8 +134,8 @@ static void test_sensitivity(void) {
     bg_tensor *after = bg_module_forward(ctx, m, x);
     CHECK_MSG(after && memcmp(b0, bg_f32(after), sizeof(float) * (size_t)bg_numel(after)) == 0,
               "the model's int8 forward changed after the sensitivity pass");
-    // GPTQ start: the latent weights become points of the int4 grid, and the
-    // calibration loss of the int4 model is printed next to round to nearest's
+    // GPTQ start: the latent weights become GPTQ's compensated weights, and
+    // the calibration loss of the int4 model is printed next to round to nearest's
     double rtn_loss, gptq_loss;
     bg_module *g = mlp();
     memcpy(bg_module_flat_params(g, &(int64_t){0}), bg_module_flat_params(m, &(int64_t){0}),
@@ -147,16 +147,14 @@ static void test_sensitivity(void) {
     int done = 0;
     CHECK(bg_gptq_model(ctx, g, calib, 0.01, &done) == BG_OK);
     CHECK(done == 2);
+    // the latent weights moved off the float ones (the compensation), the
+    // quantizer's scale is the one observed from the float weights
     for (int i = 0; i < 2; i++) {
-        bg_tensor *w = bg_qlayer_weight(bg_qlayer_at(g, i));
-        float s;
-        bg_quant_state_get_buffers(bg_qlayer_weight_state(bg_qlayer_at(g, i)), NULL, NULL, &s, NULL, NULL);
-        int64_t off = 0;
-        for (int64_t k = 0; k < bg_numel(w); k++) {
-            float c = bg_f32(w)[k] / s;
-            off += fabsf(c - nearbyintf(c)) > 1e-3f || c < -8.5f || c > 7.5f;
-        }
-        CHECK_MSG(off == 0, "layer %d: %lld latent weights off the int4 grid after GPTQ", i, (long long)off);
+        bg_tensor *wg = bg_qlayer_weight(bg_qlayer_at(g, i)), *wr = bg_qlayer_weight(bg_qlayer_at(r, i));
+        int64_t moved = 0;
+        for (int64_t k = 0; k < bg_numel(wg); k++) moved += bg_f32(wg)[k] != bg_f32(wr)[k];
+        CHECK_MSG(moved > bg_numel(wg) / 2, "layer %d: GPTQ moved %lld of %lld weights", i, (long long)moved,
+                  (long long)bg_numel(wg));
     }
     cs = bg_batch_cache_source(calib);
     CHECK(bg_calibrate(ctx, r, &cs, NULL) == BG_OK && bg_calibrate(ctx, g, &cs, NULL) == BG_OK);

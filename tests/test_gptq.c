@@ -72,9 +72,10 @@ static void test_reference_case(const bg_safetensors *st, const char *cs) {
     const int32_t qmin = ((const int32_t *)qr.data)[0], qmax = ((const int32_t *)qr.data)[1];
     double *h = malloc((size_t)(cols * cols) * sizeof *h);
     float *wq = malloc((size_t)(rows * cols) * sizeof *wq), *rtn = malloc((size_t)(rows * cols) * sizeof *rtn);
-    if (!CHECK(h && wq && rtn)) goto done;
+    float *from = malloc((size_t)(rows * cols) * sizeof *from);
+    if (!CHECK(h && wq && rtn && from)) goto done;
     for (int64_t i = 0; i < cols * cols; i++) h[i] = bg_f32(&H)[i];   // the H the reference ran on
-    bg_status s = bg_gptq_quantize(bg_f32(&w), rows, cols, h, bg_f32(&scale), qmin, qmax, bg_f32(&pd)[0], wq);
+    bg_status s = bg_gptq_quantize(bg_f32(&w), rows, cols, h, bg_f32(&scale), qmin, qmax, bg_f32(&pd)[0], wq, from);
     if (!CHECK_MSG(s == BG_OK, "%s: %s", cs, bg_last_error())) goto done;
     char what[64];
     snprintf(what, sizeof what, "%s wq", cs);
@@ -88,10 +89,20 @@ static void test_reference_case(const bg_safetensors *st, const char *cs) {
            (long long)rows, (long long)cols, (int)qmin, (int)qmax, max_abs_diff(wq, bg_f32(&wq_ref), rows * cols),
            eg, er);
     if (strcmp(cs, "int4_rows") == 0) CHECK_MSG(eg <= er, "%s: gptq error %.9g > rtn %.9g", cs, eg, er);
+    // the weights the codes were rounded from round to them again
+    int64_t off = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < cols; j++) {
+            float sc = bg_f32(&scale)[r], c = nearbyintf(from[r * cols + j] / sc);
+            c = c < (float)qmin ? (float)qmin : c > (float)qmax ? (float)qmax : c;
+            off += fabsf(c * sc - wq[r * cols + j]) > 1e-6f * sc;
+        }
+    CHECK_MSG(off == 0, "%s: %lld compensated weights do not round to their codes", cs, (long long)off);
 done:
     free(h);
     free(wq);
     free(rtn);
+    free(from);
 }
 
 /* No off-diagonal H: nothing to push errors onto, so GPTQ is round to nearest. */
@@ -103,7 +114,7 @@ static void test_diagonal_is_rtn(int64_t rows, int64_t cols, bool identity) {
     for (int64_t i = 0; i < rows * cols; i++) w[i] = (float)sin(1.7 * (double)i + 0.3) * 2.5f;
     for (int64_t r = 0; r < rows; r++) scale[r] = 0.3f + 0.05f * (float)r;
     for (int64_t j = 0; j < cols; j++) H[j * cols + j] = identity ? 1.0 : 0.5 + (double)(j % 7);
-    CHECK_MSG(bg_gptq_quantize(w, rows, cols, H, scale, -8, 7, 0.01, wq) == BG_OK, "%s", bg_last_error());
+    CHECK_MSG(bg_gptq_quantize(w, rows, cols, H, scale, -8, 7, 0.01, wq, NULL) == BG_OK, "%s", bg_last_error());
     round_to_nearest(w, rows, cols, scale, -8, 7, rtn);
     CHECK_MSG(memcmp(wq, rtn, (size_t)(rows * cols) * sizeof *wq) == 0,
               "diagonal H (%lldx%lld): GPTQ differs from round to nearest by %.3g", (long long)rows,
@@ -128,7 +139,7 @@ static void test_correlated_pair(void) {
             if (fabs(f - 0.5) < 1e-9) continue;   // too close to a tie to call
             const double q1 = nearbyint(w1 / scale) * scale;
             float wq[2];
-            if (bg_gptq_quantize(w, 1, 2, H, &scale, -8, 7, pd, wq) != BG_OK) {
+            if (bg_gptq_quantize(w, 1, 2, H, &scale, -8, 7, pd, wq, NULL) != BG_OK) {
                 bad++;
                 continue;
             }
@@ -148,7 +159,7 @@ static void test_correlated_pair(void) {
     const double Hb[4] = {1.0, 0.75, 0.75, 1.0};
     const float wb[2] = {0.375f, 0.375f}, one = 1.0f;
     float wq[2] = {-1, -1};
-    CHECK(bg_gptq_quantize(wb, 1, 2, Hb, &one, -8, 7, 0.0, wq) == BG_OK);
+    CHECK(bg_gptq_quantize(wb, 1, 2, Hb, &one, -8, 7, 0.0, wq, NULL) == BG_OK);
     CHECK(wq[0] == 0.0f && wq[1] == 1.0f);
 }
 
@@ -158,7 +169,7 @@ static void test_dead_input(void) {
     memcpy(H0, H, sizeof H);
     const float w[6] = {0.9f, 3.2f, -0.4f, -1.1f, -5.0f, 0.2f}, scale[2] = {0.5f, 0.5f};
     float wq[6];
-    CHECK_MSG(bg_gptq_quantize(w, 2, 3, H, scale, -8, 7, 0.01, wq) == BG_OK, "%s", bg_last_error());
+    CHECK_MSG(bg_gptq_quantize(w, 2, 3, H, scale, -8, 7, 0.01, wq, NULL) == BG_OK, "%s", bg_last_error());
     CHECK(wq[1] == 0.0f && wq[4] == 0.0f);
     CHECK(wq[0] == 1.0f && wq[3] == -1.0f);   // column 0 rounds alone
     CHECK(memcmp(H, H0, sizeof H) == 0);
@@ -175,30 +186,30 @@ static void test_errors(void) {
     const double I2[4] = {1, 0, 0, 1}, negI[4] = {-1, 0, 0, -1}, indef[4] = {1, 2, 2, 1};
     float w[4] = {0.1f, 0.2f, 0.3f, 0.4f}, wq[4];
     const float s[2] = {0.1f, 0.1f}, s_bad[2] = {0.1f, 0.0f}, s_nan[2] = {NAN, 0.1f};
-    EXPECT_ERR(bg_gptq_quantize(NULL, 2, 2, I2, s, -8, 7, 0.01, wq), BG_ERR_ARG, "gptq_quantize: w is NULL");
-    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, NULL, s, -8, 7, 0.01, wq), BG_ERR_ARG, "gptq_quantize: H is NULL");
-    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, NULL, -8, 7, 0.01, wq), BG_ERR_ARG, "gptq_quantize: scale is NULL");
-    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, s, -8, 7, 0.01, NULL), BG_ERR_ARG, "gptq_quantize: wq is NULL");
-    EXPECT_ERR(bg_gptq_quantize(w, 0, 2, I2, s, -8, 7, 0.01, wq), BG_ERR_ARG,
+    EXPECT_ERR(bg_gptq_quantize(NULL, 2, 2, I2, s, -8, 7, 0.01, wq, NULL), BG_ERR_ARG, "gptq_quantize: w is NULL");
+    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, NULL, s, -8, 7, 0.01, wq, NULL), BG_ERR_ARG, "gptq_quantize: H is NULL");
+    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, NULL, -8, 7, 0.01, wq, NULL), BG_ERR_ARG, "gptq_quantize: scale is NULL");
+    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, s, -8, 7, 0.01, NULL, NULL), BG_ERR_ARG, "gptq_quantize: wq is NULL");
+    EXPECT_ERR(bg_gptq_quantize(w, 0, 2, I2, s, -8, 7, 0.01, wq, NULL), BG_ERR_ARG,
                "gptq_quantize: rows and cols must be positive, got 0 x 2");
-    EXPECT_ERR(bg_gptq_quantize(w, 2, -1, I2, s, -8, 7, 0.01, wq), BG_ERR_ARG,
+    EXPECT_ERR(bg_gptq_quantize(w, 2, -1, I2, s, -8, 7, 0.01, wq, NULL), BG_ERR_ARG,
                "gptq_quantize: rows and cols must be positive, got 2 x -1");
-    EXPECT_ERR(bg_gptq_quantize(w, 2, INT64_MAX / 2, I2, s, -8, 7, 0.01, wq), BG_ERR_ARG,
+    EXPECT_ERR(bg_gptq_quantize(w, 2, INT64_MAX / 2, I2, s, -8, 7, 0.01, wq, NULL), BG_ERR_ARG,
                "gptq_quantize: 2 x 4611686018427387903 is too large");
-    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, s, 7, -8, 0.01, wq), BG_ERR_ARG, "gptq_quantize: qmin 7 > qmax -8");
-    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, s, -8, 7, -0.5, wq), BG_ERR_ARG,
+    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, s, 7, -8, 0.01, wq, NULL), BG_ERR_ARG, "gptq_quantize: qmin 7 > qmax -8");
+    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, s, -8, 7, -0.5, wq, NULL), BG_ERR_ARG,
                "gptq_quantize: percdamp must be finite and >= 0, got -0.5");
-    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, s, -8, 7, NAN, wq), BG_ERR_ARG,
+    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, s, -8, 7, NAN, wq, NULL), BG_ERR_ARG,
                "gptq_quantize: percdamp must be finite and >= 0, got nan");
-    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, s_bad, -8, 7, 0.01, wq), BG_ERR_ARG,
+    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, s_bad, -8, 7, 0.01, wq, NULL), BG_ERR_ARG,
                "gptq_quantize: scale[1] must be finite and > 0, got 0");
-    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, s_nan, -8, 7, 0.01, wq), BG_ERR_ARG,
+    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, s_nan, -8, 7, 0.01, wq, NULL), BG_ERR_ARG,
                "gptq_quantize: scale[0] must be finite and > 0, got nan");
-    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, s, -8, 7, 0.01, w), BG_ERR_ARG, "gptq_quantize: wq overlaps w");
-    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, s, -8, 7, 0.01, w + 2), BG_ERR_ARG, "gptq_quantize: wq overlaps w");
-    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, negI, s, -8, 7, 0.0, wq), BG_ERR_NAN,
+    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, s, -8, 7, 0.01, w, NULL), BG_ERR_ARG, "gptq_quantize: wq overlaps w");
+    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, I2, s, -8, 7, 0.01, w + 2, NULL), BG_ERR_ARG, "gptq_quantize: wq overlaps w");
+    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, negI, s, -8, 7, 0.0, wq, NULL), BG_ERR_NAN,
                "gptq_quantize: H + 0 damping is not positive definite: Cholesky pivot -1 at column 0");
-    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, indef, s, -8, 7, 0.0, wq), BG_ERR_NAN,
+    EXPECT_ERR(bg_gptq_quantize(w, 2, 2, indef, s, -8, 7, 0.0, wq, NULL), BG_ERR_NAN,
                "gptq_quantize: H + 0 damping is not positive definite: Cholesky pivot -3 at column 1");
 }
 
