@@ -90,7 +90,7 @@ static void qat_usage(void) {
            "  --layer-spec P=SPEC  weight spec of layer P only (repeatable; SPEC 'bitnet' = BitLinear)\n"
            "  --schedule STR       progressive schedule, e.g. int8@0,int4@1ep,int2@2ep,ternary@3ep\n"
            "  --teacher FILE       distil from the fp32 weights in FILE (saved by --save-teacher)\n"
-           "  --save-teacher FILE  after training, save the (fp32) weights to FILE\n"
+           "  --save-teacher FILE  after training, save the (fp32) model to FILE, a bitgrad checkpoint\n"
            "  --kd-T X             distillation temperature (default 4)\n"
            "  --kd-alpha X         weight of the KD term (default 0.5)\n"
            "  --f32-forward        quantized products in f32, not on the integer kernels\n");
@@ -195,29 +195,14 @@ static bg_status quantize(bg_module *model, const qat_options *q) {
 
 // --- teacher weights -----------------------------------------------------------
 
-static bg_status save_weights(const bg_module *model, const char *path) {
-    bg_safetensors_writer *w = bg_safetensors_writer_new();
-    if (!w) return BG_ERR_NOMEM;
-    bg_status s = BG_OK;
-    for (int i = 0; s == BG_OK && i < bg_module_param_count(model); i++)
-        s = bg_safetensors_writer_add(w, bg_module_param_name(model, i), bg_module_param(model, i));
-    if (s == BG_OK) s = bg_safetensors_writer_meta(w, "producer", "bitgrad examples/fmnist_qat");
-    if (s == BG_OK) s = bg_safetensors_writer_save(w, path);
-    bg_safetensors_writer_free(w);
-    return s;
+/* The fp32 model as a bitgrad checkpoint: --teacher reads it back, and
+ * `bitgrad ptq` / `bitgrad autoquant` start from it. */
+static bg_status save_weights(bg_module *model, const char *path) {
+    return bg_checkpoint_save(path, &(bg_checkpoint){.model = model});
 }
 
 static bg_status load_weights(bg_module *model, const char *path) {
-    bg_safetensors *st;
-    bg_status s = bg_safetensors_open(path, &st);
-    for (int i = 0; s == BG_OK && i < bg_module_param_count(model); i++) {
-        const char *name = bg_module_param_name(model, i);
-        bg_tensor t;
-        s = bg_safetensors_get(st, name, &t);
-        if (s == BG_OK) s = bg_module_set_param(model, name, &t);
-    }
-    bg_safetensors_free(st);
-    return s;
+    return bg_checkpoint_load(path, &(bg_checkpoint){.model = model});
 }
 
 // --- training hooks ------------------------------------------------------------
