@@ -319,8 +319,8 @@ int bg_cmd_autoquant(int argc, char **argv) {
                  .lr = 2e-4f, .gptq = true, .max_drop = -1};
     int p = parse(argc, argv, &o, autoquant_usage);
     if (p) return p > 0 ? 0 : 2;
-    if (!o.budget_kib || o.max_drop < 0) {
-        fprintf(stderr, "bitgrad autoquant: --budget-kib and --max-drop are required (try --help)\n");
+    if ((!o.budget_kib && !o.uniform) || o.max_drop < 0) {
+        fprintf(stderr, "bitgrad autoquant: --budget-kib (or --uniform) and --max-drop are required (try --help)\n");
         return 2;
     }
     if (!tool_check_output("autoquant", o.out, "checkpoint", o.ckpt)) return 2;
