@@ -141,6 +141,7 @@ static bool run_start(aq_run *r, const aq_opts *o, const char *cmd) {
         bg_set_error(BG_ERR_ARG, "%s is already quantized; %s starts from a float checkpoint", o->ckpt, cmd);
         return false;
     }
+    r->d.nchw = tool_model_takes_images(r->model);
     if (!tool_data_load(&r->d, o->data, 128, 1000, o->seed) || !(r->ctx = bg_ctx_new(0))) return false;
     bg_batch_source src = bg_batcher_source(r->d.train_b);
     if (bg_evaluate(r->ctx, r->model, r->d.test_b, &r->float_acc) != BG_OK ||
@@ -357,8 +358,11 @@ int bg_cmd_autoquant(int argc, char **argv) {
                BG_OK) {
         goto fail;
     }
-    printf("\nchosen under %lld KiB: %.1f KiB, predicted loss increase %+.5f\n", o.budget_kib, (double)used / 1024,
-           predicted);
+    if (o.uniform)
+        printf("\nuniform %s: %.1f KiB, predicted loss increase %+.5f\n", o.uniform, (double)used / 1024, predicted);
+    else
+        printf("\nchosen under %lld KiB: %.1f KiB, predicted loss increase %+.5f\n", o.budget_kib, (double)used / 1024,
+               predicted);
     int64_t np;
     const float *fp = bg_module_flat_params(r.model, &np);
     if (!(float_params = malloc(sizeof(float) * (size_t)np))) {
@@ -385,11 +389,11 @@ int bg_cmd_autoquant(int argc, char **argv) {
     for (int i = 0; i < L.n; i++)
         printf("  %-10s %+12.5f %10s %10.1f\n", L.names[i], L.delta[i * 3 + L.choice[i]], width_names[L.choice[i]],
                (double)L.bytes[i * 3 + L.choice[i]] / 1024);
-    printf("  quantized layers %.1f KiB (budget %lld KiB); test accuracy %.2f%% (float %.2f%%, drop %.2f, allowed %.2f)\n",
+    printf("  quantized layers %.1f KiB (budget %lld KiB, 0: none); test accuracy %.2f%% (float %.2f%%, drop %.2f, allowed %.2f)\n",
            (double)chosen_bytes(&L) / 1024, o.budget_kib, 100 * acc, 100 * r.float_acc, 100 * (r.float_acc - acc),
            (double)o.max_drop);
     if (bg_checkpoint_save(o.out, &(bg_checkpoint){.model = r.model}) != BG_OK ||
-        bg_export(r.model, o.export_path, NULL) != BG_OK)
+        bg_export(r.model, o.export_path, r.d.nchw ? &(bg_export_opts){3, {1, 28, 28}} : NULL) != BG_OK)
         goto fail;
     printf("saved %s; export %s: %lld bytes\n", o.out, o.export_path, (long long)tool_file_size(o.export_path));
     if (!write_plots(o.plots, &L, &hist, r.float_acc)) goto fail;

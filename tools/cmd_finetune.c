@@ -193,6 +193,7 @@ static int run(const finetune_opts *o) {
     bg_trainlog_writer *log = NULL;
     bg_set_num_threads(o->threads);
     if (bg_checkpoint_load_model(o->ckpt, &model) != BG_OK) goto fail;
+    d.nchw = tool_model_takes_images(model);   // a CNN gets [B,1,28,28] images
     if (bg_qlayer_count(model) == 0) {
         bg_status s = o->wspec ? bg_quantize_model(model, o->wspec, o->aspec) : bitnet_hidden(model);
         if (s != BG_OK) goto fail;

@@ -10,9 +10,9 @@
 
 bool tool_data_batchers(tool_data *d, int64_t batch, int64_t eval_batch, uint64_t seed) {
     // Under mpirun each rank trains on its slice of every global batch.
-    bg_batcher_opts train_opts = {.batch_size = batch, .shuffle = true, .seed = seed,
+    bg_batcher_opts train_opts = {.batch_size = batch, .shuffle = true, .seed = seed, .nchw = d->nchw,
                                   .shard_rank = bg_dist_rank(), .shard_count = bg_dist_size()};
-    bg_batcher_opts test_opts = {.batch_size = eval_batch};
+    bg_batcher_opts test_opts = {.batch_size = eval_batch, .nchw = d->nchw};
     if (d->train && d->test && bg_batcher_new(d->train, &train_opts, &d->train_b) == BG_OK &&
         bg_batcher_new(d->test, &test_opts, &d->test_b) == BG_OK)
         return true;
@@ -21,12 +21,21 @@ bool tool_data_batchers(tool_data *d, int64_t batch, int64_t eval_batch, uint64_
 }
 
 bool tool_data_load(tool_data *d, const char *dir, int64_t batch, int64_t eval_batch, uint64_t seed) {
-    *d = (tool_data){0};
+    *d = (tool_data){.nchw = d->nchw};
     if (bg_fmnist_load(dir, BG_FMNIST_TRAIN, &d->train) != BG_OK || bg_fmnist_load(dir, BG_FMNIST_TEST, &d->test) != BG_OK) {
         tool_data_free(d);
         return false;
     }
     return tool_data_batchers(d, batch, eval_batch, seed);
+}
+
+bool tool_model_takes_images(const bg_module *m) {
+    while (m && bg_module_num_children(m) > 0 && !bg_module_is_qlayer(m)) m = bg_module_child(m, 0);
+    if (m && bg_module_is_qlayer(m)) {
+        const bg_tensor *w = bg_qlayer_weight(m);
+        return w && w->ndim == 4;
+    }
+    return m && strcmp(bg_module_kind(m), "Conv2d") == 0;
 }
 
 void tool_data_free(tool_data *d) {

@@ -15,7 +15,11 @@
 typedef struct tool_data {
     bg_dataset *train, *test;
     bg_batcher *train_b, *test_b;
+    bool nchw;   /* images as [B,1,28,28] (a convolutional model), set before loading */
 } tool_data;
+
+/* Whether m's first layer is a convolution (it takes [B,C,H,W] images). */
+bool tool_model_takes_images(const bg_module *m);
 
 /* Batchers over d->train (shuffled by seed) and d->test; on failure d is
  * freed. */
