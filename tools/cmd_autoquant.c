@@ -1,5 +1,6 @@
 /* bitgrad ptq / bitgrad autoquant — automatic precision for the
- * Fashion-MNIST models (Sequential MLPs and CNNs from a float checkpoint):
+ * Fashion-MNIST models (Sequential MLPs and CNNs from a float checkpoint)
+ * and the transformer language model (on text; quality = validation loss):
  *   ptq: calibrate a post-training-quantized model at one spec (optionally
  *        with GPTQ-rounded weights), print its accuracy, save it;
  *   autoquant: measure each layer's sensitivity at ternary / int4 / int8,
@@ -52,9 +53,11 @@ static void autoquant_usage(FILE *f) {
             "QAT from GPTQ-rounded weights, fine-tunes, and while the test accuracy is more than D\n"
             "points below the float model's, moves the most sensitive layer up one width and\n"
             "fine-tunes again. Prints each round and the final table; saves the checkpoint and\n"
-            "the export.\n"
+            "the export. A TransformerLM checkpoint works the same way on text (--data FILE, default\n"
+            "the KJV): its quality is the validation loss, and it is saved as a checkpoint only.\n"
             "  --budget-kib N   export budget of the quantized layers, KiB (required)\n"
-            "  --max-drop D     largest accuracy drop allowed, points (required)\n"
+            "  --max-drop D     largest drop allowed: accuracy points, or nats/byte of validation loss\n"
+            "                   for a language model (required)\n"
             "  --steps N        QAT steps of each round, from the float weights (default 300)\n"
             "  --rounds N       most gate rounds (default 6)\n"
             "  --calib N        calibration batches of 128 (default 8)\n"
@@ -66,7 +69,8 @@ static void autoquant_usage(FILE *f) {
             "  --export FILE    bitgrad export of the result (default autoquant.bgx)\n"
             "  --plots DIR      sensitivity.png (bars) and rounds.png (accuracy against size per\n"
             "                   round) (default autoquant-plots)\n"
-            "  --data DIR       Fashion-MNIST folder (default $BG_FMNIST_DIR or %s)\n"
+            "  --data DIR       Fashion-MNIST folder (default $BG_FMNIST_DIR or %s); a text file\n"
+            "                   for a language model\n"
             "  --threads N      threads; 0 = auto (default 0)\n"
             "  --seed N         shuffle seed (default 0)\n",
             BG_FMNIST_DEFAULT_DIR);
@@ -117,14 +121,20 @@ static int parse(int argc, char **argv, aq_opts *o, void (*usage)(FILE *)) {
     return 0;
 }
 
-/* What both commands start from: the float model, the data, its accuracy
- * and the calibration batches. */
+/* What both commands start from: the float model, the data, its quality
+ * and the calibration batches. Quality is higher-is-better: the test
+ * accuracy of a Fashion-MNIST model, minus the validation loss (nats/byte)
+ * of a language model. */
 typedef struct aq_run {
     bg_module *model;
-    tool_data d;
+    bool lm;                        /* a TransformerLM on text */
+    tool_data d;                    /* Fashion-MNIST */
+    bg_text *text;                  /* the LM's text */
+    bg_text_batcher *train_tb, *val_tb;
+    bg_batch_source train;          /* the QAT batches */
     bg_ctx *ctx;
     bg_batch_cache *calib;
-    double float_acc;
+    double float_q;
 } aq_run;
 
 static void run_free(aq_run *r) {
@@ -132,6 +142,44 @@ static void run_free(aq_run *r) {
     bg_ctx_free(r->ctx);
     bg_module_free(r->model);
     tool_data_free(&r->d);
+    bg_text_batcher_free(r->train_tb);
+    bg_text_batcher_free(r->val_tb);
+    bg_text_free(r->text);
+}
+
+/* The model's quality now (eval mode, as its quantizers are set). */
+static bool measure(aq_run *r, double *q) {
+    if (!r->lm) return bg_evaluate(r->ctx, r->model, r->d.test_b, q) == BG_OK;
+    bg_batch_source v = bg_text_source(r->val_tb);
+    double loss;
+    if (bg_evaluate_loss(r->ctx, r->model, &v, &loss) != BG_OK) return false;
+    *q = -loss;
+    return true;
+}
+
+/* "87.26%" or "1.2345 nats/byte". */
+static const char *quality_str(const aq_run *r, double q, char *buf, size_t len) {
+    if (r->lm) snprintf(buf, len, "validation %.4f nats/byte", -q);
+    else snprintf(buf, len, "test accuracy %.2f%%", 100 * q);
+    return buf;
+}
+
+/* How far below the float model: accuracy points, or nats/byte. */
+static double drop_of(const aq_run *r, double q) { return (r->lm ? 1.0 : 100.0) * (r->float_q - q); }
+
+/* The language model's data: the text (--data FILE, else the KJV), random
+ * training windows of the model's context, 16 fixed validation batches. */
+static bool lm_data(aq_run *r, const aq_opts *o) {
+    bg_lm_config cfg;
+    if (bg_lm_config_of(r->model, &cfg) != BG_OK) return false;
+    if ((o->data ? bg_text_load(o->data, &r->text) : bg_text_load_kjv(&r->text)) != BG_OK) return false;
+    bg_text_batcher_opts to = {.batch_size = 16, .context = cfg.ctx, .seed = o->seed};
+    bg_text_batcher_opts vo = {.batch_size = 16, .context = cfg.ctx, .split = BG_TEXT_VAL, .fixed = true,
+                               .max_windows = 256};
+    if (bg_text_batcher_new(r->text, &to, &r->train_tb) != BG_OK || bg_text_batcher_new(r->text, &vo, &r->val_tb) != BG_OK)
+        return false;
+    r->train = bg_text_source(r->train_tb);
+    return true;
 }
 
 static bool run_start(aq_run *r, const aq_opts *o, const char *cmd) {
@@ -141,14 +189,16 @@ static bool run_start(aq_run *r, const aq_opts *o, const char *cmd) {
         bg_set_error(BG_ERR_ARG, "%s is already quantized; %s starts from a float checkpoint", o->ckpt, cmd);
         return false;
     }
+    r->lm = strcmp(bg_module_kind(r->model), "TransformerLM") == 0;
     r->d.nchw = tool_model_takes_images(r->model);
-    if (!tool_data_load(&r->d, o->data, 128, 1000, o->seed) || !(r->ctx = bg_ctx_new(0))) return false;
-    bg_batch_source src = bg_batcher_source(r->d.train_b);
-    if (bg_evaluate(r->ctx, r->model, r->d.test_b, &r->float_acc) != BG_OK ||
-        bg_batch_cache_new(r->ctx, &src, o->calib, &r->calib) != BG_OK)
-        return false;
-    printf("bitgrad %s: %s, float test accuracy %.2f%%, %lld calibration batches, %d threads\n", cmd, o->ckpt,
-           100 * r->float_acc, (long long)bg_batch_cache_batches(r->calib), bg_get_num_threads());
+    if (r->lm ? !lm_data(r, o) : !tool_data_load(&r->d, o->data, 128, 1000, o->seed)) return false;
+    if (!r->lm) r->train = bg_batcher_source(r->d.train_b);
+    if (!(r->ctx = bg_ctx_new(0))) return false;
+    if (r->lm) bg_model_set_quant_mode(r->model, BG_QUANT_MODE_EVAL);
+    char q[64];
+    if (!measure(r, &r->float_q) || bg_batch_cache_new(r->ctx, &r->train, o->calib, &r->calib) != BG_OK) return false;
+    printf("bitgrad %s: %s, float %s, %lld calibration batches, %d threads\n", cmd, o->ckpt,
+           quality_str(r, r->float_q, q, sizeof q), (long long)bg_batch_cache_batches(r->calib), bg_get_num_threads());
     return true;
 }
 
@@ -171,10 +221,11 @@ int bg_cmd_ptq(int argc, char **argv) {
     if (!run_start(&r, &o, "ptq") || bg_quantize_model(r.model, o.wspec, o.aspec) != BG_OK) goto fail;
     if (o.gptq && bg_gptq_model(r.ctx, r.model, r.calib, 0.01, &gptq_layers) != BG_OK) goto fail;
     cs = bg_batch_cache_source(r.calib);
-    if (bg_calibrate(r.ctx, r.model, &cs, NULL) != BG_OK || bg_evaluate(r.ctx, r.model, r.d.test_b, &acc) != BG_OK)
-        goto fail;
-    printf("weights %s, activations %s%s: test accuracy %.2f%% (%+.2f points)\n", o.wspec, o.aspec ? o.aspec : "float",
-           o.gptq ? ", GPTQ" : ", round to nearest", 100 * acc, 100 * (acc - r.float_acc));
+    if (bg_calibrate(r.ctx, r.model, &cs, NULL) != BG_OK || !measure(&r, &acc)) goto fail;
+    char q[64];
+    printf("weights %s, activations %s%s: %s (%+.4g %s below the float model)\n", o.wspec, o.aspec ? o.aspec : "float",
+           o.gptq ? ", GPTQ" : ", round to nearest", quality_str(&r, acc, q, sizeof q), drop_of(&r, acc),
+           r.lm ? "nats/byte" : "points");
     if (o.gptq) printf("GPTQ rounded %d layer(s)\n", gptq_layers);
     if (bg_checkpoint_save(o.out, &(bg_checkpoint){.model = r.model}) != BG_OK) goto fail;
     printf("saved %s\n", o.out);
@@ -243,15 +294,16 @@ static bool apply_widths(bg_module *m, const aq_layers *L) {
  * test accuracy in eval mode. */
 static bool finetune(aq_run *r, bg_optim *opt, int64_t steps, double *acc) {
     bg_model_set_quant_mode(r->model, BG_QUANT_MODE_TRAIN);
-    bg_batch_source src = bg_batcher_source(r->d.train_b);
     for (int64_t done = 0; done < steps;) {
         int64_t before = bg_optim_step_count(opt);
         double loss;
-        if (bg_train_steps(r->ctx, r->model, opt, &src, steps - done, NULL, &loss) != BG_OK) return false;
+        if (bg_train_steps(r->ctx, r->model, opt, &r->train, steps - done, &(bg_train_opts){.clip_grad_norm = 1.0f},
+                           &loss) != BG_OK)
+            return false;
         done += bg_optim_step_count(opt) - before;
     }
     bg_model_set_quant_mode(r->model, BG_QUANT_MODE_EVAL);
-    return bg_evaluate(r->ctx, r->model, r->d.test_b, acc) == BG_OK;
+    return measure(r, acc);
 }
 
 /* Accuracy against export size, one point per round, for rounds.png. */
@@ -273,7 +325,7 @@ static bool qat_from_float(aq_run *r, const aq_opts *o, const aq_layers *L, cons
     if (!apply_widths(r->model, L) || (o->gptq && bg_gptq_model(r->ctx, r->model, r->calib, 0.01, &gptq_layers) != BG_OK))
         return false;
     bg_model_set_quant_mode(r->model, BG_QUANT_MODE_EVAL);
-    if (start_acc && bg_evaluate(r->ctx, r->model, r->d.test_b, start_acc) != BG_OK) return false;
+    if (start_acc && !measure(r, start_acc)) return false;
     bg_adam_opts ao = BG_ADAM_DEFAULTS;
     ao.lr = o->lr;
     bg_optim *opt = bg_adam_new(r->model, &ao);
@@ -282,22 +334,22 @@ static bool qat_from_float(aq_run *r, const aq_opts *o, const aq_layers *L, cons
     return ok;
 }
 
-static void print_round(int round, const char *what, const aq_layers *L, double acc, double float_acc,
-                        aq_history *h) {
+static void print_round(int round, const char *what, const aq_layers *L, const aq_run *r, double acc, aq_history *h) {
     if (h->n < 64) {
-        h->kib[h->n] = (double)chosen_bytes(L) / 1024, h->acc[h->n] = 100 * acc;
+        h->kib[h->n] = (double)chosen_bytes(L) / 1024, h->acc[h->n] = r->lm ? -acc : 100 * acc;
         snprintf(h->names[h->n], sizeof h->names[h->n], "round %d", round);
         h->n++;
     }
-    printf("round %d (%s): %.1f KiB, test accuracy %.2f%%, drop %.2f points; widths", round, what,
-           (double)chosen_bytes(L) / 1024, 100 * acc, 100 * (float_acc - acc));
+    char q[64];
+    printf("round %d (%s): %.1f KiB, %s, drop %.4g; widths", round, what, (double)chosen_bytes(L) / 1024,
+           quality_str(r, acc, q, sizeof q), drop_of(r, acc));
     for (int i = 0; i < L->n; i++) printf(" %s", widths[L->choice[i]]);
     printf("\n");
     fflush(stdout);
 }
 
 /* sensitivity.png and rounds.png in dir. */
-static bool write_plots(const char *dir, const aq_layers *L, const aq_history *h, double float_acc) {
+static bool write_plots(const char *dir, const aq_layers *L, const aq_history *h, const aq_run *r) {
     char a[1024], b[1024], title[128];
     const char *groups[64], *labels[64];
     if (!tool_make_dir(dir)) return false;
@@ -305,10 +357,13 @@ static bool write_plots(const char *dir, const aq_layers *L, const aq_history *h
     snprintf(b, sizeof b, "%s/rounds.png", dir);
     for (int i = 0; i < L->n; i++) groups[i] = L->names[i];
     for (int i = 0; i < h->n; i++) labels[i] = h->names[i];
-    snprintf(title, sizeof title, "accuracy against export size per round (float model %.2f%%)", 100 * float_acc);
+    char q[64];
+    snprintf(title, sizeof title, "%s against export size per round (float model: %s)",
+             r->lm ? "validation loss" : "test accuracy", quality_str(r, r->float_q, q, sizeof q));
     if (bg_plot_bars(a, "loss increase with only that layer quantized, per width", "calibration loss increase", L->n,
                      groups, N_WIDTHS, widths, L->delta) != BG_OK ||
-        bg_plot_points(b, title, "quantized layers, KiB", "test accuracy (%)", h->n, h->kib, h->acc, labels) != BG_OK)
+        bg_plot_points(b, title, "quantized layers, KiB", r->lm ? "nats per byte" : "test accuracy (%)", h->n, h->kib,
+                       h->acc, labels) != BG_OK)
         return false;
     printf("plots: %s, %s\n", a, b);
     return true;
@@ -372,31 +427,35 @@ int bg_cmd_autoquant(int argc, char **argv) {
     memcpy(float_params, fp, sizeof(float) * (size_t)np);
     double start_acc;
     if (!qat_from_float(&r, &o, &L, float_params, o.steps, &start_acc, &acc)) goto fail;
-    print_round(0, o.gptq ? "GPTQ start, no training" : "round to nearest, no training", &L, start_acc, r.float_acc,
-                &hist);
-    print_round(1, "QAT", &L, acc, r.float_acc, &hist);
+    print_round(0, o.gptq ? "GPTQ start, no training" : "round to nearest, no training", &L, &r, start_acc, &hist);
+    print_round(1, "QAT", &L, &r, acc, &hist);
     // The quality gate.
-    for (int round = 2; 100 * (r.float_acc - acc) > o.max_drop && round < 2 + o.rounds; round++) {
+    for (int round = 2; drop_of(&r, acc) > o.max_drop && round < 2 + o.rounds; round++) {
         if (bg_gate_raise(L.n, N_WIDTHS, L.delta, L.choice, 1) == 0) {
             printf("every layer is at 8 bits: the gate stops\n");
             break;
         }
         if (!qat_from_float(&r, &o, &L, float_params, o.steps, NULL, &acc)) goto fail;
-        print_round(round, "gate: the most sensitive layer up one width, QAT again from the float weights", &L, acc,
-                    r.float_acc, &hist);
+        print_round(round, "gate: the most sensitive layer up one width, QAT again from the float weights", &L, &r, acc,
+                    &hist);
     }
     printf("\n  %-10s %12s %10s %10s\n", "layer", "sensitivity", "width", "KiB");
     for (int i = 0; i < L.n; i++)
         printf("  %-10s %+12.5f %10s %10.1f\n", L.names[i], L.delta[i * 3 + L.choice[i]], width_names[L.choice[i]],
                (double)L.bytes[i * 3 + L.choice[i]] / 1024);
-    printf("  quantized layers %.1f KiB (budget %lld KiB, 0: none); test accuracy %.2f%% (float %.2f%%, drop %.2f, allowed %.2f)\n",
-           (double)chosen_bytes(&L) / 1024, o.budget_kib, 100 * acc, 100 * r.float_acc, 100 * (r.float_acc - acc),
-           (double)o.max_drop);
-    if (bg_checkpoint_save(o.out, &(bg_checkpoint){.model = r.model}) != BG_OK ||
-        bg_export(r.model, o.export_path, r.d.nchw ? &(bg_export_opts){3, {1, 28, 28}} : NULL) != BG_OK)
-        goto fail;
-    printf("saved %s; export %s: %lld bytes\n", o.out, o.export_path, (long long)tool_file_size(o.export_path));
-    if (!write_plots(o.plots, &L, &hist, r.float_acc)) goto fail;
+    char q1[64], q2[64];
+    printf("  quantized layers %.1f KiB (budget %lld KiB, 0: none); %s (float: %s; drop %.4g, allowed %.4g)\n",
+           (double)chosen_bytes(&L) / 1024, o.budget_kib, quality_str(&r, acc, q1, sizeof q1),
+           quality_str(&r, r.float_q, q2, sizeof q2), drop_of(&r, acc), (double)o.max_drop);
+    if (bg_checkpoint_save(o.out, &(bg_checkpoint){.model = r.model}) != BG_OK) goto fail;
+    if (r.lm) {
+        // The language-model export holds ternary BitLinear or float projections only.
+        printf("saved %s (language models export BitLinear projections only: no export of mixed widths)\n", o.out);
+    } else {
+        if (bg_export(r.model, o.export_path, r.d.nchw ? &(bg_export_opts){3, {1, 28, 28}} : NULL) != BG_OK) goto fail;
+        printf("saved %s; export %s: %lld bytes\n", o.out, o.export_path, (long long)tool_file_size(o.export_path));
+    }
+    if (!write_plots(o.plots, &L, &hist, &r)) goto fail;
     status = 0;
     goto done;
 fail:
