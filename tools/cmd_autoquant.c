@@ -315,14 +315,14 @@ typedef struct aq_history {
 
 /* One QAT run at the layers' current widths: the float weights again, the
  * widths applied, the GPTQ start (or round to nearest), a fresh Adam, then
- * `steps` steps. *start_acc: the accuracy before training (may be NULL). */
+ * `steps` steps. *start_acc: the quality before training (may be NULL);
+ * *gptq_layers: the layers GPTQ rounded (may be NULL). */
 static bool qat_from_float(aq_run *r, const aq_opts *o, const aq_layers *L, const float *float_params, int64_t steps,
-                           double *start_acc, double *acc) {
+                           double *start_acc, double *acc, int *gptq_layers) {
     int64_t n = 0;
     float *params = bg_module_flat_params(r->model, &n);
     memcpy(params, float_params, sizeof(float) * (size_t)n);
-    int gptq_layers;
-    if (!apply_widths(r->model, L) || (o->gptq && bg_gptq_model(r->ctx, r->model, r->calib, 0.01, &gptq_layers) != BG_OK))
+    if (!apply_widths(r->model, L) || (o->gptq && bg_gptq_model(r->ctx, r->model, r->calib, 0.01, gptq_layers) != BG_OK))
         return false;
     bg_model_set_quant_mode(r->model, BG_QUANT_MODE_EVAL);
     if (start_acc && !measure(r, start_acc)) return false;
@@ -426,8 +426,13 @@ int bg_cmd_autoquant(int argc, char **argv) {
     }
     memcpy(float_params, fp, sizeof(float) * (size_t)np);
     double start_acc;
-    if (!qat_from_float(&r, &o, &L, float_params, o.steps, &start_acc, &acc)) goto fail;
-    print_round(0, o.gptq ? "GPTQ start, no training" : "round to nearest, no training", &L, &r, start_acc, &hist);
+    int gptq_layers = 0;
+    if (!qat_from_float(&r, &o, &L, float_params, o.steps, &start_acc, &acc, &gptq_layers)) goto fail;
+    char start[96];
+    snprintf(start, sizeof start, "%s, no training",
+             gptq_layers ? "GPTQ start" : o.gptq ? "round to nearest (GPTQ covers Linear layers of a Sequential)"
+                                                 : "round to nearest");
+    print_round(0, start, &L, &r, start_acc, &hist);
     print_round(1, "QAT", &L, &r, acc, &hist);
     // The quality gate.
     for (int round = 2; drop_of(&r, acc) > o.max_drop && round < 2 + o.rounds; round++) {
@@ -435,7 +440,7 @@ int bg_cmd_autoquant(int argc, char **argv) {
             printf("every layer is at 8 bits: the gate stops\n");
             break;
         }
-        if (!qat_from_float(&r, &o, &L, float_params, o.steps, NULL, &acc)) goto fail;
+        if (!qat_from_float(&r, &o, &L, float_params, o.steps, NULL, &acc, NULL)) goto fail;
         print_round(round, "gate: the most sensitive layer up one width, QAT again from the float weights", &L, &r, acc,
                     &hist);
     }
