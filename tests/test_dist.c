@@ -21,7 +21,7 @@
 #include "bitgrad.h"
 #include "tests/test_util.h"
 
-static int STEPS = 20;
+enum { STEPS = 20 };   // optimizer steps of every equivalence run
 
 /* Every rank's copy of v[0..n) equal to rank 0's? (collective) */
 static bool same_on_all_ranks(const float *v, int64_t n) {
@@ -330,7 +330,6 @@ static void test_failure_stops_all(void) {
 
 int main(int argc, char **argv) {
     CHECK(bg_dist_init(&argc, &argv) == BG_OK);
-    if (getenv("STEPS")) STEPS = atoi(getenv("STEPS"));
     if (bg_dist_is_root())
         printf("test_dist: %d rank(s)%s\n", bg_dist_size(), bg_dist_built_with_mpi() ? "" : " (built without MPI)");
     the_dataset = dataset();
