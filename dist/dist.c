@@ -33,12 +33,6 @@ int bg_dist_size(void) { return dist.size; }
 bool bg_dist_is_root(void) { return dist.rank == 0; }
 bg_dist_stats bg_dist_get_stats(void) { return dist.stats; }
 
-static double seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Whether a launcher started this process as one rank of several. */
 static bool launched_by_mpirun(void) {
     static const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "MPI_LOCALNRANKS"};
@@ -48,6 +42,12 @@ static bool launched_by_mpirun(void) {
 }
 
 #if defined(BG_WITH_MPI)
+
+static double seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static bg_status mpi_error(const char *what, int code) {
     char msg[MPI_MAX_ERROR_STRING];
