@@ -91,9 +91,9 @@ _Noreturn void bg_dist_abort(int code) {
 #define BUCKET ((int64_t)1 << 20)
 
 bg_status bg_dist_allreduce_grads(bg_module *m, double weight) {
+    if (!m) return bg_set_error(BG_ERR_ARG, "dist_allreduce_grads: model is NULL");
     int64_t n = 0;
     float *g = bg_module_flat_grads(m, &n);
-    if (!m) return bg_set_error(BG_ERR_ARG, "dist_allreduce_grads: model is NULL");
     if (dist.size == 1 || n == 0) return BG_OK;
     const bg_kernels *k = bg_kernels_get();
     double t0 = seconds();
@@ -143,6 +143,10 @@ bg_status bg_dist_sync_state(bg_module *m) {
     if (!q) return BG_ERR_NOMEM;
     int64_t total = 0;
     for (int i = 0; i < q->n; i++) total += bg_quant_state_num_scales(q->states[i]);
+    if (q->n == 0) {   // a float model: nothing to exchange (the same on every rank)
+        bg_quantizer_list_free(q);
+        return BG_OK;
+    }
     // [-rmax | rmin] reduced with MIN at once; [scale | zero_point] from rank 0.
     float *range = malloc(sizeof(float) * (size_t)(2 * total + 1));
     float *sz = malloc(sizeof(float) * (size_t)(2 * total + 1));
@@ -187,13 +191,6 @@ done:
     return st;
 }
 
-int bg_dist_any_failed(bool failed) {
-    if (dist.size == 1) return failed ? 0 : -1;
-    int mine = failed ? dist.rank : dist.size, lowest = mine;
-    if (MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD) != MPI_SUCCESS) return dist.rank;
-    return lowest < dist.size ? lowest : -1;
-}
-
 bg_status bg_dist_sum_doubles(double *v, int n) {
     if (dist.size == 1 || n <= 0) return BG_OK;
     int rc = MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
@@ -224,7 +221,6 @@ bg_status bg_dist_broadcast_model(bg_module *m) {
 bg_status bg_dist_sync_state(bg_module *m) {
     return m ? BG_OK : bg_set_error(BG_ERR_ARG, "dist_sync_state: model is NULL");
 }
-int bg_dist_any_failed(bool failed) { return failed ? 0 : -1; }
 bg_status bg_dist_sum_doubles(double *v, int n) {
     (void)v, (void)n;
     return BG_OK;

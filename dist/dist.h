@@ -69,10 +69,6 @@ bg_status bg_dist_allreduce_grads(bg_module *m, double weight);
  * Collective. */
 bg_status bg_dist_sync_state(bg_module *m);
 
-/* A collective "did any rank fail?": returns the lowest rank whose `failed`
- * is true, or -1. Lets ranks leave a loop together. */
-int bg_dist_any_failed(bool failed);
-
 /* Sums n doubles over ranks in place (e.g. a loss and a row count);
  * collective. BG_ERR_STATE when MPI fails. */
 bg_status bg_dist_sum_doubles(double *v, int n);

@@ -90,6 +90,7 @@ static bool next_cached(void *src, bg_ctx *ctx, bg_tensor **x, bg_tensor **y) {
 }
 
 bg_batch_source bg_batch_cache_source(bg_batch_cache *c) {
+    if (c) c->next = 0;   // a new source starts at the first batch
     return (bg_batch_source){.next = next_cached, .src = c};
 }
 
@@ -128,7 +129,6 @@ bg_status bg_calibrate(bg_ctx *ctx, bg_module *model, const bg_batch_source *src
 /* Mean loss over the cache with the model as it is set now. */
 static bg_status cache_loss(bg_ctx *ctx, bg_module *model, bg_batch_cache *calib, double *loss) {
     bg_batch_source src = bg_batch_cache_source(calib);
-    calib->next = 0;
     return bg_evaluate_loss(ctx, model, &src, loss);
 }
 
@@ -253,7 +253,6 @@ bg_status bg_gptq_model(bg_ctx *ctx, bg_module *model, bg_batch_cache *calib, do
     bg_module_train(model, false);
     bg_model_set_quant_mode(model, BG_QUANT_MODE_FP32);
     bg_batch_source src = bg_batch_cache_source(calib);
-    calib->next = 0;
     bg_tensor *x, *y;
     while (s == BG_OK && src.next(src.src, ctx, &x, &y)) {
         for (int i = 0; i < nc && x; i++) {
@@ -268,7 +267,6 @@ bg_status bg_gptq_model(bg_ctx *ctx, bg_module *model, bg_batch_cache *calib, do
         if (bg_ctx_status(ctx) != BG_OK) s = bg_set_error(bg_ctx_status(ctx), "gptq_model: %s", bg_ctx_error(ctx));
         bg_ctx_reset(ctx);
     }
-    bg_model_set_quant_mode(model, BG_QUANT_MODE_EVAL);
     for (int i = 0; i < nc && s == BG_OK; i++) {
         if (!H[i]) continue;
         s = gptq_layer(ctx, bg_module_child(model, i), H[i], rows[i], percdamp);

@@ -28,8 +28,9 @@ typedef struct bg_batch_cache bg_batch_cache;
 bg_status bg_batch_cache_new(bg_ctx *ctx, const bg_batch_source *src, int64_t batches, bg_batch_cache **out);
 void bg_batch_cache_free(bg_batch_cache *c);
 int64_t bg_batch_cache_batches(const bg_batch_cache *c);
-/* A source over the cache: every batch once, then false once (and the next
- * call starts again), like the image batcher's epochs. */
+/* A source over the cache, from its first batch: every batch once, then
+ * false once (and the next call starts again), like the image batcher's
+ * epochs. */
 bg_batch_source bg_batch_cache_source(bg_batch_cache *c);
 
 /* Calibration: runs every batch of src once through model without

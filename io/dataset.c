@@ -11,6 +11,7 @@
 #include <zlib.h>
 
 #include "io/io.h"
+#include "io/shard_internal.h"
 
 #define FMNIST_PACKAGE "dataset-fashion-mnist"
 #define IDX_IMAGES_MAGIC 0x00000803u /* uint8, 3 dims */
@@ -294,12 +295,8 @@ bg_status bg_batcher_new(const bg_dataset *ds, const bg_batcher_opts *opts, bg_b
     if (opts->batch_size < 1)
         return bg_set_error(BG_ERR_ARG, "%s: batch_size must be positive: %lld", who,
                             (long long)opts->batch_size);
-    if (opts->shard_count < 0 || opts->shard_rank < 0 || opts->shard_rank >= (opts->shard_count ? opts->shard_count : 1))
-        return bg_set_error(BG_ERR_ARG, "%s: shard %d of %d does not exist (0 <= shard_rank < shard_count)", who,
-                            opts->shard_rank, opts->shard_count);
-    if (opts->shard_count > opts->batch_size)
-        return bg_set_error(BG_ERR_ARG, "%s: a batch of %lld cannot be split over %d processes", who,
-                            (long long)opts->batch_size, opts->shard_count);
+    bg_status sc = bg_shard_check(who, opts->shard_rank, opts->shard_count, opts->batch_size, "examples");
+    if (sc != BG_OK) return sc;
     if (ds->n < 1 || (!ds->pixels && !ds->values) || !ds->labels)
         return bg_set_error(BG_ERR_ARG, "%s: dataset is empty", who);
     bg_batcher *b = calloc(1, sizeof *b);
@@ -356,7 +353,7 @@ bool bg_batcher_next(bg_batcher *b, bg_ctx *ctx, bg_tensor **x, bg_tensor **y) {
     const bg_dataset *ds = b->ds;
     int64_t left = ds->n - b->pos;
     int64_t count = left < b->opts.batch_size ? left : b->opts.batch_size;
-    const int64_t shards = b->opts.shard_count > 0 ? b->opts.shard_count : 1;
+    const int64_t shards = bg_shards(b->opts.shard_count);
     if (count == 0 || (b->opts.drop_last && count < b->opts.batch_size) || count < shards) {
         // End of the epoch: the next call starts the following one.
         b->epoch++;
@@ -365,7 +362,8 @@ bool bg_batcher_next(bg_batcher *b, bg_ctx *ctx, bg_tensor **x, bg_tensor **y) {
         return false;
     }
     // This process's slice of the global batch.
-    const int64_t r = b->opts.shard_rank, lo = r * count / shards, hi = (r + 1) * count / shards;
+    int64_t lo, hi;
+    bg_shard_slice(count, b->opts.shard_rank, shards, &lo, &hi);
     const int64_t global = count;
     count = hi - lo;
     int64_t f = bg_dataset_features(ds);
@@ -403,7 +401,7 @@ const int64_t *bg_batcher_indices(const bg_batcher *b, int64_t *count) {
 
 int64_t bg_batcher_batches(const bg_batcher *b) {
     if (!b) return 0;
-    int64_t n = b->ds->n, bs = b->opts.batch_size, shards = b->opts.shard_count > 0 ? b->opts.shard_count : 1;
+    int64_t n = b->ds->n, bs = b->opts.batch_size, shards = bg_shards(b->opts.shard_count);
     return b->opts.drop_last || n % bs < shards ? n / bs : n / bs + 1;   // a last batch too small to split is skipped
 }
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "io/io.h"
+#include "io/shard_internal.h"
 
 extern char **environ;
 
@@ -273,12 +274,8 @@ bg_status bg_text_batcher_new(const bg_text *text, const bg_text_batcher_opts *o
                             (long long)opts->context);
     if (opts->split != BG_TEXT_TRAIN && opts->split != BG_TEXT_VAL)
         return bg_set_error(BG_ERR_ARG, "%s: unknown split %d", who, (int)opts->split);
-    if (opts->shard_count < 0 || opts->shard_rank < 0 || opts->shard_rank >= (opts->shard_count ? opts->shard_count : 1))
-        return bg_set_error(BG_ERR_ARG, "%s: shard %d of %d does not exist (0 <= shard_rank < shard_count)", who,
-                            opts->shard_rank, opts->shard_count);
-    if (opts->shard_count > opts->batch_size)
-        return bg_set_error(BG_ERR_ARG, "%s: a batch of %lld windows cannot be split over %d processes", who,
-                            (long long)opts->batch_size, opts->shard_count);
+    bg_status sc = bg_shard_check(who, opts->shard_rank, opts->shard_count, opts->batch_size, "windows");
+    if (sc != BG_OK) return sc;
     if (opts->max_windows < 0)
         return bg_set_error(BG_ERR_ARG, "%s: max_windows must not be negative: %lld", who,
                             (long long)opts->max_windows);
@@ -359,8 +356,8 @@ bool bg_text_batcher_next(bg_text_batcher *b, bg_ctx *ctx, bg_tensor **x, bg_ten
     }
     // This process's slice of a random batch (all B offsets are drawn, so the
     // stream is the same whatever the number of processes).
-    const int64_t shards = !b->opts.fixed && b->opts.shard_count > 0 ? b->opts.shard_count : 1;
-    const int64_t lo = b->opts.shard_rank * count / shards, hi = shards > 1 ? (b->opts.shard_rank + 1) * count / shards : count;
+    int64_t lo, hi;
+    bg_shard_slice(count, b->opts.shard_rank, b->opts.fixed ? 1 : bg_shards(b->opts.shard_count), &lo, &hi);
     bg_tensor *xt = bg_empty(ctx, BG_DTYPE_I32, BG_SHAPE(hi - lo, T));
     bg_tensor *yt = bg_empty(ctx, BG_DTYPE_I32, BG_SHAPE(hi - lo, T));
     if (!xt || !yt) return false;

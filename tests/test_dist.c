@@ -268,20 +268,37 @@ static bg_text *small_text(void) {
     return t;
 }
 
+/* A model trained `steps` steps on this rank's slices (bg_train_steps). */
+typedef struct shard_run {
+    bg_module *m;
+    bg_batcher *b;
+    bg_optim *opt;
+    bg_ctx *ctx;
+    bg_batch_source src;
+} shard_run;
+
+static void shard_run_start(shard_run *r, const char *a_spec, int64_t steps) {
+    r->m = mlp(a_spec);
+    r->b = mlp_source(bg_dist_rank(), bg_dist_size(), &r->src);
+    r->opt = bg_adam_new(r->m, NULL);
+    r->ctx = bg_ctx_new(0);
+    double loss;
+    CHECK(bg_train_steps(r->ctx, r->m, r->opt, &r->src, steps, NULL, &loss) == BG_OK);
+}
+
+static void shard_run_free(shard_run *r) {
+    bg_ctx_free(r->ctx);
+    bg_optim_free(r->opt);
+    bg_module_free(r->m);
+    bg_batcher_free(r->b);
+}
+
 /* Activation observers see each rank's own slice; after every step the
  * ranges are combined, so every rank holds the same state. */
 static void test_observers_equal(void) {
-    bg_module *m = mlp("int8");
-    bg_dataset *ds = dataset();
-    bg_batcher *b = NULL;
-    bg_batcher_opts bo = {.batch_size = GLOBAL_B, .seed = 1, .shard_rank = bg_dist_rank(), .shard_count = bg_dist_size()};
-    CHECK(bg_batcher_new(ds, &bo, &b) == BG_OK);
-    bg_optim *opt = bg_adam_new(m, NULL);
-    bg_ctx *ctx = bg_ctx_new(0);
-    bg_batch_source src = bg_batcher_source(b);
-    double loss;
-    CHECK(bg_train_steps(ctx, m, opt, &src, 4, NULL, &loss) == BG_OK);
-    bg_quantizer_list *q = bg_model_quantizer_list(m);
+    shard_run r;
+    shard_run_start(&r, "int8", 4);
+    bg_quantizer_list *q = bg_model_quantizer_list(r.m);
     for (int i = 0; q && i < q->n; i++) {
         int64_t P = bg_quant_state_num_scales(q->states[i]);
         float *buf = malloc(sizeof(float) * (size_t)(4 * P + 1));
@@ -292,40 +309,80 @@ static void test_observers_equal(void) {
         free(buf);
     }
     bg_quantizer_list_free(q);
-    bg_ctx_free(ctx);
-    bg_optim_free(opt);
-    bg_module_free(m);
-    bg_batcher_free(b);
-    bg_dataset_free(ds);
+    shard_run_free(&r);
 }
 
-/* The last rank gets a NaN input at step 3: its train_steps says so, every
- * other rank's says that another rank failed; nobody hangs. */
+/* The last rank gets a NaN bias at step 3: its train_steps says the loss is
+ * NaN, every other rank's says that another rank failed; nobody hangs. */
 static void test_failure_stops_all(void) {
-    bg_module *m = mlp(NULL);
-    bg_dataset *ds = dataset();
-    bg_batcher *b = NULL;
-    bg_batcher_opts bo = {.batch_size = GLOBAL_B, .seed = 1, .shard_rank = bg_dist_rank(), .shard_count = bg_dist_size()};
-    CHECK(bg_batcher_new(ds, &bo, &b) == BG_OK);
-    bg_optim *opt = bg_adam_new(m, NULL);
-    bg_ctx *ctx = bg_ctx_new(0);
-    bg_batch_source src = bg_batcher_source(b);
-    double loss;
-    CHECK(bg_train_steps(ctx, m, opt, &src, 3, NULL, &loss) == BG_OK);
+    shard_run r;
+    shard_run_start(&r, NULL, 3);
     bool bad = bg_dist_rank() == bg_dist_size() - 1;
     if (bad)   // a bias (weights go through their quantizer, which clamps a NaN): the loss becomes NaN
-        for (int i = 0; i < bg_module_param_count(m); i++)
-            if (strstr(bg_module_param_name(m, i), "bias")) bg_f32(bg_module_param(m, i))[0] = NAN;
-    bg_status st = bg_train_steps(ctx, m, opt, &src, 1, NULL, &loss);
+        for (int i = 0; i < bg_module_param_count(r.m); i++)
+            if (strstr(bg_module_param_name(r.m, i), "bias")) bg_f32(bg_module_param(r.m, i))[0] = NAN;
+    double loss;
+    bg_status st = bg_train_steps(r.ctx, r.m, r.opt, &r.src, 1, NULL, &loss);
     CHECK_MSG(st != BG_OK, "rank %d: a NaN on rank %d did not stop training", bg_dist_rank(), bg_dist_size() - 1);
     const char *want = bad || bg_dist_size() == 1 ? "the loss is nan" : "other rank(s) failed";
     CHECK_MSG(strstr(bg_last_error(), want) != NULL, "rank %d: \"%s\" does not say \"%s\"", bg_dist_rank(),
               bg_last_error(), want);
+    shard_run_free(&r);
+}
+
+/* The batchers' slices, in this process: N shards of a batch are its rows in
+ * order; a fixed (evaluation) text batcher is never split; bad shards and
+ * batches too small to split are refused with a sentence. */
+static void test_shards(void) {
+    bg_ctx *ctx = bg_ctx_new(0);
+    bg_batcher *whole = NULL, *part[3] = {NULL};
+    CHECK(bg_batcher_new(the_dataset, &(bg_batcher_opts){.batch_size = 20, .shuffle = true, .seed = 2}, &whole) == BG_OK);
+    for (int r = 0; r < 3; r++)
+        CHECK(bg_batcher_new(the_dataset,
+                             &(bg_batcher_opts){.batch_size = 20, .shuffle = true, .seed = 2, .shard_rank = r,
+                                                .shard_count = 3},
+                             &part[r]) == BG_OK);
+    bg_tensor *x, *y, *px, *py;
+    CHECK(bg_batcher_next(whole, ctx, &x, &y));
+    int64_t row = 0;
+    for (int r = 0; r < 3; r++) {
+        CHECK(bg_batcher_next(part[r], ctx, &px, &py));
+        CHECK_MSG(px->shape[0] == (r + 1) * 20 / 3 - r * 20 / 3, "shard %d has %lld rows", r, (long long)px->shape[0]);
+        CHECK(memcmp(bg_f32(px), bg_f32(x) + row * FEAT, sizeof(float) * (size_t)(px->shape[0] * FEAT)) == 0);
+        row += px->shape[0];
+    }
+    CHECK(row == 20);
+    // ROWS = 192 = 9 x 20 + 12: 10 batches; with 16 shards the last (12 rows) is skipped
+    CHECK(bg_batcher_batches(whole) == 10 && bg_batcher_batches(part[0]) == 10);
+    bg_batcher *many = NULL;
+    CHECK(bg_batcher_new(the_dataset, &(bg_batcher_opts){.batch_size = 20, .shard_rank = 0, .shard_count = 16},
+                         &many) == BG_OK);
+    CHECK(bg_batcher_batches(many) == 9);
+    bg_batcher *bad = NULL;
+    CHECK(bg_batcher_new(the_dataset, &(bg_batcher_opts){.batch_size = 20, .shard_rank = 3, .shard_count = 3}, &bad) ==
+          BG_ERR_ARG);
+    CHECK(strstr(bg_last_error(), "shard 3 of 3 does not exist") != NULL);
+    CHECK(bg_batcher_new(the_dataset, &(bg_batcher_opts){.batch_size = 2, .shard_count = 3}, &bad) == BG_ERR_ARG);
+    CHECK(strstr(bg_last_error(), "a batch of 2 examples cannot be split over 3 processes") != NULL);
+    // text: a random batch's windows split; fixed windows whole on every shard
+    bg_text_batcher *tw = NULL, *t1 = NULL, *fx = NULL;
+    CHECK(bg_text_batcher_new(the_text, &(bg_text_batcher_opts){.batch_size = 8, .context = 16, .seed = 4}, &tw) == BG_OK);
+    CHECK(bg_text_batcher_new(the_text,
+                              &(bg_text_batcher_opts){.batch_size = 8, .context = 16, .seed = 4, .shard_rank = 1,
+                                                      .shard_count = 2},
+                              &t1) == BG_OK);
+    CHECK(bg_text_batcher_new(the_text,
+                              &(bg_text_batcher_opts){.batch_size = 8, .context = 16, .split = BG_TEXT_VAL, .fixed = true,
+                                                      .shard_rank = 1, .shard_count = 2},
+                              &fx) == BG_OK);
+    CHECK(bg_text_batcher_next(tw, ctx, &x, &y) && bg_text_batcher_next(t1, ctx, &px, &py));
+    CHECK(px->shape[0] == 4 && memcmp(px->data, (int32_t *)x->data + 4 * 16, sizeof(int32_t) * 4 * 16) == 0);
+    CHECK(bg_text_batcher_next(fx, ctx, &px, &py) && px->shape[0] == 8);
+    bg_text_batcher_free(tw), bg_text_batcher_free(t1), bg_text_batcher_free(fx);
+    for (int r = 0; r < 3; r++) bg_batcher_free(part[r]);
+    bg_batcher_free(whole);
+    bg_batcher_free(many);
     bg_ctx_free(ctx);
-    bg_optim_free(opt);
-    bg_module_free(m);
-    bg_batcher_free(b);
-    bg_dataset_free(ds);
 }
 
 int main(int argc, char **argv) {
@@ -342,6 +399,7 @@ int main(int argc, char **argv) {
     test_equivalence(&lm_w);
     test_observers_equal();
     test_failure_stops_all();
+    test_shards();
     bg_dataset_free(the_dataset);
     bg_text_free(the_text);
     int failed = bg_test_finish();

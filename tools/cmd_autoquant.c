@@ -194,7 +194,6 @@ static bool run_start(aq_run *r, const aq_opts *o, const char *cmd) {
     if (r->lm ? !lm_data(r, o) : !tool_data_load(&r->d, o->data, 128, 1000, o->seed)) return false;
     if (!r->lm) r->train = bg_batcher_source(r->d.train_b);
     if (!(r->ctx = bg_ctx_new(0))) return false;
-    if (r->lm) bg_model_set_quant_mode(r->model, BG_QUANT_MODE_EVAL);
     char q[64];
     if (!measure(r, &r->float_q) || bg_batch_cache_new(r->ctx, &r->train, o->calib, &r->calib) != BG_OK) return false;
     printf("bitgrad %s: %s, float %s, %lld calibration batches, %d threads\n", cmd, o->ckpt,
